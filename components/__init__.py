@@ -1,0 +1,1 @@
+"""KFP components: one folder each, every body one call into trainpipe."""

@@ -1,0 +1,1 @@
+"""The KFP pipeline definitions (the DAG) and their compiler entry."""

@@ -1,0 +1,483 @@
+"""The one seam for artifact I/O: ``file://`` and ``s3://`` behind the same small interface.
+
+Every write is atomic (nothing is visible under its final key until it is complete) and records
+the object's sha256; every read recomputes the sha256 and refuses data that does not match.
+
+    store = open_store("s3://bucket/prefix")       # endpoint from AWS_ENDPOINT_URL or endpoint_url
+    info = store.put_bytes("runs/r1/model.pt", data)
+    data = store.get_bytes("runs/r1/model.pt")      # raises ChecksumMismatch on corruption
+
+Conditional writes (``if_none_match`` / ``if_match``) give compare-and-swap on a single key, which
+the registry's champion pointer and the training lease are built on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import posixpath
+import tempfile
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+SHA256_METADATA_KEY = "sha256"
+_CHUNK_BYTES = 8 * 1024 * 1024
+
+
+class StorageError(Exception):
+    """Artifact storage failed; the message says what and how to fix it."""
+
+
+class ArtifactNotFound(StorageError):
+    """The requested object does not exist."""
+
+
+class ChecksumMismatch(StorageError):
+    """The object's bytes do not match the sha256 recorded when it was written."""
+
+
+class PreconditionFailed(StorageError):
+    """A conditional write lost: the object changed (or appeared) since it was read."""
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size_bytes: int
+    sha256: str
+    etag: str
+    """Opaque version token for ``if_match``."""
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK_BYTES), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def join_uri(base: str, *parts: str) -> str:
+    """Join path parts onto a URI without doubling or losing slashes."""
+    return "/".join([base.rstrip("/"), *(p.strip("/") for p in parts if p)])
+
+
+class Store(ABC):
+    """A rooted key space. Keys are relative POSIX paths; ``uri_for(key)`` names them."""
+
+    uri: str
+
+    @abstractmethod
+    def put_bytes(
+        self, key: str, data: bytes, *, if_none_match: bool = False, if_match: str | None = None
+    ) -> ObjectInfo:
+        """Write atomically. ``if_none_match``: only if absent; ``if_match``: only if unchanged."""
+
+    @abstractmethod
+    def put_file(self, key: str, path: str | Path) -> ObjectInfo:
+        """Upload a local file atomically (streamed; for large artifacts)."""
+
+    @abstractmethod
+    def head(self, key: str) -> ObjectInfo | None:
+        """Size, recorded sha256 and etag, or None when the key does not exist."""
+
+    @abstractmethod
+    def _read(self, key: str) -> tuple[bytes, ObjectInfo]:
+        """Raw bytes plus the recorded info; raises ArtifactNotFound."""
+
+    @abstractmethod
+    def _download(self, key: str, path: Path) -> ObjectInfo:
+        """Stream the object to ``path``; raises ArtifactNotFound."""
+
+    @abstractmethod
+    def list(self, prefix: str = "") -> list[str]:
+        """Keys under ``prefix``, sorted."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove one key; a missing key is not an error."""
+
+    def uri_for(self, key: str) -> str:
+        return join_uri(self.uri, key)
+
+    def child(self, prefix: str) -> Store:
+        """The same store rooted one level down."""
+        return open_store(self.uri_for(prefix), **self._open_kwargs())
+
+    def _open_kwargs(self) -> dict[str, Any]:
+        return {}
+
+    def get_bytes(self, key: str, *, sha256: str | None = None) -> bytes:
+        """Read and verify against the recorded sha256 (and ``sha256`` when given)."""
+        data, info = self._read(key)
+        actual = sha256_bytes(data)
+        _verify(self.uri_for(key), actual, info.sha256, sha256)
+        return data
+
+    def get_file(self, key: str, path: str | Path, *, sha256: str | None = None) -> ObjectInfo:
+        """Download to ``path`` atomically and verify; a bad download leaves nothing behind."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with _atomic_local_path(path) as tmp:
+            info = self._download(key, tmp)
+            _verify(self.uri_for(key), sha256_file(tmp), info.sha256, sha256)
+        return info
+
+    def put_json(self, key: str, obj: Any, **conditions: Any) -> ObjectInfo:
+        data = json.dumps(obj, indent=2, sort_keys=True).encode()
+        return self.put_bytes(key, data, **conditions)
+
+    def get_json(self, key: str, *, sha256: str | None = None) -> Any:
+        data = self.get_bytes(key, sha256=sha256)
+        try:
+            return json.loads(data)
+        except json.JSONDecodeError as exc:
+            raise StorageError(
+                f"{self.uri_for(key)} is not valid JSON ({exc}); the object is corrupt, "
+                "restore it from its producer or rerun the stage that writes it"
+            ) from exc
+
+    def exists(self, key: str) -> bool:
+        return self.head(key) is not None
+
+
+def _verify(uri: str, actual: str, recorded: str, expected: str | None) -> None:
+    if recorded and actual != recorded:
+        raise ChecksumMismatch(
+            f"{uri} is corrupt: sha256 {actual[:12]}… does not match the recorded "
+            f"{recorded[:12]}…; rerun the stage that wrote it"
+        )
+    if expected and actual != expected:
+        raise ChecksumMismatch(
+            f"{uri} does not match its manifest: sha256 {actual[:12]}… is not the expected "
+            f"{expected[:12]}…; the artifact was replaced or corrupted, "
+            "rerun the stage that wrote it"
+        )
+
+
+@contextlib.contextmanager
+def _atomic_local_path(final: Path) -> Iterator[Path]:
+    """A temp path beside ``final`` that is renamed over it only if the block succeeds."""
+    fd, tmp_name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class FileStore(Store):
+    """A directory on a local or mounted filesystem.
+
+    The sha256 of ``a/b`` is recorded in the sidecar ``a/.b.sha256``, written before the data is
+    renamed into place, so a reader that can see the data can always check it.
+    """
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root).resolve()
+        self.uri = f"file://{self.root}"
+
+    def _path(self, key: str) -> Path:
+        normalized = posixpath.normpath(key)
+        if normalized.startswith(("../", "/")) or normalized == "..":
+            raise StorageError(f"key {key!r} escapes the store root {self.uri}")
+        return self.root / normalized
+
+    @staticmethod
+    def _sidecar(path: Path) -> Path:
+        return path.with_name(f".{path.name}.sha256")
+
+    @contextlib.contextmanager
+    def _key_lock(self, path: Path) -> Iterator[None]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock_path = path.with_name(f".{path.name}.lock")
+        with open(lock_path, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _commit(self, path: Path, tmp: Path, digest: str) -> None:
+        with _atomic_local_path(self._sidecar(path)) as side_tmp:
+            side_tmp.write_text(digest)
+        os.replace(tmp, path)
+
+    def put_bytes(
+        self, key: str, data: bytes, *, if_none_match: bool = False, if_match: str | None = None
+    ) -> ObjectInfo:
+        path = self._path(key)
+        digest = sha256_bytes(data)
+        with self._key_lock(path):
+            current = self.head(key)
+            if if_none_match and current is not None:
+                raise PreconditionFailed(f"{self.uri_for(key)} already exists")
+            if if_match is not None and (current is None or current.etag != if_match):
+                raise PreconditionFailed(f"{self.uri_for(key)} changed since it was read")
+            fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            tmp = Path(tmp_name)
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+                self._commit(path, tmp, digest)
+            finally:
+                tmp.unlink(missing_ok=True)
+        return ObjectInfo(key, len(data), digest, digest)
+
+    def put_file(self, key: str, path: str | Path) -> ObjectInfo:
+        final = self._path(key)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        with self._key_lock(final), _atomic_local_path(final) as tmp:
+            digest = hashlib.sha256()
+            with open(path, "rb") as src, open(tmp, "wb") as dst:
+                for chunk in iter(lambda: src.read(_CHUNK_BYTES), b""):
+                    digest.update(chunk)
+                    dst.write(chunk)
+                dst.flush()
+                os.fsync(dst.fileno())
+            hexdigest = digest.hexdigest()
+            with _atomic_local_path(self._sidecar(final)) as side_tmp:
+                side_tmp.write_text(hexdigest)
+            size = tmp.stat().st_size
+        return ObjectInfo(key, size, hexdigest, hexdigest)
+
+    def head(self, key: str) -> ObjectInfo | None:
+        path = self._path(key)
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            return None
+        try:
+            digest = self._sidecar(path).read_text().strip()
+        except FileNotFoundError:
+            digest = ""
+        return ObjectInfo(key, size, digest, digest)
+
+    def _missing(self, key: str) -> ArtifactNotFound:
+        return ArtifactNotFound(
+            f"missing artifact: {self.uri_for(key)} does not exist; check the URI or run the "
+            "stage that produces it first"
+        )
+
+    def _read(self, key: str) -> tuple[bytes, ObjectInfo]:
+        info = self.head(key)
+        if info is None or self._path(key).is_dir():
+            raise self._missing(key)
+        return self._path(key).read_bytes(), info
+
+    def _download(self, key: str, path: Path) -> ObjectInfo:
+        info = self.head(key)
+        if info is None:
+            raise self._missing(key)
+        with open(self._path(key), "rb") as src, open(path, "wb") as dst:
+            for chunk in iter(lambda: src.read(_CHUNK_BYTES), b""):
+                dst.write(chunk)
+        return info
+
+    def list(self, prefix: str = "") -> list[str]:
+        base = self._path(prefix) if prefix else self.root
+        if base.is_file():
+            return [prefix]
+        if not base.is_dir():
+            return []
+        keys = []
+        for path in base.rglob("*"):
+            if path.is_file() and not path.name.startswith("."):
+                keys.append(path.relative_to(self.root).as_posix())
+        return sorted(keys)
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        path.unlink(missing_ok=True)
+        self._sidecar(path).unlink(missing_ok=True)
+
+
+class S3Store(Store):
+    """An S3 bucket and prefix through boto3 (AWS, MinIO, SeaweedFS, Ceph, moto).
+
+    Credentials come from the standard AWS chain (env, shared config, IRSA); the endpoint from
+    ``endpoint_url`` or AWS_ENDPOINT_URL. The sha256 is stored as object metadata.
+    """
+
+    def __init__(self, bucket: str, prefix: str = "", *, endpoint_url: str | None = None):
+        import boto3
+
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.endpoint_url = endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None
+        self.uri = f"s3://{bucket}/{self.prefix}".rstrip("/")
+        self._client = boto3.client("s3", endpoint_url=self.endpoint_url)
+
+    def _open_kwargs(self) -> dict[str, Any]:
+        return {"endpoint_url": self.endpoint_url}
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}".lstrip("/") if self.prefix else key
+
+    def _translate(self, exc: Exception, key: str) -> StorageError:
+        from botocore.exceptions import ClientError, NoCredentialsError
+
+        uri = self.uri_for(key)
+        if isinstance(exc, NoCredentialsError):
+            return StorageError(
+                f"no AWS credentials for {uri}; set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
+                "a profile, or IRSA on the pod"
+            )
+        if isinstance(exc, ClientError):
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code in ("NoSuchKey", "404", "NotFound"):
+                return ArtifactNotFound(
+                    f"missing artifact: {uri} does not exist; check the URI or run the stage "
+                    "that produces it first"
+                )
+            if code == "NoSuchBucket":
+                return StorageError(
+                    f"bucket {self.bucket!r} does not exist at "
+                    f"{self.endpoint_url or 'AWS S3'}; create it or fix the storage URI"
+                )
+            if code in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+                return PreconditionFailed(f"{uri} changed since it was read ({code})")
+            if code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+                return StorageError(f"access to {uri} denied ({code}); check the credentials")
+            return StorageError(f"S3 request for {uri} failed: {code or exc}")
+        from botocore.exceptions import EndpointConnectionError
+
+        if isinstance(exc, EndpointConnectionError):
+            return StorageError(
+                f"cannot reach the S3 endpoint for {uri} ({exc}); check AWS_ENDPOINT_URL "
+                "or storage.endpoint_url"
+            )
+        return StorageError(f"S3 request for {uri} failed: {exc}")
+
+    @contextlib.contextmanager
+    def _errors(self, key: str) -> Iterator[None]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            yield
+        except (ClientError, BotoCoreError) as exc:
+            raise self._translate(exc, key) from exc
+
+    def put_bytes(
+        self, key: str, data: bytes, *, if_none_match: bool = False, if_match: str | None = None
+    ) -> ObjectInfo:
+        digest = sha256_bytes(data)
+        kwargs: dict[str, Any] = {"Metadata": {SHA256_METADATA_KEY: digest}}
+        if if_none_match:
+            kwargs["IfNoneMatch"] = "*"
+        if if_match is not None:
+            kwargs["IfMatch"] = if_match
+        with self._errors(key):
+            response = self._client.put_object(
+                Bucket=self.bucket, Key=self._key(key), Body=data, **kwargs
+            )
+        return ObjectInfo(key, len(data), digest, response["ETag"])
+
+    def put_file(self, key: str, path: str | Path) -> ObjectInfo:
+        # upload_file switches to multipart for large files; S3 makes the object visible only
+        # when the upload completes, which is the atomicity we need.
+        digest = sha256_file(path)
+        with self._errors(key):
+            self._client.upload_file(
+                str(path),
+                self.bucket,
+                self._key(key),
+                ExtraArgs={"Metadata": {SHA256_METADATA_KEY: digest}},
+            )
+        info = self.head(key)
+        assert info is not None, "object must exist right after a completed upload"
+        return info
+
+    def head(self, key: str) -> ObjectInfo | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            response = self._client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise self._translate(exc, key) from exc
+        return ObjectInfo(
+            key,
+            response["ContentLength"],
+            response.get("Metadata", {}).get(SHA256_METADATA_KEY, ""),
+            response["ETag"],
+        )
+
+    def _read(self, key: str) -> tuple[bytes, ObjectInfo]:
+        with self._errors(key):
+            response = self._client.get_object(Bucket=self.bucket, Key=self._key(key))
+            data = response["Body"].read()
+        info = ObjectInfo(
+            key,
+            len(data),
+            response.get("Metadata", {}).get(SHA256_METADATA_KEY, ""),
+            response["ETag"],
+        )
+        return data, info
+
+    def _download(self, key: str, path: Path) -> ObjectInfo:
+        info = self.head(key)
+        if info is None:
+            raise self._translate(_not_found_error(), key)
+        with self._errors(key):
+            self._client.download_file(self.bucket, self._key(key), str(path))
+        return info
+
+    def list(self, prefix: str = "") -> list[str]:
+        full_prefix = self._key(prefix)
+        strip = f"{self.prefix}/" if self.prefix else ""
+        keys: list[str] = []
+        with self._errors(prefix):
+            paginator = self._client.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=full_prefix):
+                for obj in page.get("Contents", []):
+                    keys.append(obj["Key"][len(strip) :])
+        return sorted(keys)
+
+    def delete(self, key: str) -> None:
+        with self._errors(key):
+            self._client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+
+def _not_found_error() -> Exception:
+    from botocore.exceptions import ClientError
+
+    return ClientError({"Error": {"Code": "NoSuchKey", "Message": "Not Found"}}, "HeadObject")
+
+
+def open_store(uri: str, *, endpoint_url: str | None = None) -> Store:
+    """A Store for ``file:///path``, a plain local path, or ``s3://bucket/prefix``."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "s3":
+        if len(parsed.netloc) < 3:
+            raise StorageError(f"storage URI {uri!r} has no valid bucket; use s3://bucket/prefix")
+        return S3Store(parsed.netloc, parsed.path, endpoint_url=endpoint_url)
+    if parsed.scheme == "file":
+        return FileStore(parsed.path)
+    if parsed.scheme == "":
+        return FileStore(uri)
+    raise StorageError(
+        f"unsupported storage URI scheme {parsed.scheme!r} in {uri!r}; use file:// or s3://"
+    )
+
+
+def split_uri(uri: str) -> tuple[str, str]:
+    """``s3://b/p/x/file.onnx`` -> (``s3://b/p/x``, ``file.onnx``)."""
+    head, _, tail = uri.rstrip("/").rpartition("/")
+    return head, tail

@@ -1,0 +1,28 @@
+"""Run moto's S3 server on loopback, one request at a time, and print its port.
+
+    python -m tests.support.s3_server    # prints "PORT <n>" once it listens
+
+moto's ThreadedMotoServer handles requests on many threads and its precondition check for
+conditional writes is not atomic under that concurrency (two IfMatch writers can both win).
+AWS S3 guarantees the check-and-write is atomic, so tests serve requests serially: that is the
+behaviour the pipeline relies on. Running in its own process also keeps it off the test's GIL and
+reachable from kfp.local's component subprocesses.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from moto.server import DomainDispatcherApplication, create_backend_app
+from werkzeug.serving import make_server
+
+
+def main() -> None:
+    app = DomainDispatcherApplication(create_backend_app)
+    server = make_server("127.0.0.1", 0, app, threaded=False)
+    print(f"PORT {server.server_address[1]}", flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

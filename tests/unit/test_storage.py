@@ -1,0 +1,151 @@
+"""Artifact storage against the local filesystem and a real S3 server on loopback."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from trainpipe.artifacts import ArtifactSet, ArtifactWriter
+from trainpipe.storage import (
+    ArtifactNotFound,
+    ChecksumMismatch,
+    PreconditionFailed,
+    StorageError,
+    open_store,
+    sha256_bytes,
+)
+
+
+@pytest.fixture(params=["file", "s3"])
+def store_uri(request, tmp_path) -> str:
+    if request.param == "file":
+        return f"file://{tmp_path}/store"
+    return request.getfixturevalue("s3_bucket") + "/some/prefix"
+
+
+def test_round_trip_records_sha256(store_uri):
+    store = open_store(store_uri)
+    info = store.put_bytes("a/b.bin", b"hello")
+    assert info.sha256 == sha256_bytes(b"hello")
+    assert store.get_bytes("a/b.bin") == b"hello"
+    assert store.head("a/b.bin").sha256 == info.sha256
+    assert store.list("a") == ["a/b.bin"]
+    assert store.head("missing") is None
+
+
+def test_missing_key_names_the_uri(store_uri):
+    store = open_store(store_uri)
+    with pytest.raises(ArtifactNotFound, match=r"missing artifact: .*nope\.bin does not exist"):
+        store.get_bytes("nope.bin")
+
+
+def test_put_file_and_get_file(store_uri, tmp_path):
+    src = tmp_path / "src.bin"
+    src.write_bytes(b"x" * 100_000)
+    store = open_store(store_uri)
+    info = store.put_file("big.bin", src)
+    assert info.size_bytes == 100_000
+    out = tmp_path / "out" / "copy.bin"
+    store.get_file("big.bin", out)
+    assert out.read_bytes() == src.read_bytes()
+
+
+def test_expected_sha256_mismatch_is_refused_and_leaves_no_file(store_uri, tmp_path):
+    store = open_store(store_uri)
+    store.put_bytes("m.bin", b"model")
+    with pytest.raises(ChecksumMismatch, match="does not match its manifest"):
+        store.get_bytes("m.bin", sha256="0" * 64)
+    out = tmp_path / "m.bin"
+    with pytest.raises(ChecksumMismatch):
+        store.get_file("m.bin", out, sha256="0" * 64)
+    assert not out.exists()
+    assert list(tmp_path.glob(".m.bin*")) == []
+
+
+def test_corrupted_file_is_detected(tmp_path):
+    store = open_store(str(tmp_path))
+    store.put_bytes("w.pt", b"weights")
+    (tmp_path / "w.pt").write_bytes(b"weightz")
+    with pytest.raises(ChecksumMismatch, match="is corrupt"):
+        store.get_bytes("w.pt")
+
+
+def test_corrupted_s3_object_is_detected(s3_bucket):
+    import boto3
+
+    store = open_store(s3_bucket)
+    store.put_bytes("w.pt", b"weights")
+    bucket = s3_bucket.removeprefix("s3://")
+    # Overwrite the bytes but keep the old recorded sha256, as a bad copy would.
+    boto3.client("s3").put_object(
+        Bucket=bucket, Key="w.pt", Body=b"weightz", Metadata={"sha256": sha256_bytes(b"weights")}
+    )
+    with pytest.raises(ChecksumMismatch):
+        store.get_bytes("w.pt")
+
+
+def test_conditional_writes(store_uri):
+    store = open_store(store_uri)
+    first = store.put_bytes("ptr.json", b"1", if_none_match=True)
+    with pytest.raises(PreconditionFailed):
+        store.put_bytes("ptr.json", b"2", if_none_match=True)
+    second = store.put_bytes("ptr.json", b"2", if_match=first.etag)
+    with pytest.raises(PreconditionFailed):
+        store.put_bytes("ptr.json", b"3", if_match=first.etag)
+    assert store.get_bytes("ptr.json") == b"2"
+    assert second.etag != first.etag
+
+
+def test_concurrent_compare_and_swap_has_one_winner(store_uri):
+    store = open_store(store_uri)
+    base = store.put_bytes("ptr.json", b"0")
+    results: list[str] = []
+
+    def contender(value: bytes) -> None:
+        try:
+            open_store(store_uri).put_bytes("ptr.json", value, if_match=base.etag)
+            results.append("won")
+        except PreconditionFailed:
+            results.append("lost")
+
+    threads = [threading.Thread(target=contender, args=(f"v{i}".encode(),)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == ["lost"] * 5 + ["won"]
+
+
+def test_artifact_set_commit_and_verify(store_uri):
+    store = open_store(store_uri)
+    writer = ArtifactWriter(store, "runs/r1/stage", stage="stage", run_id="r1")
+    writer.put_bytes("a.bin", b"aaa")
+    writer.put_json("b.json", {"k": 1})
+    uri = writer.commit(summary={"accuracy": 0.9})
+    artifacts = ArtifactSet.open(uri)
+    assert artifacts.get_bytes("a.bin") == b"aaa"
+    assert artifacts.get_json("b.json") == {"k": 1}
+    assert artifacts.summary == {"accuracy": 0.9}
+    assert artifacts.manifest["files"]["a.bin"]["sha256"] == sha256_bytes(b"aaa")
+    with pytest.raises(StorageError, match="already committed"):
+        ArtifactWriter(store, "runs/r1/stage", stage="stage", run_id="r1")
+
+
+def test_uncommitted_artifact_set_is_never_read(store_uri):
+    store = open_store(store_uri)
+    writer = ArtifactWriter(store, "runs/r2/stage", stage="stage", run_id="r2")
+    writer.put_bytes("a.bin", b"half")
+    with pytest.raises(ArtifactNotFound, match="not a complete artifact set"):
+        ArtifactSet.open(store.uri_for("runs/r2/stage"))
+
+
+def test_missing_bucket_is_a_clear_error(s3_endpoint):
+    store = open_store("s3://no-such-bucket-here/x")
+    with pytest.raises(StorageError, match="bucket 'no-such-bucket-here' does not exist"):
+        store.put_bytes("k", b"v")
+
+
+def test_bad_scheme():
+    with pytest.raises(StorageError, match="unsupported storage URI scheme 'gs'"):
+        open_store("gs://bucket/x")
