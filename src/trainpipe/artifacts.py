@@ -45,15 +45,17 @@ class ArtifactWriter:
         stage: str,
         run_id: str,
         inputs: dict[str, str] | None = None,
+        started: tuple[datetime, float] | None = None,
     ):
+        """``started``: (wall clock, monotonic) when the producing work began, so the manifest's
+        ``wall_s`` covers the work and not just the writing; defaults to now."""
         self.store = store
         self.prefix = prefix.strip("/")
         self.stage = stage
         self.run_id = run_id
         self.inputs = dict(inputs or {})
         self.files: dict[str, dict[str, Any]] = {}
-        self._started_at = datetime.now(UTC)
-        self._started_monotonic = time.monotonic()
+        self._started_at, self._started_monotonic = started or (datetime.now(UTC), time.monotonic())
         if store.exists(self._key(MANIFEST_NAME)):
             raise StorageError(
                 f"{self.uri} is already committed; artifact sets are immutable, "

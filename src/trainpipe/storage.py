@@ -27,11 +27,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from trainpipe.errors import TrainpipeError
+
 SHA256_METADATA_KEY = "sha256"
 _CHUNK_BYTES = 8 * 1024 * 1024
 
 
-class StorageError(Exception):
+class StorageError(TrainpipeError):
     """Artifact storage failed; the message says what and how to fix it."""
 
 

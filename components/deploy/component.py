@@ -1,0 +1,11 @@
+from kfp import dsl
+
+from trainpipe.cluster import default_image
+
+
+@dsl.component(base_image=default_image(), install_kfp_package=False)
+def deploy(config_json: str, run_id: str, model_uri: str, data_uri: str) -> str:
+    """Serve the new champion, send a real inference request and check the answer."""
+    from trainpipe.stages.deploy import run_deploy
+
+    return run_deploy(config_json, run_id, model_uri, data_uri)

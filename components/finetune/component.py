@@ -1,0 +1,14 @@
+from kfp import dsl
+from kfp.dsl import Metrics, Output
+
+from trainpipe.cluster import default_image
+
+
+@dsl.component(base_image=default_image(), install_kfp_package=False)
+def finetune(
+    config_json: str, run_id: str, data_uri: str, pretrain_uri: str, metrics: Output[Metrics]
+) -> str:
+    """Train a classifier on labelled data, starting from the pretrained encoder."""
+    from trainpipe.stages.finetune import run_finetune
+
+    return run_finetune(config_json, run_id, data_uri, pretrain_uri, metrics=metrics)

@@ -1,0 +1,12 @@
+from kfp import dsl
+from kfp.dsl import Metrics, Output
+
+from trainpipe.cluster import default_image
+
+
+@dsl.component(base_image=default_image(), install_kfp_package=False)
+def pretrain(config_json: str, run_id: str, data_uri: str, metrics: Output[Metrics]) -> str:
+    """Self-supervised pretraining of the encoder on unlabelled training inputs."""
+    from trainpipe.stages.pretrain import run_pretrain
+
+    return run_pretrain(config_json, run_id, data_uri, metrics=metrics)

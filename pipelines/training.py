@@ -1,0 +1,131 @@
+"""The trainpipe DAG.
+
+    validate_data -> pretrain -> finetune -> evaluate -> export_onnx -> gate
+        -> dsl.If(decision == "promote"): register -> deploy
+
+``build_pipeline(cfg)`` returns a ``@dsl.pipeline`` function whose defaults are the given
+config, ready for ``kfp.local`` (``trainpipe run``) or the compiler (``trainpipe compile``).
+Cluster settings (image, GPUs, /dev/shm, retries, the S3 Secret) come from ``cfg.cluster`` and
+only shape the compiled IR; ``kfp.local`` ignores them.
+"""
+
+from kfp import dsl, kubernetes
+
+from trainpipe.components.deploy.component import deploy
+from trainpipe.components.evaluate.component import evaluate
+from trainpipe.components.export_onnx.component import export_onnx
+from trainpipe.components.finetune.component import finetune
+from trainpipe.components.gate.component import gate
+from trainpipe.components.pretrain.component import pretrain
+from trainpipe.components.register.component import register
+from trainpipe.components.validate_data.component import validate_data
+from trainpipe.config import Config
+from trainpipe.stages.gate import PROMOTE
+
+S3_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+
+
+def _on_cluster(task: dsl.PipelineTask, cfg: Config, *, gpu: bool, retries: int) -> None:
+    """Image, S3 credentials and (for training) GPUs, shared memory and retries."""
+    cluster = cfg.cluster
+    task.set_container_image(cluster.image)
+    if cluster.s3_secret_name:
+        kubernetes.use_secret_as_env(
+            task,
+            secret_name=cluster.s3_secret_name,
+            secret_key_to_env={key: key for key in S3_SECRET_KEYS},
+        )
+    if cfg.storage.endpoint_url:
+        task.set_env_variable("AWS_ENDPOINT_URL", cfg.storage.endpoint_url)
+    if gpu and cluster.gpus_per_node > 0:
+        task.set_accelerator_type(cluster.accelerator_type)
+        task.set_accelerator_limit(cluster.gpus_per_node)
+    if gpu:
+        kubernetes.empty_dir_mount(
+            task,
+            volume_name="dshm",
+            mount_path="/dev/shm",
+            medium="Memory",
+            size_limit=cluster.shm_size,
+        )
+    if retries:
+        task.set_retry(num_retries=retries, backoff_duration=f"{cluster.retry_backoff_s}s")
+
+
+def build_pipeline(cfg: Config, *, retries: int | None = None):
+    """The pipeline function with ``cfg`` baked in as its default config.
+
+    ``retries`` overrides ``cfg.cluster.retries``; local runs pass 0 so a bad input fails once.
+    """
+    train_retries = cfg.cluster.retries if retries is None else retries
+
+    @dsl.pipeline(
+        name=cfg.pipeline_name,
+        description="Validate, pretrain, fine-tune, evaluate, export, gate, register, deploy.",
+    )
+    def training_pipeline(config_json: str = cfg.to_json(), run_id: str = ""):
+        validated = validate_data(
+            config_json=config_json, run_id=run_id, job_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER
+        ).set_display_name("validate data")
+        _on_cluster(validated, cfg, gpu=False, retries=0)
+        run = validated.outputs["run_id"]
+        data_uri = validated.outputs["data_uri"]
+
+        pretrained = pretrain(config_json=config_json, run_id=run, data_uri=data_uri)
+        _on_cluster(pretrained, cfg, gpu=True, retries=train_retries)
+
+        finetuned = finetune(
+            config_json=config_json,
+            run_id=run,
+            data_uri=data_uri,
+            pretrain_uri=pretrained.outputs["Output"],
+        )
+        _on_cluster(finetuned, cfg, gpu=True, retries=train_retries)
+
+        evaluated = evaluate(
+            config_json=config_json,
+            run_id=run,
+            data_uri=data_uri,
+            finetune_uri=finetuned.outputs["Output"],
+        )
+        _on_cluster(evaluated, cfg, gpu=False, retries=0)
+
+        exported = export_onnx(
+            config_json=config_json,
+            run_id=run,
+            data_uri=data_uri,
+            finetune_uri=finetuned.outputs["Output"],
+        ).set_display_name("export onnx")
+        _on_cluster(exported, cfg, gpu=False, retries=0)
+
+        decided = gate(
+            config_json=config_json,
+            run_id=run,
+            evaluate_uri=evaluated.outputs["Output"],
+            export_uri=exported.output,
+        )
+        _on_cluster(decided, cfg, gpu=False, retries=0)
+
+        with dsl.If(decided.output == PROMOTE, name="gate-passed"):
+            registered = register(
+                config_json=config_json,
+                run_id=run,
+                export_uri=exported.output,
+                evaluate_uri=evaluated.outputs["Output"],
+            ).after(decided)
+            _on_cluster(registered, cfg, gpu=False, retries=0)
+            deployed = deploy(
+                config_json=config_json,
+                run_id=run,
+                model_uri=registered.output,
+                data_uri=data_uri,
+            )
+            _on_cluster(deployed, cfg, gpu=False, retries=0)
+
+    return training_pipeline
+
+
+def compile_pipeline(cfg: Config, output_path: str) -> None:
+    from kfp import compiler
+
+    compiler.Compiler().compile(build_pipeline(cfg), package_path=output_path)

@@ -1,0 +1,47 @@
+"""Where the data comes from and how it is split."""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+
+from trainpipe.configbase import Section
+
+BUILTIN_DIGITS = "digits"
+
+
+class DataConfig(Section):
+    source: str = BUILTIN_DIGITS
+    """``digits`` (scikit-learn's 8x8 handwritten digits, no download), or a URI (file://, s3://,
+    or a local path) to a .parquet/.csv/.npz file, or to a folder holding train.*, validation.*
+    and test.* files that are already split."""
+
+    label_column: str = "label"
+    """Column with the class label (tables); ``y`` is used for .npz arrays."""
+
+    feature_columns: list[str] | None = None
+    """Numeric feature columns; None takes every column except the label."""
+
+    feature_shape: list[int] | None = None
+    """Reshape each example's features to this shape (e.g. [1, 8, 8] for images); None keeps
+    them flat (tables) or uses the array's own shape (.npz)."""
+
+    validation_fraction: float = Field(0.15, gt=0.0, lt=0.5)
+    """Share of examples held out for validation when the pipeline splits the data."""
+
+    test_fraction: float = Field(0.2, gt=0.0, lt=0.5)
+    """Share of examples held out for the final test when the pipeline splits the data."""
+
+    split_seed: int = 0
+    """Seed of the stratified split, fixed so every run sees the same test set."""
+
+    @model_validator(mode="after")
+    def _check_fractions(self) -> DataConfig:
+        if self.validation_fraction + self.test_fraction >= 0.8:
+            raise ValueError(
+                f"validation_fraction + test_fraction = "
+                f"{self.validation_fraction + self.test_fraction:.2f} leaves under 20% for "
+                "training; lower one of them"
+            )
+        if self.feature_shape is not None and any(d <= 0 for d in self.feature_shape):
+            raise ValueError(f"feature_shape {self.feature_shape} must hold positive sizes")
+        return self

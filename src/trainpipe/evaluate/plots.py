@@ -1,0 +1,51 @@
+"""Pictures for reports: learning curves and confusion matrices as PNG bytes."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: pods and CI have no display
+import matplotlib.pyplot as plt
+
+
+def _png(fig) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def learning_curves_png(history: list[dict], title: str, metric_name: str) -> bytes:
+    epochs = [r["epoch"] for r in history]
+    fig, (loss_ax, metric_ax) = plt.subplots(1, 2, figsize=(9, 3.4))
+    loss_ax.plot(epochs, [r["train_loss"] for r in history], label="train")
+    loss_ax.plot(epochs, [r["val_loss"] for r in history], label="validation")
+    loss_ax.set(xlabel="epoch", ylabel="loss", title=f"{title}: loss")
+    loss_ax.legend()
+    metric_ax.plot(epochs, [r["val_metric"] for r in history], color="tab:green")
+    metric_ax.set(xlabel="epoch", ylabel=metric_name, title=f"{title}: validation {metric_name}")
+    return _png(fig)
+
+
+def confusion_matrix_png(matrix: list[list[int]], labels: list[str]) -> bytes:
+    size = max(3.5, 0.45 * len(labels) + 1.5)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set(xlabel="predicted", ylabel="true", title="Confusion matrix (test)")
+    peak = max(max(row) for row in matrix) or 1
+    for i, row in enumerate(matrix):
+        for j, count in enumerate(row):
+            if count:
+                color = "white" if count > peak / 2 else "black"
+                ax.text(j, i, str(count), ha="center", va="center", color=color, fontsize=8)
+    return _png(fig)
+
+
+def img_tag(png: bytes, alt: str) -> str:
+    encoded = base64.b64encode(png).decode()
+    return f'<img alt="{alt}" src="data:image/png;base64,{encoded}"/>'

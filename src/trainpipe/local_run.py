@@ -1,0 +1,149 @@
+"""``trainpipe run``: the whole KFP DAG on this machine through ``kfp.local``.
+
+Each component runs as a subprocess of the current Python (SubprocessRunner, no Docker), in the
+same order and with the same branches as on a cluster. Afterwards the manifests each stage
+committed are read back into a summary: wall time, metrics, the gate's decision and reason, and
+where every artifact is.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from trainpipe.artifacts import ArtifactSet
+from trainpipe.config import Config
+from trainpipe.data.datasets import check_source
+from trainpipe.errors import TrainpipeError
+from trainpipe.stages.context import STAGES, run_prefix
+from trainpipe.storage import ArtifactNotFound, open_store
+
+
+class PipelineFailed(TrainpipeError):
+    """A stage of the local run failed; its own error line is in the log above."""
+
+
+@dataclass
+class StageResult:
+    stage: str
+    status: str
+    wall_s: float | None = None
+    uri: str = ""
+    summary: dict = field(default_factory=dict)
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    stages: list[StageResult]
+    wall_s: float
+
+    def stage(self, name: str) -> StageResult:
+        return next(s for s in self.stages if s.stage == name)
+
+    def to_dict(self) -> dict:
+        return {
+            "run_id": self.run_id,
+            "wall_s": self.wall_s,
+            "stages": [s.__dict__ for s in self.stages],
+        }
+
+
+def new_run_id() -> str:
+    return f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+
+
+def resolve_storage(cfg: Config) -> Config:
+    """Make a relative local storage path absolute: component subprocesses share no cwd."""
+    uri = cfg.storage.uri
+    if "://" in uri:
+        return cfg
+    absolute = f"file://{Path(uri).resolve()}"
+    return cfg.model_copy(update={"storage": cfg.storage.model_copy(update={"uri": absolute})})
+
+
+def run_locally(cfg: Config, *, kfp_root: Path, run_id: str | None = None) -> RunSummary:
+    """Preflight, run the DAG with kfp.local, and summarize what the stages committed."""
+    import time
+
+    from kfp import local
+
+    from trainpipe.pipelines.training import build_pipeline
+
+    cfg = resolve_storage(cfg)
+    check_source(cfg.data, endpoint_url=cfg.storage.endpoint_url)  # fail before anything runs
+    run_id = run_id or new_run_id()
+    kfp_root.mkdir(parents=True, exist_ok=True)
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(kfp_root))
+    pipeline = build_pipeline(cfg, retries=0)
+    started = time.monotonic()
+    failure: Exception | None = None
+    try:
+        pipeline(config_json=cfg.to_json(), run_id=run_id)
+    except RuntimeError as exc:
+        failure = exc
+    summary = collect_summary(cfg, run_id, time.monotonic() - started)
+    if failure is not None:
+        failed = next((s.stage for s in summary.stages if s.status == "missing"), "unknown")
+        raise PipelineFailed(
+            f"the pipeline failed at stage {failed!r} (run {run_id}); its error line is above"
+        )
+    return summary
+
+
+def collect_summary(cfg: Config, run_id: str, wall_s: float) -> RunSummary:
+    store = open_store(cfg.storage.uri, endpoint_url=cfg.storage.endpoint_url)
+    results = []
+    for stage in STAGES:
+        uri = store.uri_for(f"{run_prefix(run_id)}/{stage}")
+        try:
+            artifacts = ArtifactSet.open(uri, endpoint_url=cfg.storage.endpoint_url)
+        except ArtifactNotFound:
+            results.append(StageResult(stage, "missing"))
+            continue
+        results.append(
+            StageResult(stage, "done", artifacts.manifest["wall_s"], uri, artifacts.summary)
+        )
+    gate = next(r for r in results if r.stage == "gate")
+    if gate.status == "done" and gate.summary.get("decision") != "promote":
+        for result in results:
+            if result.stage in ("register", "deploy") and result.status == "missing":
+                result.status = "skipped (gate)"
+    summary = RunSummary(run_id, results, round(wall_s, 1))
+    store.put_json(f"{run_prefix(run_id)}/summary.json", summary.to_dict())
+    return summary
+
+
+def format_summary(summary: RunSummary) -> str:
+    lines = [f"run {summary.run_id} finished in {summary.wall_s:.1f} s", ""]
+    lines.append(f"{'stage':<14}{'status':<16}{'wall s':>8}  artifacts")
+    for s in summary.stages:
+        wall = f"{s.wall_s:8.1f}" if s.wall_s is not None else f"{'-':>8}"
+        lines.append(f"{s.stage:<14}{s.status:<16}{wall}  {s.uri}")
+    evaluation = summary.stage("evaluate").summary
+    if evaluation:
+        lines += [
+            "",
+            f"test accuracy {evaluation['accuracy']:.4f}   macro-F1 {evaluation['macro_f1']:.4f}"
+            f"   log loss {evaluation['log_loss']:.4f}   ({evaluation['num_examples']} examples)",
+        ]
+    gate = summary.stage("gate").summary
+    if gate:
+        lines.append(f"gate: {gate['decision'].upper()} ({gate['reason']})")
+    registered = summary.stage("register").summary
+    if registered:
+        lines.append(f"champion: version {registered['version']} at {registered['uri']}")
+    deployed = summary.stage("deploy").summary
+    if deployed:
+        lines.append(
+            f"deploy: smoke inference of {deployed['smoke_examples']} examples matched in "
+            f"{deployed['smoke_latency_ms']} ms (server ready in {deployed['ready_s']} s)"
+        )
+    return "\n".join(lines)
+
+
+def summary_json(summary: RunSummary) -> str:
+    return json.dumps(summary.to_dict(), indent=2)

@@ -1,0 +1,173 @@
+"""Model registry on the artifact store: immutable versions and an atomic champion pointer.
+
+    registry/<model>/versions/<v>/        model.onnx, model.json, metrics.json, lineage (a set)
+    registry/<model>/champion.json        {"version", "uri", "previous_version", ...}
+    registry/<model>/history/<ts>-<v>.json  one record per promotion or rollback
+
+A version is written completely, then committed by its manifest. The champion pointer is
+updated last with a conditional write (compare-and-swap on its etag), so of two pipelines that
+promote at once exactly one wins and the other learns it lost.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from trainpipe.artifacts import ArtifactSet, ArtifactWriter
+from trainpipe.errors import TrainpipeError
+from trainpipe.storage import PreconditionFailed, StorageError, Store
+
+CHAMPION_NAME = "champion.json"
+
+
+class RegistryError(TrainpipeError):
+    """The registry is inconsistent or an operation on it cannot be done."""
+
+
+class PromotionConflict(RegistryError):
+    """Another promotion changed the champion between our read and our write."""
+
+
+@dataclass(frozen=True)
+class Champion:
+    version: str
+    uri: str
+    previous_version: str | None
+    etag: str
+    record: dict[str, Any]
+
+
+class Registry:
+    def __init__(self, store: Store, model_name: str):
+        self.store = store
+        self.model_name = model_name
+        self.prefix = f"registry/{model_name}"
+
+    @property
+    def uri(self) -> str:
+        return self.store.uri_for(self.prefix)
+
+    def _key(self, *parts: str) -> str:
+        return "/".join([self.prefix, *parts])
+
+    def versions(self) -> list[str]:
+        """Committed versions, oldest first."""
+        found = set()
+        for key in self.store.list(self._key("versions")):
+            parts = key[len(self.prefix) + 1 :].split("/")
+            if len(parts) == 3 and parts[2] == "manifest.json":
+                found.add(parts[1])
+        return sorted(found, key=int)
+
+    def _claimed(self) -> list[str]:
+        return sorted((k.rsplit("/", 1)[-1] for k in self.store.list(self._key("claims"))), key=int)
+
+    def version_uri(self, version: str) -> str:
+        return self.store.uri_for(self._key("versions", version))
+
+    def open_version(self, version: str) -> ArtifactSet:
+        if version not in self.versions():
+            raise RegistryError(
+                f"registry error: {self.model_name} has no version {version!r} "
+                f"(versions: {', '.join(self.versions()) or 'none'})"
+            )
+        return ArtifactSet.open(self.version_uri(version))
+
+    def register(
+        self, files: dict[str, bytes], *, run_id: str, lineage: dict[str, str], summary: dict
+    ) -> str:
+        """Write a new immutable version; returns its number.
+
+        The number is claimed first with a create-only write, so two pipelines registering at
+        once never write into the same folder.
+        """
+        for _attempt in range(100):
+            existing = self._claimed()
+            version = str(int(existing[-1]) + 1 if existing else 1)
+            claim = {"run_id": run_id, "claimed_at": datetime.now(UTC).isoformat()}
+            try:
+                self.store.put_json(self._key("claims", version), claim, if_none_match=True)
+            except PreconditionFailed:
+                continue  # another pipeline holds this number; try the next one
+            writer = ArtifactWriter(
+                self.store,
+                self._key("versions", version),
+                stage="register",
+                run_id=run_id,
+                inputs=lineage,
+            )
+            for name, data in files.items():
+                if name == "model.json":
+                    metadata = json.loads(data)
+                    metadata["version"] = version
+                    data = json.dumps(metadata, indent=2).encode()
+                writer.put_bytes(name, data)
+            writer.commit(summary={**summary, "version": version})
+            return version
+        raise RegistryError(f"registry error: could not allocate a version of {self.model_name}")
+
+    def champion(self) -> Champion | None:
+        info = self.store.head(self._key(CHAMPION_NAME))
+        if info is None:
+            return None
+        try:
+            record = self.store.get_json(self._key(CHAMPION_NAME))
+            version, uri = str(record["version"]), record["uri"]
+        except (StorageError, KeyError, TypeError) as exc:
+            raise RegistryError(
+                f"registry error: {self.store.uri_for(self._key(CHAMPION_NAME))} is corrupt "
+                f"({exc}); nothing was changed. Repair it with `trainpipe registry promote "
+                f"{self.model_name} VERSION --force`"
+            ) from None
+        return Champion(version, uri, record.get("previous_version"), info.etag, record)
+
+    def promote(
+        self, version: str, *, reason: str, expected: Champion | str | None = "read"
+    ) -> Champion:
+        """Point the champion at ``version`` with compare-and-swap.
+
+        ``expected`` is the champion the caller based its decision on (None: there was none);
+        by default the current one is read now. If it changed meanwhile, PromotionConflict.
+        """
+        self.open_version(version)  # refuses unknown or uncommitted versions
+        current = self.champion() if expected == "read" else expected
+        record = {
+            "model": self.model_name,
+            "version": version,
+            "uri": self.version_uri(version),
+            "previous_version": current.version if current else None,
+            "updated_at": datetime.now(UTC).isoformat(),
+            "reason": reason,
+        }
+        try:
+            if current is None:
+                info = self.store.put_json(self._key(CHAMPION_NAME), record, if_none_match=True)
+            else:
+                info = self.store.put_json(self._key(CHAMPION_NAME), record, if_match=current.etag)
+        except PreconditionFailed:
+            raise PromotionConflict(
+                f"registry error: the champion of {self.model_name} changed while promoting "
+                f"version {version}; another pipeline promoted first, nothing was changed"
+            ) from None
+        stamp = record["updated_at"].replace(":", "").replace("+0000", "Z")
+        self.store.put_json(self._key("history", f"{stamp}-v{version}.json"), record)
+        return Champion(version, record["uri"], record["previous_version"], info.etag, record)
+
+    def history(self) -> list[dict]:
+        return [self.store.get_json(k) for k in self.store.list(self._key("history"))]
+
+    def rollback(self) -> Champion:
+        """Make the previous champion the champion again."""
+        current = self.champion()
+        if current is None or not current.previous_version:
+            raise RegistryError(
+                f"registry error: {self.model_name} has no previous champion to roll back to"
+            )
+        return self.promote(
+            current.previous_version,
+            reason=f"rollback from version {current.version}",
+            expected=current,
+        )

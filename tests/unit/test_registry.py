@@ -1,0 +1,104 @@
+"""Registry: immutable versions, an atomic champion pointer, rollback, clear corruption errors."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+
+from trainpipe.registry import PromotionConflict, Registry, RegistryError
+from trainpipe.storage import open_store
+
+
+@pytest.fixture(params=["file", "s3"])
+def store(request, tmp_path):
+    if request.param == "file":
+        return open_store(str(tmp_path / "store"))
+    return open_store(request.getfixturevalue("s3_bucket") + "/team")
+
+
+def files(tag: str) -> dict[str, bytes]:
+    return {
+        "model.onnx": f"onnx-{tag}".encode(),
+        "model.json": json.dumps({"name": "m", "version": "run"}).encode(),
+    }
+
+
+def test_register_promote_and_rollback(store):
+    registry = Registry(store, "digits")
+    assert registry.champion() is None
+    v1 = registry.register(files("a"), run_id="r1", lineage={}, summary={"accuracy": 0.9})
+    v2 = registry.register(files("b"), run_id="r2", lineage={}, summary={"accuracy": 0.95})
+    assert (v1, v2) == ("1", "2")
+    assert registry.open_version("2").get_json("model.json")["version"] == "2"
+    registry.promote(v1, reason="first")
+    champion = registry.promote(v2, reason="better")
+    assert (champion.version, champion.previous_version) == ("2", "1")
+    assert champion.uri == registry.version_uri("2")
+    restored = registry.rollback()
+    assert restored.version == "1"
+    assert registry.champion().version == "1"
+    assert [h["version"] for h in registry.history()] == ["1", "2", "1"]
+
+
+def test_unknown_version_cannot_be_promoted(store):
+    registry = Registry(store, "digits")
+    registry.register(files("a"), run_id="r1", lineage={}, summary={})
+    with pytest.raises(RegistryError, match="has no version '7'"):
+        registry.promote("7", reason="typo")
+    assert registry.champion() is None
+
+
+def test_corrupt_champion_pointer_is_a_clear_error_and_changes_nothing(store):
+    registry = Registry(store, "digits")
+    v1 = registry.register(files("a"), run_id="r1", lineage={}, summary={})
+    registry.promote(v1, reason="first")
+    store.put_bytes("registry/digits/champion.json", b"{not json")
+    with pytest.raises(RegistryError, match=r"champion\.json is corrupt"):
+        registry.promote(v1, reason="again")
+    assert store.get_bytes("registry/digits/champion.json") == b"{not json"
+
+
+def test_concurrent_promotions_leave_exactly_one_winner(store):
+    registry = Registry(store, "digits")
+    versions = [
+        registry.register(files(str(i)), run_id=f"r{i}", lineage={}, summary={}) for i in range(4)
+    ]
+    registry.promote(versions[0], reason="base")
+    base = registry.champion()
+    outcomes: list[str] = []
+
+    def promote(version: str) -> None:
+        try:
+            Registry(open_store(store.uri), "digits").promote(version, reason="race", expected=base)
+            outcomes.append(version)
+        except PromotionConflict:
+            outcomes.append("lost")
+
+    threads = [threading.Thread(target=promote, args=(v,)) for v in versions[1:]]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    winners = [o for o in outcomes if o != "lost"]
+    assert len(winners) == 1
+    assert registry.champion().version == winners[0]
+
+
+def test_concurrent_registrations_get_distinct_versions(store):
+    results: list[str] = []
+
+    def register(i: int) -> None:
+        registry = Registry(open_store(store.uri), "digits")
+        results.append(registry.register(files(str(i)), run_id=f"r{i}", lineage={}, summary={}))
+
+    threads = [threading.Thread(target=register, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results, key=int) == ["1", "2", "3", "4"]
+    registry = Registry(store, "digits")
+    for version in results:  # every version reads back intact, none was overwritten
+        registry.open_version(version).get_bytes("model.onnx")
