@@ -1,0 +1,155 @@
+"""The compiled KFP IR carries what a cluster needs: image, GPUs, /dev/shm, retries, secrets."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from trainpipe.config import load_config
+from trainpipe.pipelines.training import compile_pipeline
+
+TRAINING_TASKS = {"pretrain", "finetune"}
+ALL_TASKS = {
+    "validate-data",
+    "pretrain",
+    "finetune",
+    "evaluate",
+    "export-onnx",
+    "gate",
+    "register",
+    "deploy",
+}
+
+
+def load_ir(path) -> tuple[dict, dict]:
+    """The IR file holds two YAML documents: the pipeline spec and the platform (k8s) spec."""
+    documents = list(yaml.safe_load_all(path.read_text()))
+    assert len(documents) == 2
+    return documents[0], documents[1]
+
+
+def walk_tasks(spec: dict) -> dict[str, dict]:
+    """Every task in the root DAG and every nested DAG (dsl.If makes a sub-DAG)."""
+    found: dict[str, dict] = {}
+    dags = [spec["root"]["dag"]] + [c["dag"] for c in spec["components"].values() if "dag" in c]
+    for dag in dags:
+        found.update(dag["tasks"])
+    return found
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    cfg = load_config(
+        None,
+        [
+            "cluster.image=registry.example.com/ml/trainpipe:9.9.9",
+            "cluster.gpus_per_node=4",
+            "cluster.shm_size=8Gi",
+            "cluster.retries=3",
+            "cluster.s3_secret_name=my-s3",
+            "storage.uri=s3://bucket/prefix",
+            "storage.endpoint_url=http://minio.minio:9000",
+        ],
+    )
+    path = tmp_path_factory.mktemp("ir") / "pipeline.yaml"
+    compile_pipeline(cfg, str(path))
+    return load_ir(path)
+
+
+def executor_for(spec: dict, task_name: str) -> dict:
+    tasks = walk_tasks(spec)
+    component = spec["components"][tasks[task_name]["componentRef"]["name"]]
+    return spec["deploymentSpec"]["executors"][component["executorLabel"]]["container"]
+
+
+def test_every_stage_is_in_the_dag_and_gated(compiled):
+    spec, _ = compiled
+    tasks = walk_tasks(spec)
+    task_names = {name for name in tasks if not name.startswith("condition")}
+    assert task_names == ALL_TASKS
+    condition = next(t for name, t in tasks.items() if name.startswith("condition"))
+    assert "promote" in condition["triggerPolicy"]["condition"]
+    gated = spec["components"][condition["componentRef"]["name"]]["dag"]["tasks"]
+    assert set(gated) == {"register", "deploy"}
+
+
+def test_every_component_runs_the_configured_image(compiled):
+    spec, _ = compiled
+    for name in ALL_TASKS:
+        assert executor_for(spec, name)["image"] == "registry.example.com/ml/trainpipe:9.9.9"
+
+
+def test_training_stages_request_gpus(compiled):
+    spec, _ = compiled
+    for name in ALL_TASKS:
+        resources = executor_for(spec, name).get("resources", {})
+        accelerator = resources.get("accelerator")
+        if name in TRAINING_TASKS:
+            assert accelerator["resourceType"] == "nvidia.com/gpu"
+            assert int(accelerator["resourceCount"]) == 4
+        else:
+            assert accelerator is None
+
+
+def test_training_stages_retry(compiled):
+    spec, _ = compiled
+    tasks = walk_tasks(spec)
+    for name in ALL_TASKS:
+        policy = tasks[name].get("retryPolicy")
+        if name in TRAINING_TASKS:
+            assert policy["maxRetryCount"] == 3
+            assert policy["backoffDuration"] == "60s"
+        else:
+            assert policy is None
+
+
+def test_platform_spec_mounts_shm_and_secret(compiled):
+    spec, platform = compiled
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    tasks = walk_tasks(spec)
+    for name in ALL_TASKS:
+        label = spec["components"][tasks[name]["componentRef"]["name"]]["executorLabel"]
+        k8s = executors[label]
+        secrets = k8s["secretAsEnv"]
+        assert secrets[0]["secretName"] == "my-s3"
+        assert {m["envVar"] for m in secrets[0]["keyToEnv"]} == {
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+        }
+        shm = [m for m in k8s.get("emptyDirMounts", []) if m["mountPath"] == "/dev/shm"]
+        if name in TRAINING_TASKS:
+            assert shm and shm[0]["medium"] == "Memory" and shm[0]["sizeLimit"] == "8Gi"
+        else:
+            assert not shm
+
+
+def test_endpoint_reaches_every_stage(compiled):
+    spec, _ = compiled
+    for name in ALL_TASKS:
+        env = {e["name"]: e["value"] for e in executor_for(spec, name).get("env", [])}
+        assert env["AWS_ENDPOINT_URL"] == "http://minio.minio:9000"
+
+
+def test_credentials_only_by_secret_reference(compiled):
+    spec, _ = compiled
+    for name in ALL_TASKS:
+        env = {e["name"] for e in executor_for(spec, name).get("env", [])}
+        assert not env & {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"}
+    assert "AKIA" not in yaml.safe_dump(spec)
+
+
+def test_compile_cli_writes_ir(tmp_path):
+    out = tmp_path / "p.yaml"
+    done = subprocess.run(
+        [sys.executable, "-m", "trainpipe", "compile", "--output", str(out)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "wrote" in done.stdout
+    spec, _ = load_ir(out)
+    assert spec["pipelineInfo"]["name"] == "trainpipe"
+    assert spec["root"]["inputDefinitions"]["parameters"]["config_json"]["defaultValue"]

@@ -1,0 +1,171 @@
+"""``trainpipe run`` executes the real DAG through kfp.local, end to end.
+
+Every stage runs as a real subprocess; the deploy stage starts the real ONNX Runtime server on a
+loopback port and sends it a real inference request. The S3 run talks HTTP to moto's server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from trainpipe.artifacts import ArtifactSet
+from trainpipe.registry import Registry
+from trainpipe.storage import open_store
+
+pytestmark = pytest.mark.slow
+
+FAST = ["--set", "pretrain.epochs=3", "--set", "finetune.epochs=5"]
+
+
+def trainpipe(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "trainpipe", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def run_id_of(stdout: str) -> str:
+    line = next(line for line in stdout.splitlines() if line.startswith("run "))
+    return line.split()[1]
+
+
+def write_table(path: Path, n: int = 400, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    label = rng.choice(["low", "mid", "high"], size=n)
+    center = np.select([label == "low", label == "mid"], [-2.0, 0.0], 2.0)
+    columns = {f"x{i}": rng.normal(size=n) + center * (i % 2) for i in range(6)}
+    pq.write_table(pa.table({**columns, "grade": label}), path)
+
+
+def test_default_run_on_digits(tmp_path):
+    """The demo exactly as a new user runs it (defaults), plus the summary they see."""
+    done = trainpipe("run", "--output", str(tmp_path))
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout
+    for stage in ("validate_data", "pretrain", "finetune", "evaluate", "export_onnx", "gate"):
+        assert f"\n{stage}" in out and "done" in out
+    assert "gate: PROMOTE" in out
+    assert "test accuracy 0.9" in out
+    assert "deploy: smoke inference of 8 examples matched" in out
+
+    run_id = run_id_of(out)
+    store = open_store(str(tmp_path))
+    summary = store.get_json(f"runs/{run_id}/summary.json")
+    assert {s["stage"]: s["status"] for s in summary["stages"]} == dict.fromkeys(
+        [
+            "validate_data",
+            "pretrain",
+            "finetune",
+            "evaluate",
+            "export_onnx",
+            "gate",
+            "register",
+            "deploy",
+        ],
+        "done",
+    )
+    assert summary["wall_s"] < 180
+    registry = Registry(store, "digits-classifier")
+    champion = registry.champion()
+    assert champion.version == "1"
+    package = ArtifactSet.open(champion.uri)
+    assert package.get_json("model.json")["inputs"][0]["shape"] == [-1, 1, 8, 8]
+    evaluation = ArtifactSet.open(store.uri_for(f"runs/{run_id}/evaluate"))
+    assert evaluation.get_json("metrics.json")["accuracy"] > 0.9
+    assert '<img alt="confusion matrix"' in evaluation.get_bytes("report.html").decode()
+
+
+def test_table_run_on_s3(tmp_path, s3_bucket):
+    """A user's Parquet table from S3, artifacts in S3: the same DAG, nothing local."""
+    table = tmp_path / "grades.parquet"
+    write_table(table)
+    open_store(s3_bucket).put_bytes("data/grades.parquet", table.read_bytes())
+    done = trainpipe(
+        "run",
+        "--output",
+        str(tmp_path / "local"),
+        "--set",
+        f"storage.uri={s3_bucket}/pipe",
+        "--set",
+        f"data.source={s3_bucket}/data/grades.parquet",
+        "--set",
+        "data.label_column=grade",
+        "--set",
+        "registry.model_name=grades",
+        "--set",
+        "gate.min_value=0.6",
+        *FAST,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "gate: PROMOTE" in done.stdout
+    store = open_store(f"{s3_bucket}/pipe")
+    champion = Registry(store, "grades").champion()
+    assert champion is not None and champion.uri.startswith("s3://")
+    metadata = ArtifactSet.open(champion.uri).get_json("model.json")
+    assert metadata["labels"] == ["high", "low", "mid"]
+    assert metadata["inputs"][0]["shape"] == [-1, 6]
+    run_id = run_id_of(done.stdout)
+    assert store.exists(f"runs/{run_id}/deploy/deploy.json")
+
+
+def test_gate_rejection_skips_register_and_deploy(tmp_path):
+    done = trainpipe("run", "--output", str(tmp_path), "--set", "gate.min_value=0.9999", *FAST)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "gate: REJECT" in done.stdout
+    assert "skipped (gate)" in done.stdout
+    assert Registry(open_store(str(tmp_path)), "digits-classifier").champion() is None
+
+
+def test_corrupt_data_fails_in_validation_with_one_clear_line(tmp_path):
+    bad = tmp_path / "broken.parquet"
+    bad.write_bytes(b"PAR1 this is not a parquet file")
+    done = trainpipe("run", "--output", str(tmp_path / "out"), "--set", f"data.source={bad}")
+    assert done.returncode == 1
+    assert "trainpipe: data error: cannot read broken.parquet" in done.stdout + done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("trainpipe: the pipeline failed at stage 'validate_data'")
+
+
+def test_wrong_config_value_fails_before_running(tmp_path):
+    done = trainpipe("run", "--output", str(tmp_path), "--set", "finetune.optimizer=adamax")
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        "trainpipe: config error: finetune.optimizer='adamax': Input should be 'adamw', 'adam', "
+        "'sgd', 'sgd_momentum' or 'sgd_nesterov'"
+    )
+    assert not (tmp_path / "runs").exists()
+
+
+def test_missing_data_path_fails_before_running(tmp_path):
+    done = trainpipe("run", "--output", str(tmp_path), "--set", "data.source=/no/such/data.csv")
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "trainpipe: data error: /no/such/data.csv does not exist; fix data.source (a file, a "
+        "folder with train/validation/test files, or 'digits')"
+    ]
+    assert not (tmp_path / "runs").exists()
+
+
+def test_registry_cli_lists_and_rolls_back(tmp_path):
+    for _ in range(2):
+        assert trainpipe("run", "--output", str(tmp_path), *FAST).returncode == 0
+    listing = trainpipe("registry", "list", "--set", f"storage.uri={tmp_path}")
+    assert listing.returncode == 0
+    lines = listing.stdout.splitlines()
+    assert lines[0].startswith("  ") and lines[1].startswith("*")
+    rollback = trainpipe("registry", "rollback", "--set", f"storage.uri={tmp_path}")
+    assert "version 1 (rolled back)" in rollback.stdout
+    shown = json.loads(trainpipe("registry", "show", "--set", f"storage.uri={tmp_path}").stdout)
+    assert shown["summary"]["version"] == "1"
