@@ -76,8 +76,15 @@ def render(helm: Path) -> Callable[..., list[dict[str, Any]]]:
         key = (scenario, *extra)
         if key not in cache:
             result = run_helm(
-                helm, "template", RELEASE, str(CHART), "--namespace", NAMESPACE,
-                "--values", str(CHART / "ci" / scenario), *extra,
+                helm,
+                "template",
+                RELEASE,
+                str(CHART),
+                "--namespace",
+                NAMESPACE,
+                "--values",
+                str(CHART / "ci" / scenario),
+                *extra,
             )
             assert result.returncode == 0, f"helm template failed:\n{result.stderr}"
             cache[key] = [doc for doc in yaml.safe_load_all(result.stdout) if doc]

@@ -101,7 +101,9 @@ def resource_limit_violations(where: str, pod: dict[str, Any]) -> list[str]:
         for section in ("requests", "limits"):
             missing = {"cpu", "memory"} - set(resources.get(section, {}))
             if missing:
-                problems.append(f"{where} container {c['name']}: no {section} for {sorted(missing)}")
+                problems.append(
+                    f"{where} container {c['name']}: no {section} for {sorted(missing)}"
+                )
     return problems
 
 
@@ -145,7 +147,9 @@ def rules_as_set(doc: dict[str, Any]) -> set[tuple[str, str, str, str]]:
 def expected_pipeline_rules(deployment: str) -> set[tuple[str, str, str, str]]:
     """The pipeline's least-privilege contract: nothing more, nothing less."""
     rules = {("apps", "deployments", deployment, verb) for verb in ("get", "patch")}
-    rules |= {("", res, "", verb) for res in ("pods", "pods/log") for verb in ("get", "list", "watch")}
+    rules |= {
+        ("", res, "", verb) for res in ("pods", "pods/log") for verb in ("get", "list", "watch")
+    }
     rules |= {
         ("trainer.kubeflow.org", "trainjobs", "", verb)
         for verb in ("create", "get", "list", "watch", "delete")

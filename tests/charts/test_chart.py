@@ -1,6 +1,6 @@
 """The Helm chart, checked with the real helm binary and kubernetes-validate (no cluster needed).
 
-    scripts/install_tools.sh && python -m pytest tests/charts -q
+scripts/install_tools.sh && python -m pytest tests/charts -q
 """
 
 from __future__ import annotations
@@ -47,7 +47,9 @@ def test_chart_version_is_the_package_version() -> None:
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_helm_lint_strict(helm: Path, scenario: str) -> None:
-    result = run_helm(helm, "lint", "--strict", str(CHART), "--values", str(CHART / "ci" / scenario))
+    result = run_helm(
+        helm, "lint", "--strict", str(CHART), "--values", str(CHART / "ci" / scenario)
+    )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert "[WARNING]" not in output and "[ERROR]" not in output, output
@@ -57,7 +59,7 @@ def test_helm_lint_strict(helm: Path, scenario: str) -> None:
 def test_manifests_validate_strictly(
     render, kubernetes_validate: ModuleType, k8s_versions: list[str], scenario: str
 ) -> None:
-    """Every rendered object against the 1.30 and the newest known schema, unknown fields refused."""
+    """Every rendered object against the 1.30 and the newest schema; unknown fields refused."""
     problems = []
     for doc in render(scenario):
         if doc["kind"] in CRD_KINDS:
@@ -67,7 +69,9 @@ def test_manifests_validate_strictly(
                 kubernetes_validate.validate(doc, version, strict=True)
             except kubernetes_validate.ValidationError as error:
                 first_line = str(error).splitlines()[0]
-                problems.append(f"{doc['kind']}/{doc['metadata']['name']} @ {version}: {first_line}")
+                problems.append(
+                    f"{doc['kind']}/{doc['metadata']['name']} @ {version}: {first_line}"
+                )
     assert not problems, "\n".join(problems)
 
 
@@ -88,10 +92,18 @@ def test_every_pod_meets_restricted_and_pins_images(render, scenario: str) -> No
 
 def test_images_default_to_app_version(render) -> None:
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
-    docs = render("default-values.yaml", "--set", "retraining.enabled=true",
-                  "--set", "retraining.kfpHost=http://kfp:8888")
-    images = {c["image"] for _, pod in (p for d in docs for p in k8s_checks.pod_specs(d))
-              for c in k8s_checks.containers(pod)}
+    docs = render(
+        "default-values.yaml",
+        "--set",
+        "retraining.enabled=true",
+        "--set",
+        "retraining.kfpHost=http://kfp:8888",
+    )
+    images = {
+        c["image"]
+        for _, pod in (p for d in docs for p in k8s_checks.pod_specs(d))
+        for c in k8s_checks.containers(pod)
+    }
     assert images == {
         f"ghcr.io/trainpipe/trainpipe-serve:{chart['appVersion']}",
         f"ghcr.io/trainpipe/trainpipe:{chart['appVersion']}",
@@ -105,8 +117,14 @@ def test_serving_container_contract(render, scenario: str) -> None:
     pod = deployment["spec"]["template"]["spec"]
     (server,) = pod["containers"]
     assert server["command"] + server["args"] == [
-        "trainpipe", "serve", "--model", values["serving"]["modelUri"],
-        "--host", "0.0.0.0", "--port", "8080",
+        "trainpipe",
+        "serve",
+        "--model",
+        values["serving"]["modelUri"],
+        "--host",
+        "0.0.0.0",
+        "--port",
+        "8080",
     ]
     assert server["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http"}
     assert server["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
@@ -120,8 +138,9 @@ def test_serving_container_contract(render, scenario: str) -> None:
 def test_s3_credentials_are_referenced_never_embedded(render) -> None:
     for scenario in SCENARIOS:
         assert not _by_kind(render(scenario), "Secret"), f"{scenario} renders a Secret"
-    env = _one(render("minio-values.yaml"), "Deployment")["spec"]["template"]["spec"][
-        "containers"][0]["env"]
+    env = _one(render("minio-values.yaml"), "Deployment")["spec"]["template"]["spec"]["containers"][
+        0
+    ]["env"]
     by_name = {e["name"]: e for e in env}
     assert by_name["AWS_ENDPOINT_URL"]["value"] == "http://seaweedfs.kubeflow:8333"
     for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
@@ -130,11 +149,14 @@ def test_s3_credentials_are_referenced_never_embedded(render) -> None:
 
 def test_irsa_annotations_reach_the_service_accounts(render) -> None:
     values = _values("full-values.yaml")
-    accounts = {sa["metadata"]["name"]: sa for sa in _by_kind(render("full-values.yaml"),
-                                                              "ServiceAccount")}
+    accounts = {
+        sa["metadata"]["name"]: sa for sa in _by_kind(render("full-values.yaml"), "ServiceAccount")
+    }
     serving, pipeline = accounts["digits-serving"], accounts["digits-pipeline"]
     assert serving["metadata"]["annotations"] == values["serving"]["serviceAccount"]["annotations"]
-    assert pipeline["metadata"]["annotations"] == values["pipeline"]["serviceAccount"]["annotations"]
+    assert (
+        pipeline["metadata"]["annotations"] == values["pipeline"]["serviceAccount"]["annotations"]
+    )
     assert serving["automountServiceAccountToken"] is False
 
 
@@ -148,12 +170,16 @@ def test_rbac_is_least_privilege(render, scenario: str) -> None:
     assert k8s_checks.rules_as_set(role) == k8s_checks.expected_pipeline_rules(deployment)
     pipeline_sa = binding["subjects"][0]
     assert pipeline_sa["kind"] == "ServiceAccount" and pipeline_sa["namespace"] == NAMESPACE
-    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
-                                  "name": role["metadata"]["name"]}
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": role["metadata"]["name"],
+    }
 
 
-@pytest.mark.parametrize("scenario", [s for s in SCENARIOS if _values(s).get("retraining", {})
-                                      .get("enabled")])
+@pytest.mark.parametrize(
+    "scenario", [s for s in SCENARIOS if _values(s).get("retraining", {}).get("enabled")]
+)
 def test_retraining_cronjob(render, scenario: str) -> None:
     values = _values(scenario)
     retraining = values["retraining"]
@@ -167,19 +193,28 @@ def test_retraining_cronjob(render, scenario: str) -> None:
     pod = job["template"]["spec"]
     (submit,) = pod["containers"]
     assert submit["command"] + submit["args"][:6] == [
-        "trainpipe", "submit", "--host", retraining["kfpHost"],
-        "--config", "/etc/trainpipe/config.yaml", "--wait",
+        "trainpipe",
+        "submit",
+        "--host",
+        retraining["kfpHost"],
+        "--config",
+        "/etc/trainpipe/config.yaml",
+        "--wait",
     ]
     assert {"name": "config", "mountPath": "/etc/trainpipe", "readOnly": True} in submit[
-        "volumeMounts"]
+        "volumeMounts"
+    ]
     config_map = _one(docs, "ConfigMap")
     assert {"name": "config", "configMap": {"name": config_map["metadata"]["name"]}} in pod[
-        "volumes"]
+        "volumes"
+    ]
     assert yaml.safe_load(config_map["data"]["config.yaml"]) == values.get("pipelineConfig", {})
     env = {e["name"]: e for e in submit.get("env", [])}
     if retraining.get("auth", {}).get("existingSecret"):
-        assert env["TRAINPIPE_KFP_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == retraining[
-            "auth"]["existingSecret"]
+        assert (
+            env["TRAINPIPE_KFP_TOKEN"]["valueFrom"]["secretKeyRef"]["name"]
+            == retraining["auth"]["existingSecret"]
+        )
     else:
         # The projected token for the KFP audience, where the KFP SDK looks for it.
         token_dir = "/var/run/secrets/kubeflow/pipelines"
@@ -191,20 +226,36 @@ def test_retraining_cronjob(render, scenario: str) -> None:
 
 def test_full_scenario_renders_every_optional_object(render) -> None:
     kinds = {d["kind"] for d in render("full-values.yaml")}
-    assert {"Deployment", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler",
-            "ServiceMonitor", "NetworkPolicy", "CronJob", "ServiceAccount", "Role",
-            "RoleBinding", "ConfigMap", "Pod"} <= kinds
+    assert {
+        "Deployment",
+        "Service",
+        "PodDisruptionBudget",
+        "HorizontalPodAutoscaler",
+        "ServiceMonitor",
+        "NetworkPolicy",
+        "CronJob",
+        "ServiceAccount",
+        "Role",
+        "RoleBinding",
+        "ConfigMap",
+        "Pod",
+    } <= kinds
     default_kinds = {d["kind"] for d in render("default-values.yaml")}
-    assert not {"HorizontalPodAutoscaler", "ServiceMonitor", "NetworkPolicy",
-                "CronJob"} & default_kinds
+    assert (
+        not {"HorizontalPodAutoscaler", "ServiceMonitor", "NetworkPolicy", "CronJob"}
+        & default_kinds
+    )
 
 
 def test_autoscaling_owns_the_replica_count(render) -> None:
     docs = render("full-values.yaml")
     hpa, deployment = _one(docs, "HorizontalPodAutoscaler"), _one(docs, "Deployment")
     assert "replicas" not in deployment["spec"], "the HPA and the Deployment would fight"
-    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
-                                             "name": deployment["metadata"]["name"]}
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": deployment["metadata"]["name"],
+    }
     assert _one(render("default-values.yaml"), "Deployment")["spec"]["replicas"] == 2
 
 
@@ -214,7 +265,9 @@ def test_service_monitor_and_network_policy_target_the_server(render) -> None:
     selector = _one(docs, "Deployment")["spec"]["selector"]["matchLabels"]
     monitor = _one(docs, "ServiceMonitor")
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
-    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    )
     assert set(monitor["spec"]) == {"selector", "endpoints"}
     (endpoint,) = monitor["spec"]["endpoints"]
     assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
@@ -225,9 +278,12 @@ def test_service_monitor_and_network_policy_target_the_server(render) -> None:
     assert policy["spec"]["podSelector"]["matchLabels"] == selector
     test_pod_labels = _one(docs, "Pod")["metadata"]["labels"]
     peers = policy["spec"]["ingress"][0]["from"]
-    assert any(p.get("podSelector", {}).get("matchLabels", {}).items() <= test_pod_labels.items()
-               and "podSelector" in p and p["podSelector"].get("matchLabels") for p in peers), (
-        "the helm test pod must be allowed through the NetworkPolicy")
+    assert any(
+        p.get("podSelector", {}).get("matchLabels", {}).items() <= test_pod_labels.items()
+        and "podSelector" in p
+        and p["podSelector"].get("matchLabels")
+        for p in peers
+    ), "the helm test pod must be allowed through the NetworkPolicy"
 
 
 def test_helm_test_pod_calls_ready_on_the_service(render) -> None:
@@ -253,8 +309,16 @@ def test_helm_test_pod_calls_ready_on_the_service(render) -> None:
     ],
 )
 def test_schema_rejects_bad_values(helm: Path, override: str, message: str) -> None:
-    result = run_helm(helm, "template", "t", str(CHART), "--values",
-                      str(CHART / "ci" / "default-values.yaml"), "--set", override)
+    result = run_helm(
+        helm,
+        "template",
+        "t",
+        str(CHART),
+        "--values",
+        str(CHART / "ci" / "default-values.yaml"),
+        "--set",
+        override,
+    )
     assert result.returncode != 0, f"--set {override} was accepted"
     assert message in result.stderr, result.stderr
 
@@ -263,8 +327,10 @@ def test_schema_rejects_bad_values(helm: Path, override: str, message: str) -> N
     ("args", "message"),
     [
         ((), "serving.modelUri is required"),
-        (("--set", "serving.modelUri=s3://b/registry/m", "--set", "retraining.enabled=true"),
-         "retraining.kfpHost is required"),
+        (
+            ("--set", "serving.modelUri=s3://b/registry/m", "--set", "retraining.enabled=true"),
+            "retraining.kfpHost is required",
+        ),
     ],
 )
 def test_required_values_fail_with_the_fix(helm: Path, args: tuple[str, ...], message: str) -> None:
@@ -294,7 +360,8 @@ def _object_schemas(schema: dict[str, Any], path: str = ""):
 def test_schema_is_closed_at_every_level() -> None:
     schema = json.loads((CHART / "values.schema.json").read_text())
     open_objects = [
-        path for path, sub in _object_schemas(schema)
+        path
+        for path, sub in _object_schemas(schema)
         if sub.get("additionalProperties") is not False and not FREE_FORM.search(path)
     ]
     assert not open_objects, f"objects without additionalProperties: false: {open_objects}"
