@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from trainpipe.configbase import Section
 
 
 class ModelConfig(Section):
-    name: Literal["mlp", "cnn"] = "mlp"
-    """Encoder architecture: ``mlp`` (any input) or ``cnn`` (residual CNN, image inputs)."""
+    name: Literal["mlp", "cnn", "vit", "transformer"] = "mlp"
+    """Encoder architecture: ``mlp`` (any input), ``cnn`` (residual CNN, images), ``vit``
+    (patch transformer, images), ``transformer`` (encoder over sequences; a table's features
+    are read as a sequence of scalars)."""
 
     hidden_dim: int = Field(256, ge=8, le=8192)
     """Width of the hidden layers (mlp) or channels (cnn)."""
@@ -33,3 +35,18 @@ class ModelConfig(Section):
 
     init: Literal["kaiming", "xavier"] = "kaiming"
     """Weight initialization: Kaiming suits ReLU-family activations, Xavier suits tanh."""
+
+    heads: int = Field(4, ge=1, le=64)
+    """Attention heads (vit, transformer); must divide ``hidden_dim``."""
+
+    patch_size: int = Field(2, ge=1, le=64)
+    """Side of the square patches a vit cuts images into."""
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> ModelConfig:
+        if self.name in ("vit", "transformer") and self.hidden_dim % self.heads:
+            raise ValueError(
+                f"hidden_dim {self.hidden_dim} is not divisible by heads {self.heads}; "
+                "choose sizes that divide evenly"
+            )
+        return self

@@ -1,4 +1,8 @@
-"""Task heads on top of an encoder."""
+"""Task heads on top of an encoder.
+
+Every model's ``forward`` does all of its work, so DistributedDataParallel (which hooks
+``forward``) sees every parameter that gets a gradient.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import math
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 
 class Classifier(nn.Module):
@@ -21,10 +26,7 @@ class Classifier(nn.Module):
 
 
 class MaskedReconstructor(nn.Module):
-    """Pretraining model: encode a masked input, predict every original feature.
-
-    The decoder is thrown away after pretraining; only the encoder carries over.
-    """
+    """Encode a masked input, predict every original feature (the decoder is discarded)."""
 
     def __init__(self, encoder: nn.Module, input_shape: list[int], hidden_dim: int):
         super().__init__()
@@ -39,3 +41,31 @@ class MaskedReconstructor(nn.Module):
     def forward(self, masked: torch.Tensor) -> torch.Tensor:
         reconstruction = self.decoder(self.encoder(masked))
         return reconstruction.view(len(masked), *self.input_shape)
+
+
+class RotationPredictor(nn.Module):
+    """Predict which of four quarter-turns was applied to an image."""
+
+    def __init__(self, encoder: nn.Module):
+        super().__init__()
+        self.encoder = encoder
+        self.head = nn.Linear(encoder.embed_dim, 4)
+
+    def forward(self, rotated: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(rotated))
+
+
+class ContrastiveProjector(nn.Module):
+    """SimCLR-style: encoder plus an MLP projector; returns unit-norm projections."""
+
+    def __init__(self, encoder: nn.Module, projection_dim: int = 64):
+        super().__init__()
+        self.encoder = encoder
+        self.projector = nn.Sequential(
+            nn.Linear(encoder.embed_dim, encoder.embed_dim),
+            nn.ReLU(),
+            nn.Linear(encoder.embed_dim, projection_dim),
+        )
+
+    def forward(self, views: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.projector(self.encoder(views)), dim=1)

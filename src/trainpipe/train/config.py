@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from trainpipe.configbase import Section
+
+OptimizerName = Literal[
+    "sgd", "sgd_momentum", "sgd_nesterov", "adagrad", "rmsprop", "adam", "adamw"
+]
 
 
 class OptimConfig(Section):
@@ -14,10 +18,16 @@ class OptimConfig(Section):
     """Passes over the training split."""
 
     batch_size: int = Field(64, ge=1, le=1_000_000)
-    """Global batch size (split across processes when distributed)."""
+    """Global batch size per optimizer step, summed over processes and accumulation steps."""
 
-    optimizer: Literal["adamw", "adam", "sgd", "sgd_momentum", "sgd_nesterov"] = "adamw"
-    """Optimizer by name; AdamW applies decoupled weight decay, none on biases and norms."""
+    grad_accumulation_steps: int = Field(1, ge=1, le=1024)
+    """Micro-batches per optimizer step; ``batch_size`` must divide evenly into them."""
+
+    optimizer: OptimizerName = "adamw"
+    """Optimizer by name. AdamW decouples weight decay; none is applied to biases and norms."""
+
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    """Momentum of sgd_momentum, sgd_nesterov and rmsprop."""
 
     lr: float = Field(2e-3, gt=0.0, le=10.0)
     """Peak learning rate, reached at the end of warmup."""
@@ -25,40 +35,89 @@ class OptimConfig(Section):
     weight_decay: float = Field(0.01, ge=0.0, le=1.0)
     """Weight decay on matrices and kernels only."""
 
-    schedule: Literal["cosine", "linear", "constant"] = "cosine"
-    """Decay after warmup."""
+    schedule: Literal["constant", "step", "cosine", "linear", "one_cycle"] = "cosine"
+    """Learning-rate schedule after warmup (``one_cycle`` has its own warmup phase)."""
 
     warmup_fraction: float = Field(0.05, ge=0.0, lt=1.0)
     """Share of all optimizer steps spent warming the learning rate up linearly from zero."""
 
+    step_every_epochs: int = Field(10, ge=1)
+    """``step`` schedule: multiply the learning rate by ``step_gamma`` this often."""
+
+    step_gamma: float = Field(0.1, gt=0.0, le=1.0)
+    """``step`` schedule: the factor applied at each step."""
+
     grad_clip_norm: float | None = Field(1.0, gt=0.0)
     """Clip the global gradient norm to this value; None disables clipping."""
+
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    """Autocast precision: bf16 works on CPU and CUDA; fp16 (with dynamic loss scaling) needs
+    CUDA."""
+
+    on_nonfinite_loss: Literal["stop", "skip"] = "stop"
+    """A NaN/inf loss stops training with an error naming the step, or skips that step."""
+
+    loss_spike_factor: float = Field(3.0, gt=1.0)
+    """A step whose loss exceeds this multiple of the recent average is logged as a spike."""
 
     early_stopping_patience: int | None = Field(None, ge=1)
     """Stop after this many epochs without a better validation loss and restore the best
     weights; None trains for every epoch."""
 
+    augment: bool = False
+    """Random image augmentation (small shifts and noise) of training inputs."""
+
+    checkpoint_every_steps: int | None = Field(None, ge=1)
+    """Write a resumable checkpoint to the artifact store this often (and at the end);
+    None writes only the final one."""
+
+    keep_checkpoints: int = Field(2, ge=1)
+    """Newest complete checkpoints kept; older ones are deleted."""
+
+    nproc_per_node: int | Literal["auto"] = "auto"
+    """Training processes in this pod (torchrun): ``auto`` is one per GPU, or 1 on CPU."""
+
+    parallelism: Literal["ddp", "fsdp"] = "ddp"
+    """Data parallelism: DistributedDataParallel, or FSDP (fully_shard) for models that do not
+    fit one device."""
+
     seed: int = 0
-    """Seed for initialization, shuffling and masking; the same seed reproduces a run."""
+    """Seed for initialization, shuffling, masking and dropout; the same seed reproduces a run."""
 
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """``auto`` uses CUDA when present, else CPU."""
+
+    @model_validator(mode="after")
+    def _check(self) -> OptimConfig:
+        if self.batch_size % self.grad_accumulation_steps:
+            raise ValueError(
+                f"batch_size {self.batch_size} is not divisible by grad_accumulation_steps "
+                f"{self.grad_accumulation_steps}; pick sizes that divide evenly"
+            )
+        if self.precision == "fp16" and self.device == "cpu":
+            raise ValueError("precision fp16 needs CUDA (loss scaling); use bf16 on CPU")
+        return self
 
 
 class PretrainConfig(OptimConfig):
     enabled: bool = True
     """Run self-supervised pretraining; when false, fine-tuning starts from a random encoder."""
 
-    objective: Literal["masked_reconstruction"] = "masked_reconstruction"
-    """Self-supervised objective on unlabelled inputs."""
+    objective: Literal["masked_reconstruction", "rotation", "contrastive"] = "contrastive"
+    """Self-supervised objective on unlabelled inputs: masked feature reconstruction, rotation
+    prediction (square images), or a contrastive (SimCLR-style) objective over two
+    augmentations of each input."""
 
     mask_ratio: float = Field(0.5, gt=0.0, lt=1.0)
     """Share of input features hidden for masked reconstruction."""
 
-    epochs: int = Field(40, ge=1, le=100_000)
+    temperature: float = Field(0.2, gt=0.0, le=10.0)
+    """Softmax temperature of the contrastive objective."""
+
+    epochs: int = Field(60, ge=1, le=100_000)
     """Passes over the (unlabelled) training split."""
 
-    batch_size: int = Field(128, ge=1, le=1_000_000)
+    batch_size: int = Field(256, ge=1, le=1_000_000)
     """Global batch size."""
 
 
@@ -66,8 +125,27 @@ class FinetuneConfig(OptimConfig):
     label_fraction: float = Field(1.0, gt=0.0, le=1.0)
     """Share of the training split whose labels fine-tuning may use (stratified, seeded)."""
 
-    strategy: Literal["full", "linear_probe"] = "full"
-    """``full`` trains encoder and head; ``linear_probe`` freezes the pretrained encoder."""
+    strategy: Literal["full", "linear_probe", "gradual_unfreeze"] = "full"
+    """``full`` trains encoder and head together; ``linear_probe`` freezes the encoder;
+    ``gradual_unfreeze`` starts with the head only and unfreezes encoder blocks from the top,
+    one more every ``unfreeze_every_epochs``."""
+
+    unfreeze_every_epochs: int = Field(2, ge=1)
+    """``gradual_unfreeze``: epochs between unfreezing successive encoder blocks."""
+
+    layer_lr_decay: float = Field(1.0, gt=0.0, le=1.0)
+    """Layer-wise learning-rate decay: each encoder block below the head gets this factor
+    times the learning rate of the block above (1.0 disables)."""
 
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
     """Cross-entropy label smoothing."""
+
+    teacher_uri: str | None = None
+    """Optional knowledge distillation: URI of a fine-tuned model artifact set (model.pt)
+    whose softened predictions the student also matches."""
+
+    distill_weight: float = Field(0.5, ge=0.0, le=1.0)
+    """Weight of the distillation loss against the label loss."""
+
+    distill_temperature: float = Field(2.0, gt=0.0)
+    """Temperature that softens teacher and student logits for distillation."""

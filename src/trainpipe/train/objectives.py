@@ -1,7 +1,9 @@
-"""Training objectives: what a batch's loss is, and how validation is scored.
+"""Training objectives: how a batch becomes a loss, and how validation is scored.
 
-Each objective turns a batch ``(x, y)`` into a scalar loss; ``y`` is ignored by the
-self-supervised ones, which is what makes them usable without labels.
+Each objective prepares the model's input from a batch ``(x, y)`` and returns
+``(mean loss, metric numerator summed over the batch)``. The self-supervised ones ignore ``y``,
+which is what makes them usable without labels. Randomness (masks, rotations, augmentations)
+comes from the generator passed in, so a seed reproduces a run.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from trainpipe.train.augment import augment
+
 
 class Objective(Protocol):
     name: str
@@ -20,9 +24,7 @@ class Objective(Protocol):
 
     def loss(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mean loss, per-batch metric numerator summed over examples)."""
-        ...
+    ) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
 class MaskedReconstruction:
@@ -35,27 +37,83 @@ class MaskedReconstruction:
         self.mask_ratio = mask_ratio
 
     def loss(self, model, x, y, generator):
-        mask = torch.rand(x.shape, generator=generator, device="cpu").to(x.device) < self.mask_ratio
+        mask = (torch.rand(x.shape, generator=generator) < self.mask_ratio).to(x.device)
         reconstruction = model(x.masked_fill(mask, 0.0))
-        squared_error = (reconstruction - x).pow(2) * mask
-        masked_count = mask.sum().clamp_min(1)
-        loss = squared_error.sum() / masked_count
-        # Metric numerator: each example's negative masked MSE, summed over the batch.
+        squared_error = (reconstruction.float() - x).pow(2) * mask
+        loss = squared_error.sum() / mask.sum().clamp_min(1)
         per_example = squared_error.flatten(1).sum(1) / mask.flatten(1).sum(1).clamp_min(1)
         return loss, -per_example.sum()
 
 
+class RotationPrediction:
+    """Rotate each square image by a random multiple of 90 degrees and predict which."""
+
+    name = "rotation"
+    metric_name = "rotation_accuracy"
+
+    def loss(self, model, x, y, generator):
+        turns = torch.randint(0, 4, (len(x),), generator=generator).to(x.device)
+        rotated = torch.stack(
+            [torch.rot90(image, int(k), dims=(-2, -1)) for image, k in zip(x, turns, strict=True)]
+        )
+        logits = model(rotated)
+        return F.cross_entropy(logits.float(), turns), (logits.argmax(1) == turns).sum()
+
+
+class Contrastive:
+    """SimCLR's NT-Xent: two augmentations of an input attract, all other inputs repel."""
+
+    name = "contrastive"
+    metric_name = "pair_accuracy"
+
+    def __init__(self, temperature: float):
+        self.temperature = temperature
+
+    def loss(self, model, x, y, generator):
+        n = len(x)
+        views = torch.cat([augment(x, generator), augment(x, generator)])
+        z = model(views).float()
+        similarity = z @ z.T / self.temperature
+        similarity.fill_diagonal_(float("-inf"))
+        partner = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(x.device)
+        loss = F.cross_entropy(similarity, partner)
+        found = (similarity.argmax(1) == partner).float()
+        return loss, (found[:n] + found[n:]).sum() / 2
+
+
 class Classification:
-    """Cross-entropy with optional label smoothing; accuracy as the metric."""
+    """Cross-entropy with optional label smoothing and knowledge distillation."""
 
     name = "classification"
     metric_name = "accuracy"
 
-    def __init__(self, label_smoothing: float = 0.0):
+    def __init__(
+        self,
+        label_smoothing: float = 0.0,
+        *,
+        teacher: nn.Module | None = None,
+        distill_weight: float = 0.5,
+        distill_temperature: float = 2.0,
+    ):
         self.label_smoothing = label_smoothing
+        self.teacher = teacher.eval() if teacher is not None else None
+        self.distill_weight = distill_weight
+        self.temperature = distill_temperature
 
     def loss(self, model, x, y, generator):
-        logits = model(x)
+        logits = model(x).float()
         loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
-        correct = (logits.argmax(dim=1) == y).sum()
-        return loss, correct
+        if self.teacher is not None and model.training:
+            with torch.no_grad():
+                teacher_logits = self.teacher(x).float()
+            t = self.temperature
+            # Hinton et al.: KL between softened distributions, scaled by T^2 to keep gradients
+            # comparable to the label loss.
+            distill = F.kl_div(
+                F.log_softmax(logits / t, dim=1),
+                F.log_softmax(teacher_logits / t, dim=1),
+                log_target=True,
+                reduction="batchmean",
+            ) * (t * t)
+            loss = (1 - self.distill_weight) * loss + self.distill_weight * distill
+        return loss, (logits.argmax(dim=1) == y).sum()

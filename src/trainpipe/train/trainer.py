@@ -1,29 +1,43 @@
-"""One Trainer for pretraining and fine-tuning: seeded, scheduled, clipped, early-stopped.
+"""One Trainer for pretraining and fine-tuning.
 
     trainer = Trainer(cfg.finetune, model, Classification(), stage="finetune")
     result = trainer.fit(train_split, validation_split)
     result.history[-1].val_loss
 
-Data lives in memory as tensors; batches are index slices of a seeded permutation, so the same
-seed gives the same run.
+What it does, in the order a step happens: a seeded permutation of the training split per epoch
+(every rank derives the same one and takes its share of each global batch), gradient
+accumulation over micro-batches, autocast (bf16, or fp16 with dynamic loss scaling on CUDA), a
+non-finite loss guard, gradient clipping, the learning rate from a pure schedule function,
+DDP/FSDP gradient averaging, checkpoints every N steps that resume bit for bit, per-epoch
+validation, early stopping that restores the best weights. Only rank 0 writes and prints.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import sys
 import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 
 from trainpipe.data.datasets import Split
-from trainpipe.errors import TrainingError
+from trainpipe.errors import ConfigError, TrainingError
+from trainpipe.train.checkpoint import CheckpointStore, restore_rng, rng_state
 from trainpipe.train.config import OptimConfig
+from trainpipe.train.distributed import World, all_reduce_sum
 from trainpipe.train.objectives import Objective
+from trainpipe.train.optim import build_optimizer
 from trainpipe.train.schedule import get_lr
+
+EVAL_BATCH_SIZE = 1024
+SPIKE_WINDOW_STEPS = 20
 
 
 @dataclass
@@ -40,152 +54,384 @@ class EpochRecord:
 class TrainResult:
     history: list[EpochRecord] = field(default_factory=list)
     best_epoch: int = 0
+    steps: int = 0
     samples_per_s: float = 0.0
     wall_s: float = 0.0
     metric_name: str = ""
+    skipped_steps: list[int] = field(default_factory=list)
+    loss_spikes: list[int] = field(default_factory=list)
+    resumed_from_step: int | None = None
 
     def to_dict(self) -> dict:
-        return {
-            "history": [asdict(r) for r in self.history],
-            "best_epoch": self.best_epoch,
-            "samples_per_s": self.samples_per_s,
-            "wall_s": self.wall_s,
-            "metric_name": self.metric_name,
-        }
+        data = asdict(self)
+        data["history"] = [asdict(r) for r in self.history]
+        return data
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, world: World | None = None) -> torch.device:
     if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
             raise TrainingError("device 'cuda' was requested but no CUDA GPU is visible")
-        return torch.device("cuda")
+        return torch.device("cuda", world.local_rank if world else 0)
     return torch.device("cpu")
 
 
-def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    """Weight decay on matrices and kernels only: biases and norm scales are not shrunk."""
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for p in trainable if p.ndim >= 2], "weight_decay": cfg.weight_decay},
-        {"params": [p for p in trainable if p.ndim < 2], "weight_decay": 0.0},
-    ]
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr)
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=cfg.lr)
-    momentum = 0.0 if cfg.optimizer == "sgd" else 0.9
-    return torch.optim.SGD(
-        groups, lr=cfg.lr, momentum=momentum, nesterov=cfg.optimizer == "sgd_nesterov"
-    )
+def _step_generator(seed: int, step: int, rank: int) -> torch.Generator:
+    """Randomness of one step (masks, augmentations) from (seed, step, rank) alone, so a resumed
+    run draws exactly what the uninterrupted run drew."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + step * 1009 + rank) % (2**63))
+
+
+def _epoch_order(seed: int, epoch: int, n: int) -> torch.Tensor:
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 7919 + epoch))
 
 
 class Trainer:
-    def __init__(self, cfg: OptimConfig, model: nn.Module, objective: Objective, *, stage: str):
+    def __init__(
+        self,
+        cfg: OptimConfig,
+        model: nn.Module,
+        objective: Objective,
+        *,
+        stage: str,
+        world: World | None = None,
+        checkpoints: CheckpointStore | None = None,
+        lr_factor: Callable[[dict[str, Any], int], float] | None = None,
+        on_epoch_end: Callable[[EpochRecord], None] | None = None,
+    ):
+        """``lr_factor(param_group, epoch)`` scales a group's learning rate (layer-wise decay,
+        gradual unfreezing: 0 keeps a block frozen); ``on_epoch_end`` receives each record."""
         self.cfg = cfg
         self.stage = stage
         self.objective = objective
-        self.device = resolve_device(cfg.device)
+        self.world = world or World()
+        self.device = resolve_device(cfg.device, self.world)
+        if cfg.precision == "fp16" and self.device.type != "cuda":
+            raise ConfigError(
+                f"config error: {stage}.precision='fp16' needs a CUDA device; use bf16 on CPU"
+            )
+        self.checkpoints = checkpoints if self.world.is_main or checkpoints is None else None
+        self._resume_source = checkpoints
+        self.lr_factor = lr_factor or (lambda group, epoch: group.get("lr_scale", 1.0))
+        self.on_epoch_end = on_epoch_end
         self.model = model.to(self.device)
+        self.train_model = self._wrap(self.model)
         self.optimizer = build_optimizer(self.model, cfg)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.precision == "fp16")
+        self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
+
+    def _wrap(self, model: nn.Module) -> nn.Module:
+        if not self.world.distributed:
+            return model
+        if self.cfg.parallelism == "fsdp":
+            from torch.distributed.fsdp import fully_shard
+
+            for child in model.modules():
+                if (
+                    child is not model
+                    and len(list(child.children())) == 0
+                    and any(p.requires_grad for p in child.parameters(recurse=False))
+                ):
+                    fully_shard(child)
+            return fully_shard(model)
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+
+    # -- state --------------------------------------------------------------------------------
+
+    def _model_state(self) -> dict[str, torch.Tensor]:
+        if self.world.distributed and self.cfg.parallelism == "fsdp":
+            from torch.distributed.checkpoint.state_dict import (
+                StateDictOptions,
+                get_model_state_dict,
+            )
+
+            options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+            return get_model_state_dict(self.model, options=options)
+        return {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+
+    def _load_model_state(self, state: dict[str, torch.Tensor]) -> None:
+        if self.world.distributed and self.cfg.parallelism == "fsdp":
+            from torch.distributed.checkpoint.state_dict import (
+                StateDictOptions,
+                set_model_state_dict,
+            )
+
+            set_model_state_dict(self.model, state, options=StateDictOptions(full_state_dict=True))
+        else:
+            self.model.load_state_dict(state)
+
+    def _optimizer_state(self) -> dict:
+        if self.world.distributed and self.cfg.parallelism == "fsdp":
+            from torch.distributed.checkpoint.state_dict import (
+                StateDictOptions,
+                get_optimizer_state_dict,
+            )
+
+            options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+            return get_optimizer_state_dict(self.model, self.optimizer, options=options)
+        return copy.deepcopy(self.optimizer.state_dict())
+
+    def _load_optimizer_state(self, state: dict) -> None:
+        if self.world.distributed and self.cfg.parallelism == "fsdp":
+            from torch.distributed.checkpoint.state_dict import (
+                StateDictOptions,
+                set_optimizer_state_dict,
+            )
+
+            set_optimizer_state_dict(
+                self.model,
+                self.optimizer,
+                state,
+                options=StateDictOptions(full_state_dict=True),
+            )
+        else:
+            self.optimizer.load_state_dict(state)
+
+    # -- training -----------------------------------------------------------------------------
 
     def fit(self, train: Split, validation: Split) -> TrainResult:
-        cfg = self.cfg
-        generator = torch.Generator().manual_seed(cfg.seed)
+        cfg, world = self.cfg, self.world
         x = torch.as_tensor(train.x, device=self.device)
         y = torch.as_tensor(train.y, device=self.device)
         steps_per_epoch = math.ceil(len(y) / cfg.batch_size)
         total_steps = steps_per_epoch * cfg.epochs
         warmup_steps = int(cfg.warmup_fraction * total_steps)
         result = TrainResult(metric_name=self.objective.metric_name)
-        best_loss, best_state, stale_epochs = math.inf, None, 0
+        progress = {"epoch": 1, "batch": 0, "step": 0, "loss_sum": 0.0, "count": 0.0}
+        best = {"loss": math.inf, "state": None, "stale": 0}
+
+        resumed = self._resume_source.latest() if self._resume_source else None
+        if resumed is not None:
+            self._load_model_state(resumed["model"])
+            self._load_optimizer_state(resumed["optimizer"])
+            self.scaler.load_state_dict(resumed["scaler"])
+            restore_rng(resumed["rng"][world.rank] if world.distributed else resumed["rng"][0])
+            progress = resumed["progress"]
+            best = resumed["best"]
+            result = TrainResult(**{**resumed["result"], "history": []})
+            result.history = [EpochRecord(**r) for r in resumed["result"]["history"]]
+            result.resumed_from_step = progress["step"]
+            self._say(f"resumed from step {progress['step']} (epoch {progress['epoch']})")
+        else:
+            torch.manual_seed(cfg.seed + 7919 * world.rank)  # dropout differs across ranks
+
         started = time.monotonic()
-        step = 0
-        for epoch in range(1, cfg.epochs + 1):
+        recent_losses: deque[float] = deque(maxlen=SPIKE_WINDOW_STEPS)
+        bar = self._progress_bar(total_steps, progress["step"])
+        lr = 0.0
+        stop = False
+        for epoch in range(progress["epoch"], cfg.epochs + 1):
             epoch_started = time.monotonic()
-            self.model.train()
-            order = torch.randperm(len(y), generator=generator).to(self.device)
-            loss_sum = 0.0
-            for start in range(0, len(y), cfg.batch_size):
-                index = order[start : start + cfg.batch_size]
+            self.train_model.train()
+            order = _epoch_order(cfg.seed, epoch, len(y)).to(self.device)
+            for batch in range(progress["batch"], steps_per_epoch):
+                step = progress["step"]
                 lr = get_lr(
                     step,
                     peak_lr=cfg.lr,
                     total_steps=total_steps,
                     warmup_steps=warmup_steps,
                     schedule=cfg.schedule,
+                    steps_per_epoch=steps_per_epoch,
+                    step_every_epochs=cfg.step_every_epochs,
+                    step_gamma=cfg.step_gamma,
                 )
                 for group in self.optimizer.param_groups:
-                    group["lr"] = lr
-                loss, _ = self.objective.loss(self.model, x[index], y[index], generator)
-                if not torch.isfinite(loss):
-                    raise TrainingError(
-                        f"{self.stage}: loss became {loss.item()} at step {step} (epoch {epoch}); "
-                        f"likely causes: learning rate {cfg.lr} too high, bad initialization, or "
-                        "non-finite inputs; lower the learning rate or enable grad clipping"
+                    group["lr"] = lr * self.lr_factor(group, epoch)
+                global_index = order[batch * cfg.batch_size : (batch + 1) * cfg.batch_size]
+                local_index = global_index[world.rank :: world.size]
+                loss_sum = self._optimizer_step(x, y, local_index, step, epoch)
+                if loss_sum is None:
+                    result.skipped_steps.append(step)
+                else:
+                    step_loss = loss_sum / max(len(local_index), 1)
+                    if recent_losses and step_loss > cfg.loss_spike_factor * (
+                        sum(recent_losses) / len(recent_losses)
+                    ):
+                        result.loss_spikes.append(step)
+                        self._say(
+                            f"loss spike at step {step}: {step_loss:.4f} vs recent mean "
+                            f"{sum(recent_losses) / len(recent_losses):.4f}"
+                        )
+                    recent_losses.append(step_loss)
+                    progress["loss_sum"] += loss_sum
+                    progress["count"] += len(local_index)
+                progress["step"] = step + 1
+                progress["batch"] = batch + 1
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(
+                        epoch=epoch, loss=f"{recent_losses[-1]:.4f}" if recent_losses else "-"
                     )
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.grad_clip_norm is not None:
-                    nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip_norm)
-                self.optimizer.step()
-                loss_sum += loss.item() * len(index)
-                step += 1
-            val_loss, val_metric = self.evaluate(validation, generator)
+                if (
+                    cfg.checkpoint_every_steps
+                    and progress["step"] % cfg.checkpoint_every_steps == 0
+                ):
+                    self._checkpoint(progress, best, result)
+            loss_sum, count = all_reduce_sum([progress["loss_sum"], progress["count"]], self.device)
+            val_loss, val_metric = self.evaluate(validation)
             record = EpochRecord(
                 epoch=epoch,
-                train_loss=loss_sum / len(y),
+                train_loss=loss_sum / max(count, 1),
                 val_loss=val_loss,
                 val_metric=val_metric,
                 lr=lr,
                 wall_s=time.monotonic() - epoch_started,
             )
             result.history.append(record)
-            self._report(record, time.monotonic() - started)
-            if val_loss < best_loss:
-                best_loss, result.best_epoch, stale_epochs = val_loss, epoch, 0
+            if self.on_epoch_end is not None and world.is_main:
+                self.on_epoch_end(record)
+            self._report(record, time.monotonic() - started, bar)
+            if val_loss < best["loss"]:
+                best = {"loss": val_loss, "state": None, "stale": 0}
+                result.best_epoch = epoch
                 if cfg.early_stopping_patience is not None:
-                    best_state = copy.deepcopy(self.model.state_dict())
+                    best["state"] = self._model_state()
             else:
-                stale_epochs += 1
-                if cfg.early_stopping_patience and stale_epochs >= cfg.early_stopping_patience:
-                    print(
-                        f"[{self.stage}] early stop at epoch {epoch}; restoring epoch "
-                        f"{result.best_epoch}",
-                        file=sys.stderr,
-                    )
-                    break
-        if best_state is not None:
-            self.model.load_state_dict(best_state)
+                best["stale"] += 1
+                if cfg.early_stopping_patience and best["stale"] >= cfg.early_stopping_patience:
+                    self._say(f"early stop at epoch {epoch}; restoring epoch {result.best_epoch}")
+                    stop = True
+            progress.update(epoch=epoch + 1, batch=0, loss_sum=0.0, count=0.0)
+            if stop:
+                break
+        if bar is not None:
+            bar.close()
+        if best["state"] is not None:
+            self._load_model_state(best["state"])
+        result.steps = progress["step"]
         result.wall_s = time.monotonic() - started
-        result.samples_per_s = len(y) * len(result.history) / max(result.wall_s, 1e-9)
+        trained_examples = len(y) * len(result.history)
+        result.samples_per_s = trained_examples / max(result.wall_s, 1e-9)
+        self._checkpoint(progress, best, result)
         return result
 
+    def _optimizer_step(
+        self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, step: int, epoch: int
+    ) -> float | None:
+        """One optimizer step over ``index`` (this rank's share); returns the summed loss, or
+        None when a non-finite loss was skipped."""
+        cfg = self.cfg
+        generator = _step_generator(cfg.seed, step, self.world.rank)
+        micro_batches = [m for m in index.tensor_split(cfg.grad_accumulation_steps) if len(m)]
+        loss_total = 0.0
+        nonfinite = False
+        for i, micro in enumerate(micro_batches):
+            last = i == len(micro_batches) - 1
+            sync = contextlib.nullcontext()
+            if not last and isinstance(self.train_model, nn.parallel.DistributedDataParallel):
+                sync = self.train_model.no_sync()  # all-reduce gradients once per step
+            with sync, self._autocast():
+                loss, _ = self.objective.loss(self.train_model, x[micro], y[micro], generator)
+                weighted = loss * (len(micro) / max(len(index), 1))
+            if not torch.isfinite(loss):
+                nonfinite = True
+            self.scaler.scale(weighted).backward()
+            loss_total += loss.item() * len(micro)
+        # Every rank must take the same decision, or DDP's next all-reduce would hang.
+        (bad_ranks,) = all_reduce_sum([float(nonfinite)], self.device)
+        if bad_ranks:
+            self.optimizer.zero_grad(set_to_none=True)
+            if cfg.on_nonfinite_loss == "stop":
+                raise TrainingError(
+                    f"{self.stage}: the loss became non-finite at step {step} (epoch {epoch}); "
+                    f"likely causes: learning rate {cfg.lr} too high, a bad initialization, "
+                    "fp16 overflow, or NaN/inf in the inputs. Lower the learning rate, enable "
+                    "grad_clip_norm, use bf16, or set on_nonfinite_loss=skip"
+                )
+            self._say(f"skipped step {step}: non-finite loss")
+            return None
+        if cfg.grad_clip_norm is not None:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss_total
+
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
+
+    def _checkpoint(self, progress: dict, best: dict, result: TrainResult) -> None:
+        """Every rank takes part (RNG states and sharded weights are gathered); rank 0 writes."""
+        if self._resume_source is None:
+            return
+        state_rng = [rng_state()]
+        if self.world.distributed:
+            import torch.distributed as dist
+
+            gathered: list = [None] * self.world.size
+            dist.all_gather_object(gathered, state_rng[0])
+            state_rng = gathered
+        model_state = self._model_state()
+        optimizer_state = self._optimizer_state()
+        if self.checkpoints is None:
+            return
+        state = {
+            "model": model_state,
+            "optimizer": optimizer_state,
+            "scaler": self.scaler.state_dict(),
+            "rng": state_rng,
+            "progress": dict(progress),
+            "best": best,
+            "result": result.to_dict(),
+        }
+        self.checkpoints.save(progress["step"], state)
+
     @torch.no_grad()
-    def evaluate(self, split: Split, generator: torch.Generator) -> tuple[float, float]:
-        """Mean loss and mean metric over a split, in eval mode."""
-        self.model.eval()
-        # A fixed generator makes validation masks identical from epoch to epoch.
-        eval_generator = torch.Generator().manual_seed(self.cfg.seed + 1)
+    def evaluate(self, split: Split) -> tuple[float, float]:
+        """Mean loss and metric over a whole split, in eval mode. Every rank evaluates all of it
+        (validation splits are small) so ranks never wait on each other here."""
+        model = self.train_model
+        if isinstance(model, nn.parallel.DistributedDataParallel):
+            model = model.module
+        model.eval()
+        # A fixed generator makes validation masks and augmentations identical every epoch.
+        generator = torch.Generator().manual_seed(self.cfg.seed + 1)
         x = torch.as_tensor(split.x, device=self.device)
         y = torch.as_tensor(split.y, device=self.device)
         loss_sum, metric_sum = 0.0, 0.0
-        for start in range(0, len(y), 1024):
-            batch_x, batch_y = x[start : start + 1024], y[start : start + 1024]
-            loss, metric = self.objective.loss(self.model, batch_x, batch_y, eval_generator)
+        for start in range(0, len(y), EVAL_BATCH_SIZE):
+            batch_x, batch_y = (
+                x[start : start + EVAL_BATCH_SIZE],
+                y[start : start + EVAL_BATCH_SIZE],
+            )
+            with self._autocast():
+                loss, metric = self.objective.loss(model, batch_x, batch_y, generator)
             loss_sum += loss.item() * len(batch_y)
             metric_sum += float(metric)
         return loss_sum / len(y), metric_sum / len(y)
 
-    def _report(self, record: EpochRecord, elapsed_s: float) -> None:
+    # -- progress -----------------------------------------------------------------------------
+
+    def _say(self, message: str) -> None:
+        if self.world.is_main:
+            print(f"[{self.stage}] {message}", file=sys.stderr, flush=True)
+
+    def _progress_bar(self, total_steps: int, done_steps: int):
+        if not (self.world.is_main and sys.stderr.isatty()):
+            return None
+        from tqdm import tqdm
+
+        return tqdm(
+            total=total_steps, initial=done_steps, desc=self.stage, unit="step", leave=False
+        )
+
+    def _report(self, record: EpochRecord, elapsed_s: float, bar) -> None:
         epochs = self.cfg.epochs
-        # About ten progress lines per stage: enough to watch, few enough to read.
+        # About ten lines per stage: enough to follow, few enough to read.
         if record.epoch % max(1, epochs // 10) and record.epoch != epochs:
             return
-        eta_s = elapsed_s / record.epoch * (epochs - record.epoch)
+        eta_s = elapsed_s / max(record.epoch, 1) * (epochs - record.epoch)
         line = (
-            f"[{self.stage}] epoch {record.epoch:>3}/{epochs} "
-            f"train_loss {record.train_loss:.4f} val_loss {record.val_loss:.4f} "
-            f"{self.objective.metric_name} {record.val_metric:.4f} lr {record.lr:.2e} "
-            f"eta {eta_s:.0f}s"
+            f"epoch {record.epoch:>3}/{epochs} train_loss {record.train_loss:.4f} "
+            f"val_loss {record.val_loss:.4f} {self.objective.metric_name} "
+            f"{record.val_metric:.4f} lr {record.lr:.2e} eta {eta_s:.0f}s"
         )
-        print(line, file=sys.stderr, flush=True)
+        if bar is not None:
+            bar.write(f"[{self.stage}] {line}", file=sys.stderr)
+        else:
+            self._say(line)
