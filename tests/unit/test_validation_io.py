@@ -17,6 +17,7 @@ from trainpipe.data.validation import (
     validate_dataset,
     write_table,
 )
+from trainpipe.data.validation.hashing import row_hashes
 from trainpipe.data.validation.io import array_shape
 from trainpipe.data.validation.synthetic import example_table
 
@@ -59,6 +60,15 @@ def test_jsonl_nested_lists_become_fixed_shape_arrays(tmp_path: Path):
     assert array_shape(table.schema.field("image")) == [2, 3]
     schema = infer_schema(table, label_column="label")
     assert schema.column("image").shape == [2, 3]
+
+
+def test_jsonl_null_array_rows_stay_null(tmp_path: Path):
+    lines = ['{"a": [[1, 2], [3, 4]]}', '{"a": null}', '{"a": [[5, 6], [7, 8]]}']
+    (tmp_path / "n.jsonl").write_text("\n".join(lines))
+    table = read_table(str(tmp_path / "n.jsonl"))
+    assert table.column("a").to_pylist() == [[1, 2, 3, 4], None, [5, 6, 7, 8]]
+    assert validate_dataset(table).anomalies == []
+    assert len(set(row_hashes(table).tolist())) == 3
 
 
 def test_folder_of_parquet_files_is_one_table(tmp_path: Path):

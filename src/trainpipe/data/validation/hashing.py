@@ -45,7 +45,9 @@ def column_hash(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
         array = array.dictionary_decode()
     t = array.type
     if pa.types.is_fixed_size_list(t):
-        values = _numeric_bits(pc.list_flatten(array)).reshape(len(array), t.list_size)
+        # .values keeps the slots of null rows (list_flatten drops them); nulls are masked below.
+        slots = array.values.slice(array.offset * t.list_size, len(array) * t.list_size)
+        values = _numeric_bits(slots).reshape(len(array), t.list_size)
         weights = _mix(np.arange(1, t.list_size + 1, dtype=np.uint64))
         with np.errstate(over="ignore"):
             h = (_mix(values) * weights).sum(axis=1, dtype=np.uint64)
