@@ -99,8 +99,9 @@ def pandera_schema():
     import pandera.pandas as pandera
 
     def missing_at_most(limit: float):
-        return pandera.Check(lambda s: s.isna().mean() <= limit, ignore_na=False,
-                             name=f"missing_fraction<={limit}")  # fmt: skip
+        return pandera.Check(
+            lambda s: s.isna().mean() <= limit, ignore_na=False, name=f"missing<={limit}"
+        )
 
     columns = {}
     for i in range(N_FLOAT):

@@ -22,7 +22,7 @@ from trainpipe.data.validation.drift import DriftResult, embedding_drift, table_
 from trainpipe.data.validation.hashing import duplicate_count, row_hashes, shared_count
 from trainpipe.data.validation.io import DataReadError, read_table
 from trainpipe.data.validation.report import ValidationReport, new_report
-from trainpipe.data.validation.schema import DEFAULT_SEVERITY, Schema, infer_schema
+from trainpipe.data.validation.schema import Schema, infer_schema
 from trainpipe.data.validation.stats import compute_statistics
 
 
@@ -56,11 +56,7 @@ def validate_dataset(
             tables[name] = read_table(source) if isinstance(source, str) else source
         except DataReadError as exc:
             tables[name] = None
-            severity = schema.severity_of("unreadable") if schema else DEFAULT_SEVERITY[
-                "unreadable"]  # fmt: skip
-            anomalies.append(
-                make_anomaly(schema, "unreadable", str(exc), split=name, severity=severity)
-            )
+            anomalies.append(make_anomaly(schema, "unreadable", str(exc), split=name))
     readable = {name: t for name, t in tables.items() if t is not None}
 
     source_kind = "given"
@@ -97,8 +93,8 @@ def validate_dataset(
         evaluated.add("drift")
         limit = schema.drift_defaults.embedding_auc if schema is not None else 0.75
         for name, current in embeddings.items():
-            drift.append(embedding_drift(reference_embeddings, current, threshold_auc=limit,
-                                         split=name))  # fmt: skip
+            result = embedding_drift(reference_embeddings, current, threshold_auc=limit, split=name)
+            drift.append(result)
     anomalies.extend(_drift_anomalies(drift, schema))
 
     return new_report(
@@ -208,7 +204,6 @@ def _drift_anomalies(results: list[DriftResult], schema: Schema | None) -> list[
                 f"(n {fmt(r.n_reference)} reference, {fmt(r.n_current)} current)",
                 split=r.split,
                 column=r.column,
-                severity=schema.severity_of("drift") if schema else DEFAULT_SEVERITY["drift"],
                 metrics=r.metrics,
                 thresholds=r.thresholds,
             )

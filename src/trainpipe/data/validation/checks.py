@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict
 
 from trainpipe.data.validation.io import array_shape
 from trainpipe.data.validation.schema import (
+    DEFAULT_SEVERITY,
     ArrayColumn,
     CategoricalColumn,
     CheckName,
@@ -65,7 +66,7 @@ def make_anomaly(
     **values: Any,
 ) -> Anomaly:
     if severity is None:
-        severity = schema.severity_of(check) if schema is not None else "blocking"
+        severity = schema.severity_of(check) if schema is not None else DEFAULT_SEVERITY[check]
     where = " ".join(
         part
         for part in (
@@ -385,8 +386,9 @@ def _check_shape(field: pa.Field, column: pa.ChunkedArray, spec: ArrayColumn, ad
     if pa.types.is_fixed_size_list(field.type):
         recorded = array_shape(field)
         size = field.type.list_size
-        if size != expected_size or (recorded is not None and len(recorded) > 1
-                                     and recorded != spec.shape):  # fmt: skip
+        # A flat recorded shape ([64]) is only a length; a full one must match exactly.
+        shape_differs = recorded is not None and len(recorded) > 1 and recorded != spec.shape
+        if size != expected_size or shape_differs:
             add(
                 "array_shape",
                 f"every example has shape {recorded} ({fmt(size)} values), the schema expects "

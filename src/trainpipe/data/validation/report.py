@@ -101,9 +101,12 @@ class ValidationReport(BaseModel):
         failed = sorted({a.check for a in self.blocking})
         warned = sorted({a.check for a in self.warnings})
         verdict = "REJECTED" if self.blocking else "PASSED with warnings"
-        parts = [f"{len(self.blocking)} blocking" + (f" ({', '.join(failed)})" if failed else "")]
-        parts.append(f"{len(self.warnings)} warning" + ("s" if len(self.warnings) != 1 else "")
-                     + (f" ({', '.join(warned)})" if warned else ""))  # fmt: skip
+        blocking = f"{len(self.blocking)} blocking" + (f" ({', '.join(failed)})" if failed else "")
+        plural = "s" if len(self.warnings) != 1 else ""
+        warning = f"{len(self.warnings)} warning{plural}" + (
+            f" ({', '.join(warned)})" if warned else ""
+        )
+        parts = [blocking, warning]
         return f"{verdict}: {'; '.join(parts)} ({rows}{drift})"
 
     # ---- JSON -------------------------------------------------------------------------------
@@ -194,8 +197,7 @@ text-align:left;font-size:13px}th{background:#f3f3f3}.fail{background:#fdd}.warn
 
 def _render_html(report: ValidationReport) -> str:
     esc = html.escape
-    verdict_class = "pass" if report.passed and not report.anomalies else (
-        "warn" if report.passed else "fail")  # fmt: skip
+    verdict_class = "fail" if not report.passed else "warn" if report.anomalies else "pass"
     out = [
         "<!doctype html><html><head><meta charset='utf-8'><title>trainpipe data validation"
         f"</title><style>{_CSS}</style></head><body>",

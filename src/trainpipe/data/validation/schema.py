@@ -60,10 +60,10 @@ CheckName = Literal[
     "drift",
 ]
 CHECKS: tuple[str, ...] = CheckName.__args__  # type: ignore[attr-defined]
+_WARNINGS = ("extra_column", "class_imbalance", "duplicates", "drift")
 DEFAULT_SEVERITY: dict[str, Severity] = {
-    check: "blocking" for check in CHECKS
-} | {"extra_column": "warning", "class_imbalance": "warning", "duplicates": "warning",
-     "drift": "warning"}  # fmt: skip
+    check: "warning" if check in _WARNINGS else "blocking" for check in CHECKS
+}
 DType = Literal["int", "float", "bool", "string"]
 # Strings with at most this many distinct values (and repeats) are categories, not free text.
 MAX_INFERRED_CATEGORIES = 50
@@ -277,10 +277,10 @@ def infer_schema(
             f"{', '.join(table.column_names)}); pass the right --label-column"
         )
     n = table.num_rows
-    columns = []
-    for field in table.schema:
-        columns.append(_infer_column(field, table.column(field.name), n, field.name == label_column,
-                                     infer_ranges))  # fmt: skip
+    columns = [
+        _infer_column(field, table.column(field.name), n, field.name == label_column, infer_ranges)
+        for field in table.schema
+    ]
     label = None
     if label_column is not None:
         counts = pc.value_counts(table.column(label_column).drop_null())
@@ -437,8 +437,8 @@ def _describe(exc: ValidationError, raw: dict) -> str:
     node: Any = raw
     for part in err["loc"]:
         if isinstance(part, int):
-            name = node[part].get("name") if isinstance(node, list) and isinstance(
-                node[part], dict) else None  # fmt: skip
+            item = node[part] if isinstance(node, list) else None
+            name = item.get("name") if isinstance(item, dict) else None
             loc[-1] += f"[{part}]" + (f" ({name})" if name else "")
             node = node[part] if isinstance(node, list) else None
         elif isinstance(node, dict) and part in node:
