@@ -160,7 +160,10 @@ def create_app(
         return Response(metrics.exposition(), media_type=CONTENT_TYPE)
 
     get, post = ["GET"], ["POST"]
+    # Inference first: routes are matched in order and it is the hot path.
     routes = [
+        Route("/v2/models/{name}/infer", infer, methods=post),
+        Route("/v2/models/{name}/versions/{version}/infer", infer, methods=post),
         Route("/v2/health/live", live, methods=get),
         Route("/v2/health/ready", ready, methods=get),
         Route("/v2", server_metadata, methods=get),
@@ -168,8 +171,6 @@ def create_app(
         Route("/v2/models/{name}/versions/{version}", model_metadata, methods=get),
         Route("/v2/models/{name}/ready", model_ready, methods=get),
         Route("/v2/models/{name}/versions/{version}/ready", model_ready, methods=get),
-        Route("/v2/models/{name}/infer", infer, methods=post),
-        Route("/v2/models/{name}/versions/{version}/infer", infer, methods=post),
         Route("/metrics", prometheus, methods=get),
     ]
     return Starlette(
