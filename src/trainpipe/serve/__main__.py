@@ -1,0 +1,43 @@
+"""``python -m trainpipe.serve --model URI [--host H] [--port P]``: the OIP v2 model server.
+
+    python -m trainpipe.serve --model file:///tmp/run/export --port 8080
+    python -m trainpipe.serve --model s3://bucket/ml/registry/digits-classifier --host 0.0.0.0
+
+The main CLI's ``trainpipe serve`` calls the same :func:`trainpipe.serve.server.serve`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pydantic import ValidationError
+
+from trainpipe.serve.config import ServeConfig
+from trainpipe.serve.errors import ServeError
+from trainpipe.serve.server import serve
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m trainpipe.serve", description=__doc__)
+    parser.add_argument("--model", required=True, help="model package or registry model URI")
+    parser.add_argument("--host", default=ServeConfig().host)
+    parser.add_argument("--port", type=int, default=ServeConfig().port)
+    args = parser.parse_args(argv)
+    try:
+        config = ServeConfig(host=args.host, port=args.port)
+    except ValidationError as exc:
+        print(f"error: invalid server option: {exc.errors()[0]['msg']}", file=sys.stderr)
+        return 2
+    try:
+        serve(args.model, config)
+    except ServeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,313 @@
+"""A model package (``model.onnx`` + ``model.json`` in an artifact set) loaded into ONNX Runtime.
+
+    model = load_model_package("s3://bucket/registry/digits-classifier/versions/3", ServeConfig())
+    logits = model.run({"input": np.zeros((4, 1, 8, 8), np.float32)})[0]
+
+Loading reads every file through :class:`trainpipe.artifacts.ArtifactSet` (sha256 against the
+manifest), checks ``model.onnx`` against the sha256 in ``model.json`` as well, checks that the
+ONNX graph has the inputs and outputs ``model.json`` promises, and warms the session up.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from trainpipe.artifacts import ArtifactSet, ArtifactWriter
+from trainpipe.serve.batcher import DynamicBatcher
+from trainpipe.serve.config import ServeConfig
+from trainpipe.serve.errors import InferenceFailed, ModelLoadError
+from trainpipe.serve.metrics import ServeMetrics
+from trainpipe.storage import StorageError, Store, sha256_bytes
+
+log = logging.getLogger("trainpipe.serve")
+
+MODEL_FILE = "model.onnx"
+METADATA_FILE = "model.json"
+
+# Open Inference Protocol datatypes and their numpy dtypes (BYTES is not served by this server).
+DATATYPE_TO_NUMPY: dict[str, np.dtype] = {
+    "BOOL": np.dtype(np.bool_),
+    "UINT8": np.dtype(np.uint8),
+    "UINT16": np.dtype(np.uint16),
+    "UINT32": np.dtype(np.uint32),
+    "UINT64": np.dtype(np.uint64),
+    "INT8": np.dtype(np.int8),
+    "INT16": np.dtype(np.int16),
+    "INT32": np.dtype(np.int32),
+    "INT64": np.dtype(np.int64),
+    "FP16": np.dtype(np.float16),
+    "FP32": np.dtype(np.float32),
+    "FP64": np.dtype(np.float64),
+}
+NUMPY_TO_DATATYPE: dict[np.dtype, str] = {v: k for k, v in DATATYPE_TO_NUMPY.items()}
+_ORT_TYPE_TO_DATATYPE = {
+    "tensor(bool)": "BOOL",
+    "tensor(uint8)": "UINT8",
+    "tensor(uint16)": "UINT16",
+    "tensor(uint32)": "UINT32",
+    "tensor(uint64)": "UINT64",
+    "tensor(int8)": "INT8",
+    "tensor(int16)": "INT16",
+    "tensor(int32)": "INT32",
+    "tensor(int64)": "INT64",
+    "tensor(float16)": "FP16",
+    "tensor(float)": "FP32",
+    "tensor(double)": "FP64",
+}
+_OPTIMIZATION_LEVELS = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+    """-1 marks a dynamic dimension; dimension 0 is always the (dynamic) batch axis."""
+
+    @property
+    def dtype(self) -> np.dtype:
+        return DATATYPE_TO_NUMPY[self.datatype]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    """``model.json`` of a model package, validated."""
+
+    name: str
+    version: str
+    platform: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    labels: tuple[str, ...]
+    sha256: str
+    uri: str
+
+    @classmethod
+    def from_json(cls, obj: Any, uri: str) -> ModelMetadata:
+        where = f"{uri}/{METADATA_FILE}"
+        if not isinstance(obj, dict):
+            raise ModelLoadError(f"{where} is not a JSON object; re-run the export stage")
+        try:
+            return cls(
+                name=str(obj["name"]),
+                version=str(obj["version"]),
+                platform=str(obj.get("platform", "onnxruntime_onnx")),
+                inputs=tuple(_tensor_spec(t, where) for t in obj["inputs"]),
+                outputs=tuple(_tensor_spec(t, where) for t in obj["outputs"]),
+                labels=tuple(str(label) for label in obj.get("labels", [])),
+                sha256=str(obj["sha256"]),
+                uri=uri,
+            )
+        except (KeyError, TypeError) as exc:
+            raise ModelLoadError(
+                f"{where} lacks or mangles field {exc}; it needs name, version, inputs, outputs "
+                "and sha256 (re-run the export stage)"
+            ) from exc
+
+
+def _tensor_spec(obj: dict[str, Any], where: str) -> TensorSpec:
+    datatype = str(obj["datatype"])
+    if datatype not in DATATYPE_TO_NUMPY:
+        raise ModelLoadError(
+            f"{where}: tensor {obj['name']!r} has datatype {datatype!r}; this server serves "
+            f"{', '.join(DATATYPE_TO_NUMPY)}"
+        )
+    shape = tuple(int(d) for d in obj["shape"])
+    if not shape or shape[0] != -1:
+        raise ModelLoadError(
+            f"{where}: tensor {obj['name']!r} has shape {list(shape)}; the first axis must be "
+            "the dynamic batch axis (-1); export with a dynamic batch dimension"
+        )
+    return TensorSpec(name=str(obj["name"]), datatype=datatype, shape=shape)
+
+
+def session_options(config: ServeConfig) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = config.intra_op_threads
+    # One graph, one call at a time per model: parallelism between operators buys nothing.
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = _OPTIMIZATION_LEVELS[config.graph_optimization_level]
+    # Spinning worker threads would steal the core the HTTP event loop needs between batches.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3
+    return options
+
+
+class LoadedModel:
+    """An ONNX Runtime session, its metadata, and the dynamic batcher in front of it."""
+
+    def __init__(
+        self,
+        metadata: ModelMetadata,
+        session: ort.InferenceSession,
+        config: ServeConfig,
+        *,
+        metrics: ServeMetrics | None = None,
+    ):
+        self.metadata = metadata
+        self.session = session
+        self._output_names = [spec.name for spec in metadata.outputs]
+        self.batcher = DynamicBatcher(
+            self.run,
+            max_batch_size=config.max_batch_size,
+            max_batch_delay_s=config.max_batch_delay_ms / 1000.0,
+            on_batch=metrics.batch_observer(metadata.name) if metrics else None,
+            name=f"{metadata.name}-v{metadata.version}",
+        )
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    @property
+    def version(self) -> str:
+        return self.metadata.version
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """One ONNX Runtime call, outputs in ``metadata.outputs`` order."""
+        try:
+            return self.session.run(self._output_names, feeds)
+        except Exception as exc:  # ORT raises its own untyped errors for runtime failures
+            raise InferenceFailed(
+                f"ONNX Runtime failed on model {self.name} version {self.version}: {exc}; "
+                "the inputs passed validation, so this is a model or server problem "
+                "(check the server log)"
+            ) from exc
+
+    def warm_up(self, batch_sizes: tuple[int, ...], iterations: int) -> None:
+        for batch in batch_sizes:
+            feeds = {
+                spec.name: np.zeros(
+                    (batch, *(1 if d < 0 else d for d in spec.shape[1:])), dtype=spec.dtype
+                )
+                for spec in self.metadata.inputs
+            }
+            for _ in range(iterations):
+                self.run(feeds)
+
+    def close(self) -> None:
+        """Stop accepting work once the requests already admitted have been answered."""
+        self.batcher.close()
+
+
+def load_model_package(
+    uri: str,
+    config: ServeConfig,
+    *,
+    metrics: ServeMetrics | None = None,
+) -> LoadedModel:
+    """Read, verify, load and warm up the model package at ``uri``; raises ModelLoadError."""
+    started = time.monotonic()
+    try:
+        package = ArtifactSet.open(uri, endpoint_url=config.endpoint_url)
+        metadata = ModelMetadata.from_json(package.get_json(METADATA_FILE), package.uri)
+        model_bytes = package.get_bytes(MODEL_FILE)
+    except StorageError as exc:
+        raise ModelLoadError(f"cannot read model package {uri}: {exc}") from exc
+    except ValueError as exc:  # model.json is not JSON (the bytes matched the manifest)
+        raise ModelLoadError(
+            f"{uri}/{METADATA_FILE} is not valid JSON ({exc}); re-run the export stage"
+        ) from exc
+    actual = sha256_bytes(model_bytes)
+    if actual != metadata.sha256:
+        raise ModelLoadError(
+            f"{uri}/{MODEL_FILE} has sha256 {actual[:12]}… but model.json records "
+            f"{metadata.sha256[:12]}…; the package is inconsistent, re-run the export stage"
+        )
+    try:
+        session = ort.InferenceSession(
+            model_bytes, session_options(config), providers=["CPUExecutionProvider"]
+        )
+    except Exception as exc:  # ORT raises its own untyped errors for invalid graphs
+        raise ModelLoadError(
+            f"ONNX Runtime cannot load {uri}/{MODEL_FILE}: {exc}; re-run the export stage"
+        ) from exc
+    _check_signature(session, metadata)
+    model = LoadedModel(metadata, session, config, metrics=metrics)
+    try:
+        model.warm_up((1, config.max_batch_size), config.warmup_iterations)
+    except InferenceFailed as exc:
+        model.close()
+        raise ModelLoadError(f"warm-up of {uri} failed: {exc}") from exc
+    log.info(
+        "loaded model %s version %s from %s in %.2f s",
+        metadata.name,
+        metadata.version,
+        uri,
+        time.monotonic() - started,
+    )
+    return model
+
+
+def _check_signature(session: ort.InferenceSession, metadata: ModelMetadata) -> None:
+    """model.json must describe the graph exactly: a mismatch would fail every request later."""
+    for kind, declared, actual in (
+        ("input", metadata.inputs, session.get_inputs()),
+        ("output", metadata.outputs, session.get_outputs()),
+    ):
+        graph = {a.name: a for a in actual}
+        if sorted(graph) != sorted(spec.name for spec in declared):
+            raise ModelLoadError(
+                f"{metadata.uri}: model.json declares {kind}s "
+                f"{[spec.name for spec in declared]} but the ONNX graph has {sorted(graph)}; "
+                "re-run the export stage"
+            )
+        for spec in declared:
+            node = graph[spec.name]
+            graph_type = _ORT_TYPE_TO_DATATYPE.get(node.type, node.type)
+            if graph_type != spec.datatype or len(node.shape) != len(spec.shape):
+                raise ModelLoadError(
+                    f"{metadata.uri}: {kind} {spec.name!r} is {spec.datatype} "
+                    f"{list(spec.shape)} in model.json but {graph_type} {node.shape} in the "
+                    "ONNX graph; re-run the export stage"
+                )
+
+
+def write_model_package(
+    store: Store,
+    prefix: str,
+    model_onnx: bytes,
+    *,
+    name: str,
+    version: str,
+    inputs: list[TensorSpec],
+    outputs: list[TensorSpec],
+    labels: list[str] | None = None,
+    opset: int | None = None,
+    run_id: str = "serve",
+) -> str:
+    """Write a model package (``model.onnx`` + ``model.json``) as an artifact set; returns its URI.
+
+    The layout this server reads; the export stage and tests write it through here or identically.
+    """
+    writer = ArtifactWriter(store, prefix, stage="export", run_id=run_id)
+    writer.put_bytes(MODEL_FILE, model_onnx)
+    writer.put_json(
+        METADATA_FILE,
+        {
+            "name": name,
+            "version": version,
+            "platform": "onnxruntime_onnx",
+            "inputs": [spec.to_json() for spec in inputs],
+            "outputs": [spec.to_json() for spec in outputs],
+            "labels": list(labels or []),
+            "sha256": sha256_bytes(model_onnx),
+            "opset": opset,
+        },
+    )
+    return writer.commit(summary={"model": name, "version": version})

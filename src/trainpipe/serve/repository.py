@@ -1,0 +1,209 @@
+"""Which model the server answers with, and following the registry's champion pointer.
+
+``--model`` is either a model package (a folder with manifest.json and model.json) or a registry
+model (the folder holding champion.json). For a registry model a background thread re-reads
+champion.json every ``poll_interval_s``; when it names another version, that version is loaded,
+verified and warmed up off the request path, then swapped in with one reference assignment.
+Requests that already picked the old model finish on it (its batcher drains before it stops).
+A version that fails to load or verify is refused once (logged, counted in
+``trainpipe_serve_model_loads{outcome="refused"}``) and the old version keeps serving until
+champion.json changes again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+
+from trainpipe.artifacts import MANIFEST_NAME
+from trainpipe.serve.config import ServeConfig
+from trainpipe.serve.errors import ModelLoadError, ModelNotFound, ModelNotReady
+from trainpipe.serve.metrics import ServeMetrics
+from trainpipe.serve.model import LoadedModel, load_model_package
+from trainpipe.storage import StorageError, open_store
+
+log = logging.getLogger("trainpipe.serve")
+
+CHAMPION_FILE = "champion.json"
+
+
+@dataclass(frozen=True)
+class Champion:
+    model: str
+    version: str
+    uri: str
+
+
+class ModelRepository:
+    def __init__(self, model_uri: str, config: ServeConfig, metrics: ServeMetrics):
+        self.model_uri = model_uri.rstrip("/")
+        self.config = config
+        self.metrics = metrics
+        self._current: LoadedModel | None = None
+        self._follows_registry = False
+        self._refused: Champion | None = None
+        self._stop = threading.Event()
+        self._poller: threading.Thread | None = None
+        self._swap_lock = threading.Lock()
+
+    @property
+    def current(self) -> LoadedModel | None:
+        return self._current
+
+    @property
+    def follows_registry(self) -> bool:
+        return self._follows_registry
+
+    def get(self, name: str, version: str | None = None) -> LoadedModel:
+        """The served model by name (and version); raises ModelNotReady or ModelNotFound."""
+        model = self._current
+        if model is None:
+            raise ModelNotReady(
+                f"no model is loaded yet (loading {self.model_uri}); retry when "
+                "/v2/health/ready answers 200"
+            )
+        if name != model.name:
+            raise ModelNotFound(
+                f"model {name!r} is not served here; this server serves {model.name!r}"
+            )
+        if version is not None and version != model.version:
+            raise ModelNotFound(
+                f"version {version!r} of model {name!r} is not loaded; this server serves "
+                f"version {model.version!r} (omit the version to use it)"
+            )
+        return model
+
+    # -- loading -------------------------------------------------------------------------------
+
+    def load_initial(self) -> LoadedModel:
+        """Load what ``model_uri`` names; raises ModelLoadError (the server cannot start)."""
+        try:
+            store = open_store(self.model_uri, endpoint_url=self.config.endpoint_url)
+            if store.exists(CHAMPION_FILE):
+                self._follows_registry = True
+                champion = self._read_champion()
+                model = self._load(champion.uri, champion)
+            elif store.exists(MANIFEST_NAME):
+                model = self._load(self.model_uri, None)
+            else:
+                raise ModelLoadError(
+                    f"{self.model_uri} is neither a model package (no {MANIFEST_NAME}) nor a "
+                    f"registry model (no {CHAMPION_FILE}); pass a registry version folder, the "
+                    "registry model folder, or an export stage output"
+                )
+        except StorageError as exc:
+            raise ModelLoadError(f"cannot read {self.model_uri}: {exc}") from exc
+        self._install(model)
+        return model
+
+    def _read_champion(self) -> Champion:
+        store = open_store(self.model_uri, endpoint_url=self.config.endpoint_url)
+        where = f"{self.model_uri}/{CHAMPION_FILE}"
+        try:
+            obj = store.get_json(CHAMPION_FILE)
+            return Champion(model=str(obj["model"]), version=str(obj["version"]), uri=obj["uri"])
+        except (KeyError, TypeError) as exc:
+            raise ModelLoadError(
+                f"{where} lacks field {exc}; it needs model, version and uri (promote the "
+                "version again with `trainpipe registry promote`)"
+            ) from exc
+
+    def _load(self, uri: str, champion: Champion | None) -> LoadedModel:
+        # The model name is only known after model.json is read; label metrics by the champion's
+        # name when there is one so a refused load is still attributed.
+        label = champion.model if champion else "unknown"
+        try:
+            model = load_model_package(uri, self.config, metrics=self.metrics)
+            if champion is not None and (champion.model, champion.version) != (
+                model.name,
+                model.version,
+            ):
+                model.close()
+                raise ModelLoadError(
+                    f"{self.model_uri}/{CHAMPION_FILE} names {champion.model} version "
+                    f"{champion.version} but {uri} holds {model.name} version {model.version}; "
+                    "point the champion at the right version folder"
+                )
+        except ModelLoadError:
+            self.metrics.model_loads.labels(model=label, outcome="refused").inc()
+            raise
+        self.metrics.model_loads.labels(model=model.name, outcome="ok").inc()
+        return model
+
+    def _install(self, model: LoadedModel) -> None:
+        with self._swap_lock:
+            old = self._current
+            self._current = model
+            self.metrics.set_loaded(
+                model.name, model.version, (old.name, old.version) if old else None
+            )
+        if old is not None:
+            old.close()
+            log.info(
+                "now serving %s version %s (was version %s)", model.name, model.version, old.version
+            )
+
+    # -- following the registry ----------------------------------------------------------------
+
+    def poll_once(self) -> bool:
+        """Check champion.json once; load and switch if it moved. True when the model changed."""
+        try:
+            champion = self._read_champion()
+        except (StorageError, ModelLoadError) as exc:
+            log.warning("cannot read the champion pointer, keeping the current model: %s", exc)
+            return False
+        current = self._current
+        if current is not None and (champion.model, champion.version) == (
+            current.name,
+            current.version,
+        ):
+            return False
+        if champion == self._refused:
+            return False
+        log.info(
+            "champion moved to %s version %s (%s); loading it",
+            *(champion.model, champion.version),
+            champion.uri,
+        )
+        try:
+            model = self._load(champion.uri, champion)
+        except ModelLoadError as exc:
+            self._refused = champion
+            log.error(
+                "refused %s version %s, still serving version %s: %s",
+                champion.model,
+                champion.version,
+                current.version if current else "none",
+                exc,
+            )
+            return False
+        self._refused = None
+        self._install(model)
+        return True
+
+    def start_following(self) -> None:
+        """Poll the champion in a daemon thread (only for a registry model URI)."""
+        if not self._follows_registry or self._poller is not None:
+            return
+        self._poller = threading.Thread(
+            target=self._follow, name="trainpipe-champion-poller", daemon=True
+        )
+        self._poller.start()
+
+    def _follow(self) -> None:
+        while not self._stop.wait(self.config.poll_interval_s):
+            try:
+                self.poll_once()
+            except Exception:  # a bug here must not kill following for the server's lifetime
+                log.exception(
+                    "polling the champion failed; retrying in %s s", self.config.poll_interval_s
+                )
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._poller is not None:
+            self._poller.join(timeout=30)
+        model = self._current
+        if model is not None:
+            model.close()
