@@ -18,6 +18,7 @@ from trainpipe.artifacts import ArtifactSet
 from trainpipe.config import Config
 from trainpipe.data.datasets import check_source
 from trainpipe.errors import TrainpipeError
+from trainpipe.kfp_output import readable_kfp_output
 from trainpipe.stages.context import STAGES, run_prefix
 from trainpipe.storage import ArtifactNotFound, open_store
 
@@ -82,7 +83,8 @@ def run_locally(cfg: Config, *, kfp_root: Path, run_id: str | None = None) -> Ru
     started = time.monotonic()
     failure: Exception | None = None
     try:
-        pipeline(config_json=cfg.to_json(), run_id=run_id)
+        with readable_kfp_output():
+            pipeline(config_json=cfg.to_json(), run_id=run_id)
     except RuntimeError as exc:
         failure = exc
     summary = collect_summary(cfg, run_id, time.monotonic() - started)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from trainpipe.models import MaskedReconstructor, build_encoder
+from trainpipe.models import build_encoder
 from trainpipe.models.checkpoint import encoder_payload, to_bytes
 from trainpipe.stages.context import make_context
 from trainpipe.stages.data_access import load_validated
 from trainpipe.stages.entry import stage_entry
-from trainpipe.train.objectives import MaskedReconstruction
+from trainpipe.train.pretraining import pretraining_setup
 from trainpipe.train.trainer import Trainer
 
 
@@ -23,8 +23,9 @@ def run_pretrain(config_json: str, run_id: str, data_uri: str, metrics=None) -> 
     writer = ctx.writer("pretrain", inputs={"data": data_uri})
     summary: dict = {"enabled": cfg.pretrain.enabled}
     if cfg.pretrain.enabled:
-        model = MaskedReconstructor(encoder, dataset.feature_shape, cfg.model.hidden_dim)
-        objective = MaskedReconstruction(cfg.pretrain.mask_ratio)
+        model, objective = pretraining_setup(
+            cfg.pretrain, encoder, dataset.feature_shape, cfg.model.hidden_dim
+        )
         result = Trainer(cfg.pretrain, model, objective, stage="pretrain").fit(
             dataset.train, dataset.validation
         )

@@ -11,9 +11,7 @@ VERSION_FILES = ("model.onnx", "model.json", "parity.json")
 
 
 @stage_entry
-def run_register(
-    config_json: str, run_id: str, export_uri: str, evaluate_uri: str, gate_reason: str
-) -> str:
+def run_register(config_json: str, run_id: str, export_uri: str, evaluate_uri: str) -> str:
     ctx = make_context(config_json, run_id)
     exported = ctx.open(export_uri)
     evaluation = ctx.open(evaluate_uri)
