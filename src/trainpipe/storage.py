@@ -127,6 +127,11 @@ class Store(ABC):
         _verify(self.uri_for(key), actual, info.sha256, sha256)
         return data
 
+    def get_editable_bytes(self, key: str) -> bytes:
+        """Read a file people are meant to edit by hand (a schema, a config) without the sha256
+        check: its recorded digest goes stale with every edit. Never use it for artifacts."""
+        return self._read(key)[0]
+
     def get_file(self, key: str, path: str | Path, *, sha256: str | None = None) -> ObjectInfo:
         """Download to ``path`` atomically and verify; a bad download leaves nothing behind."""
         path = Path(path)

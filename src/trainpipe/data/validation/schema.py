@@ -35,7 +35,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from trainpipe.data.validation.io import array_shape
-from trainpipe.storage import ChecksumMismatch, StorageError, open_store, split_uri
+from trainpipe.storage import StorageError, open_store, split_uri
 
 SCHEMA_VERSION = 1
 
@@ -485,12 +485,9 @@ def load_schema(uri: str) -> Schema:
     base, name = split_uri(uri)
     try:
         store = open_store(base)
-        try:
-            data = store.get_bytes(name)
-        except ChecksumMismatch:
-            # A schema is meant to be edited by hand after trainpipe wrote it, so the sha256
-            # recorded at write time goes stale; its integrity check is the validation below.
-            data, _ = store._read(name)
+        # A schema is meant to be edited by hand after trainpipe wrote it, so the sha256
+        # recorded at write time goes stale; its integrity check is the validation below.
+        data = store.get_editable_bytes(name)
     except StorageError as exc:
         raise SchemaError(f"schema {uri} is unreadable: {exc}") from None
     return schema_from_yaml(data.decode("utf-8", errors="replace"), source=uri)
