@@ -133,7 +133,7 @@ def test_corrupt_data_fails_in_validation_with_one_clear_line(tmp_path):
     bad.write_bytes(b"PAR1 this is not a parquet file")
     done = trainpipe("run", "--output", str(tmp_path / "out"), "--set", f"data.source={bad}")
     assert done.returncode == 1
-    assert "trainpipe: data error: cannot read broken.parquet" in done.stdout + done.stderr
+    assert "broken.parquet is unreadable as parquet" in done.stdout + done.stderr
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("trainpipe: the pipeline failed at stage 'validate_data'")
 

@@ -93,8 +93,8 @@ def test_parquet_from_s3(s3_bucket):
         ("missing_folder", "does not exist or is empty"),
         ("no_label", "has no label column 'species'"),
         ("nan_features", "examples with NaN or inf features"),
-        ("garbage", "cannot read garbage.parquet"),
-        ("incomplete_split", "has no validation.parquet/.csv/.npz"),
+        ("garbage", "garbage.parquet is unreadable as parquet"),
+        ("incomplete_split", "has no validation.parquet/.csv/.jsonl/.npz"),
         ("bad_shape", "cannot take data.feature_shape [2, 2]"),
     ],
 )

@@ -34,6 +34,14 @@ class DataConfig(Section):
     split_seed: int = 0
     """Seed of the stratified split, fixed so every run sees the same test set."""
 
+    schema_uri: str | None = None
+    """A data schema (YAML, as `trainpipe validate --write-schema` writes it) the data must
+    satisfy; None infers one from the data itself, so only data-quality problems block."""
+
+    reference_uri: str | None = None
+    """Reference data (the last accepted data, or training data when checking serving data)
+    to measure drift against; None skips drift checks."""
+
     @model_validator(mode="after")
     def _check_fractions(self) -> DataConfig:
         if self.validation_fraction + self.test_fraction >= 0.8:

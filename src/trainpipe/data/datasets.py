@@ -1,9 +1,12 @@
-"""Loading and splitting datasets into the arrays every stage trains on.
+"""From raw tables to the arrays every stage trains on.
 
-A dataset is examples ``x`` (float32, shape ``[n, *feature_shape]``) and integer class labels
-``y`` with their names. Sources: the built-in digits, a Parquet/CSV table (feature columns plus a
-label column), or an .npz with ``x`` and ``y`` arrays; one file the pipeline splits, or a folder
-with ``train.*``, ``validation.*`` and ``test.*`` already split.
+Sources are read as Arrow tables by :mod:`trainpipe.data.validation.io` (Parquet, CSV, JSONL,
+the built-in digits) or from an .npz with ``x`` and ``y`` arrays; a source is one file the
+pipeline splits, or a folder holding ``train.*``, ``validation.*`` and ``test.*``.
+
+A dataset is then examples ``x`` (float32, ``[n, *feature_shape]``) and integer labels ``y``
+with their names. Feature columns are numeric scalars, or one fixed-shape array column (an
+image) whose recorded shape becomes the feature shape.
 """
 
 from __future__ import annotations
@@ -12,13 +15,22 @@ import io
 from dataclasses import dataclass, field
 
 import numpy as np
+import pyarrow as pa
 
 from trainpipe.data.config import BUILTIN_DIGITS, DataConfig
+from trainpipe.data.validation.io import (
+    DataReadError,
+    array_field,
+    array_shape,
+    load_digits_table,
+    read_table,
+)
 from trainpipe.errors import DataError
 from trainpipe.storage import Store, open_store, split_uri
 
 SPLIT_NAMES = ("train", "validation", "test")
-SUPPORTED_SUFFIXES = (".parquet", ".csv", ".npz")
+SUPPORTED_SUFFIXES = (".parquet", ".csv", ".jsonl", ".npz")
+DIGITS_PIXEL_MAX = 16.0
 
 
 @dataclass(frozen=True)
@@ -44,6 +56,8 @@ class Dataset:
     feature_shape: list[int]
     source: str
     feature_names: list[str] = field(default_factory=list)
+    split_indices: dict[str, np.ndarray] | None = None
+    """Row indices of each split in the source table, when the pipeline split it."""
 
     @property
     def num_classes(self) -> int:
@@ -53,26 +67,48 @@ class Dataset:
         return {"train": self.train, "validation": self.validation, "test": self.test}
 
 
-def load_dataset(cfg: DataConfig, *, endpoint_url: str | None = None) -> Dataset:
-    """Read the configured source and split it (unless it comes split)."""
+@dataclass(frozen=True)
+class RawSource:
+    """The tables as read, before encoding: one table to split, or three named splits."""
+
+    tables: dict[str, pa.Table]
+    uri: str
+    label_column: str
+
+    @property
+    def presplit(self) -> bool:
+        return set(self.tables) == set(SPLIT_NAMES)
+
+
+def read_source(cfg: DataConfig, *, endpoint_url: str | None = None) -> RawSource:
     if cfg.source == BUILTIN_DIGITS:
-        x, y, label_names, feature_names = _digits()
-        return _split(cfg, x, y, label_names, feature_names, source=BUILTIN_DIGITS)
+        return RawSource({"all": _scaled_digits()}, BUILTIN_DIGITS, "label")
     store, name = _locate(cfg.source, endpoint_url)
-    if name is None:
-        return _load_presplit(cfg, store)
-    frame = _read(store, name, cfg)
-    x, y, label_names, feature_names = _encode(cfg, [frame])[0]
-    return _split(cfg, x, y, label_names, feature_names, source=cfg.source)
+    if name is not None:
+        table = _read(store, name)
+        label = "y" if name.endswith(".npz") else cfg.label_column
+        return RawSource({"all": table}, cfg.source, label)
+    names = {key.rsplit("/", 1)[-1] for key in store.list()}
+    tables = {}
+    for split in SPLIT_NAMES:
+        candidates = [f"{split}{ext}" for ext in SUPPORTED_SUFFIXES if f"{split}{ext}" in names]
+        if not candidates:
+            raise DataError(
+                f"data error: {store.uri} has no {split}.parquet/.csv/.jsonl/.npz; a pre-split "
+                "folder needs train, validation and test files"
+            )
+        tables[split] = _read(store, candidates[0])
+    label = "y" if all(k.endswith(".npz") for k in tables) else cfg.label_column
+    return RawSource(tables, store.uri, label)
 
 
-def _digits() -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    # Pixel intensities are 0..16; scale to 0..1 and keep the image layout [1, 8, 8].
-    x = (digits.images.astype(np.float32) / 16.0)[:, None, :, :]
-    return x, digits.target.astype(np.int64), [str(c) for c in range(10)], []
+def _scaled_digits() -> pa.Table:
+    # Pixel intensities are 0..16; scale them to 0..1 once, at the source.
+    table = load_digits_table()
+    pixels = table.column("pixels").combine_chunks()
+    values = pixels.values.to_numpy(zero_copy_only=False) / DIGITS_PIXEL_MAX
+    field_, array = array_field("pixels", values.reshape(len(table), 1, 8, 8), [1, 8, 8])
+    return table.set_column(0, field_, array)
 
 
 def _locate(source: str, endpoint_url: str | None) -> tuple[Store, str | None]:
@@ -96,151 +132,143 @@ def _locate(source: str, endpoint_url: str | None) -> tuple[Store, str | None]:
     return store, None
 
 
-@dataclass(frozen=True)
-class _Frame:
-    """A raw table or array file before labels are encoded."""
-
-    name: str
-    features: np.ndarray
-    labels: np.ndarray
-    feature_names: list[str]
-
-
-def _read(store: Store, name: str, cfg: DataConfig) -> _Frame:
-    data = store.get_bytes(name)
+def _read(store: Store, name: str) -> pa.Table:
+    uri = store.uri_for(name)
+    if name.endswith(".npz"):
+        return _npz_table(store.get_bytes(name), name)
     try:
-        if name.endswith(".npz"):
-            with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
-                if "x" not in arrays or "y" not in arrays:
-                    raise DataError(
-                        f"data error: {name} must contain arrays 'x' and 'y' "
-                        f"(found {', '.join(arrays.files)})"
-                    )
-                return _Frame(name, np.asarray(arrays["x"]), np.asarray(arrays["y"]), [])
-        table = _read_table(name, data)
-    except DataError:
-        raise
-    except Exception as exc:  # pyarrow/numpy raise many types for unreadable files
-        raise DataError(f"data error: cannot read {name}: {exc}".splitlines()[0]) from None
-    columns = table.column_names
-    if cfg.label_column not in columns:
+        return read_table(uri)
+    except DataReadError as exc:
+        raise DataError(f"data error: {exc}") from None
+
+
+def _npz_table(data: bytes, name: str) -> pa.Table:
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
+            if "x" not in arrays or "y" not in arrays:
+                raise DataError(
+                    f"data error: {name} must contain arrays 'x' and 'y' "
+                    f"(found {', '.join(arrays.files)})"
+                )
+            x, y = np.asarray(arrays["x"], dtype=np.float32), np.asarray(arrays["y"])
+    except (ValueError, OSError) as exc:
+        raise DataError(f"data error: cannot read {name}: {exc}") from None
+    field_, array = array_field("x", x, list(x.shape[1:]))
+    schema = pa.schema([field_, ("y", pa.from_numpy_dtype(y.dtype))])
+    return pa.Table.from_arrays([array, pa.array(y)], schema=schema)
+
+
+def _feature_columns(table: pa.Table, label_column: str, cfg: DataConfig, name: str) -> list[str]:
+    if label_column not in table.column_names:
         raise DataError(
-            f"data error: {name} has no label column {cfg.label_column!r} (columns: "
-            f"{', '.join(columns)}); set data.label_column"
+            f"data error: {name} has no label column {label_column!r} (columns: "
+            f"{', '.join(table.column_names)}); set data.label_column"
         )
-    feature_names = cfg.feature_columns or [c for c in columns if c != cfg.label_column]
-    missing = [c for c in feature_names if c not in columns]
+    features = cfg.feature_columns or [c for c in table.column_names if c != label_column]
+    missing = [c for c in features if c not in table.column_names]
     if missing:
         raise DataError(
             f"data error: {name} lacks feature columns {missing}; fix data.feature_columns"
         )
-    try:
-        features = np.column_stack(
-            [
-                table.column(c).to_numpy(zero_copy_only=False).astype(np.float32)
-                for c in feature_names
-            ]
-        )
-    except (ValueError, TypeError) as exc:
+    return features
+
+
+def table_to_arrays(
+    table: pa.Table, label_column: str, features: list[str], name: str, cfg: DataConfig
+) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """(x, raw labels, feature shape) of one table."""
+    if len(table) == 0:
+        raise DataError(f"data error: {name} has no rows; supply a non-empty dataset")
+    arrays, shape = [], None
+    for column in features:
+        field_ = table.schema.field(column)
+        values = table.column(column).combine_chunks()
+        if pa.types.is_fixed_size_list(field_.type):
+            if values.null_count:
+                raise DataError(f"data error: {name}: column {column!r} has missing arrays")
+            shape = array_shape(field_)
+            flat = values.values.to_numpy(zero_copy_only=False)
+            arrays.append(flat.reshape(len(table), -1).astype(np.float32))
+            continue
+        if not (pa.types.is_integer(field_.type) or pa.types.is_floating(field_.type)):
+            raise DataError(
+                f"data error: {name}: feature column {column!r} is {field_.type}, not numeric; "
+                "list numeric columns in data.feature_columns"
+            )
+        arrays.append(values.to_numpy(zero_copy_only=False).astype(np.float32)[:, None])
+    x = np.concatenate(arrays, axis=1)
+    feature_shape = list(shape) if shape is not None and len(features) == 1 else [x.shape[1]]
+    if cfg.feature_shape is not None:
+        if x.shape[1] != int(np.prod(cfg.feature_shape)):
+            raise DataError(
+                f"data error: {name} has {x.shape[1]} features per example, which cannot take "
+                f"data.feature_shape {cfg.feature_shape}"
+            )
+        feature_shape = list(cfg.feature_shape)
+    if not np.isfinite(x).all():
+        bad = int((~np.isfinite(x)).any(axis=1).sum())
         raise DataError(
-            f"data error: {name}: feature columns must be numeric ({exc}); list numeric columns "
-            "in data.feature_columns"
-        ) from None
-    labels = table.column(cfg.label_column).to_numpy(zero_copy_only=False)
-    return _Frame(name, features, labels, feature_names)
+            f"data error: {name} has {bad} examples with NaN or inf features; clean or impute "
+            "them first"
+        )
+    labels = table.column(label_column).combine_chunks()
+    if labels.null_count:
+        raise DataError(f"data error: {name} has {labels.null_count} missing labels; drop them")
+    return x.reshape(len(x), *feature_shape), labels.to_numpy(zero_copy_only=False), feature_shape
 
 
-def _read_table(name: str, data: bytes):
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-    import pyarrow.parquet as pq
-
-    if name.endswith(".parquet"):
-        return pq.read_table(pa.BufferReader(data))
-    return pacsv.read_csv(pa.BufferReader(data))
-
-
-def _encode(
-    cfg: DataConfig, frames: list[_Frame]
-) -> list[tuple[np.ndarray, np.ndarray, list[str], list[str]]]:
-    """Map raw labels of all frames onto one sorted label set and shape the features."""
-    for frame in frames:
-        if len(frame.labels) == 0:
-            raise DataError(f"data error: {frame.name} has no rows; supply a non-empty dataset")
-        if frame.labels.dtype.kind == "f" and np.isnan(frame.labels).any():
-            raise DataError(f"data error: {frame.name} has missing labels; drop or fill them")
-    label_values = np.unique(np.concatenate([f.labels for f in frames]))
+def encode(raw: RawSource, cfg: DataConfig) -> Dataset:
+    """Encode labels onto one sorted label set and split (unless the source came split)."""
+    names = list(raw.tables)
+    first = raw.tables[names[0]]
+    features = _feature_columns(first, raw.label_column, cfg, names[0])
+    converted = {
+        name: table_to_arrays(table, raw.label_column, features, name, cfg)
+        for name, table in raw.tables.items()
+    }
+    label_values = np.unique(np.concatenate([labels for _, labels, _ in converted.values()]))
     label_names = [str(v) for v in label_values]
-    encoded = []
-    for frame in frames:
-        y = np.searchsorted(label_values, frame.labels).astype(np.int64)
-        x = frame.features.astype(np.float32)
-        if cfg.feature_shape is not None:
-            per_example = int(np.prod(x.shape[1:]))
-            if per_example != int(np.prod(cfg.feature_shape)):
-                raise DataError(
-                    f"data error: {frame.name} has {per_example} features per example, which "
-                    f"cannot take data.feature_shape {cfg.feature_shape}"
-                )
-            x = x.reshape(len(x), *cfg.feature_shape)
-        if not np.isfinite(x).all():
-            bad = int((~np.isfinite(x)).reshape(len(x), -1).any(axis=1).sum())
-            raise DataError(
-                f"data error: {frame.name} has {bad} examples with NaN or inf features; "
-                "clean or impute them first"
-            )
-        encoded.append((x, y, label_names, frame.feature_names))
-    return encoded
-
-
-def _load_presplit(cfg: DataConfig, store: Store) -> Dataset:
-    names = {key.rsplit("/", 1)[-1] for key in store.list()}
-    chosen: list[str] = []
-    for split in SPLIT_NAMES:
-        candidates = [
-            f"{split}{suffix}" for suffix in SUPPORTED_SUFFIXES if f"{split}{suffix}" in names
-        ]
-        if not candidates:
-            raise DataError(
-                f"data error: {store.uri} has no {split}.parquet/.csv/.npz; a pre-split folder "
-                "needs train, validation and test files"
-            )
-        chosen.append(candidates[0])
-    frames = [_read(store, name, cfg) for name in chosen]
-    encoded = _encode(cfg, frames)
-    splits = [Split(x, y) for x, y, _, _ in encoded]
-    _, _, label_names, feature_names = encoded[0]
+    feature_shape = converted[names[0]][2]
+    feature_names = [] if len(features) == 1 and len(feature_shape) > 1 else features
+    encoded = {
+        name: Split(x, np.searchsorted(label_values, labels).astype(np.int64))
+        for name, (x, labels, _) in converted.items()
+    }
+    if raw.presplit:
+        return Dataset(
+            encoded["train"],
+            encoded["validation"],
+            encoded["test"],
+            label_names=label_names,
+            feature_shape=feature_shape,
+            source=raw.uri,
+            feature_names=feature_names,
+        )
+    indices = split_indices(cfg, encoded["all"].y, len(label_names))
     return Dataset(
-        *splits,
+        *(encoded["all"].subset(indices[name]) for name in SPLIT_NAMES),
         label_names=label_names,
-        feature_shape=list(splits[0].x.shape[1:]),
-        source=store.uri,
+        feature_shape=feature_shape,
+        source=raw.uri,
         feature_names=feature_names,
+        split_indices=indices,
     )
 
 
-def _split(
-    cfg: DataConfig,
-    x: np.ndarray,
-    y: np.ndarray,
-    label_names: list[str],
-    feature_names: list[str],
-    *,
-    source: str,
-) -> Dataset:
+def split_indices(cfg: DataConfig, y: np.ndarray, num_classes: int) -> dict[str, np.ndarray]:
+    """Stratified (when every class has a few examples), seeded train/validation/test indices."""
     from sklearn.model_selection import train_test_split
 
-    counts = np.bincount(y, minlength=len(label_names))
-    stratify = y if counts.min() >= 3 else None  # stratifying needs a few examples per class
+    counts = np.bincount(y, minlength=num_classes)
+    stratify = y if counts.min() >= 3 else None
     indices = np.arange(len(y))
     try:
         rest, test = train_test_split(
             indices, test_size=cfg.test_fraction, random_state=cfg.split_seed, stratify=stratify
         )
-        val_share = cfg.validation_fraction / (1.0 - cfg.test_fraction)
         train, validation = train_test_split(
             rest,
-            test_size=val_share,
+            test_size=cfg.validation_fraction / (1.0 - cfg.test_fraction),
             random_state=cfg.split_seed,
             stratify=None if stratify is None else y[rest],
         )
@@ -249,16 +277,20 @@ def _split(
             f"data error: cannot split {len(y)} examples ({exc}); supply more data or lower "
             "data.validation_fraction/test_fraction"
         ) from None
-    full = Split(x, y)
-    return Dataset(
-        full.subset(np.sort(train)),
-        full.subset(np.sort(validation)),
-        full.subset(np.sort(test)),
-        label_names=label_names,
-        feature_shape=list(x.shape[1:]),
-        source=source,
-        feature_names=feature_names,
-    )
+    return {"train": np.sort(train), "validation": np.sort(validation), "test": np.sort(test)}
+
+
+def split_tables(raw: RawSource, dataset: Dataset) -> dict[str, pa.Table]:
+    """The raw rows of each split, for validating splits against each other (leakage)."""
+    if raw.presplit or dataset.split_indices is None:
+        return dict(raw.tables)
+    table = raw.tables["all"]
+    return {name: table.take(rows) for name, rows in dataset.split_indices.items()}
+
+
+def load_dataset(cfg: DataConfig, *, endpoint_url: str | None = None) -> Dataset:
+    """Read the configured source, encode it and split it (unless it comes split)."""
+    return encode(read_source(cfg, endpoint_url=endpoint_url), cfg)
 
 
 def label_subset(split: Split, fraction: float, seed: int) -> Split:

@@ -1,45 +1,69 @@
-"""validate_data: read the configured data, check it, split it, store the splits."""
+"""validate_data: read the data, validate it, split it, and store the splits and the report.
+
+Blocking anomalies stop the pipeline here with one line naming the column, the check and the
+numbers; the full report is stored beside the run either way, so nothing downstream ever runs
+on rejected data and the reason is never lost.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
-from trainpipe.data.datasets import dataset_to_npz, load_dataset
-from trainpipe.errors import DataError
+from trainpipe.data.datasets import dataset_to_npz, encode, read_source, split_tables
+from trainpipe.data.validation import SchemaError, load_schema, schema_to_yaml, validate_dataset
+from trainpipe.errors import ConfigError, DataError
 from trainpipe.stages.context import make_context
 from trainpipe.stages.entry import stage_entry
 
 
-def basic_checks(dataset) -> list[str]:
-    """Blocking problems that make training meaningless."""
-    problems = []
-    if dataset.num_classes < 2:
-        problems.append(f"label: only {dataset.num_classes} class present; need at least 2")
-    for name, split in dataset.splits().items():
-        if len(split) == 0:
-            problems.append(f"{name}: split is empty")
-        missing = set(range(dataset.num_classes)) - set(np.unique(split.y).tolist())
-        if name == "train" and missing:
-            names = [dataset.label_names[i] for i in sorted(missing)]
-            problems.append(f"label: classes {names} never appear in the training split")
-    return problems
+def _write_report(writer, report) -> None:
+    writer.put_text("report.json", report.to_json())
+    writer.put_text("report.html", report.to_html())
+    writer.put_text("summary.md", report.to_markdown())
 
 
 @stage_entry
-def run_validate(config_json: str, run_id: str, job_id: str = "") -> tuple[str, str]:
+def run_validate(
+    config_json: str, run_id: str, job_id: str = "", html_report=None
+) -> tuple[str, str]:
     """Returns (run id, data URI). The run id is the one given, else the KFP job's id, so a
     scheduled run on a cluster gets a fresh folder without anyone choosing a name."""
     run_id = run_id or job_id
     if not run_id:
         raise DataError("validate_data needs a run_id or the KFP job id; pass run_id")
     ctx = make_context(config_json, run_id)
-    dataset = load_dataset(ctx.cfg.data, endpoint_url=ctx.cfg.storage.endpoint_url)
-    problems = basic_checks(dataset)
-    if problems:
-        raise DataError(f"data error: {dataset.source}: " + "; ".join(problems))
+    cfg = ctx.cfg.data
+    raw = read_source(cfg, endpoint_url=ctx.cfg.storage.endpoint_url)
+    dataset = encode(raw, cfg)
+    try:
+        schema = load_schema(cfg.schema_uri) if cfg.schema_uri else None
+    except SchemaError as exc:
+        raise ConfigError(f"config error: data.schema_uri: {exc}") from None
+    report = validate_dataset(
+        split_tables(raw, dataset),
+        schema,
+        reference=cfg.reference_uri,
+        label_column=raw.label_column,
+    )
+    if html_report is not None:
+        with open(html_report.path, "w") as f:
+            f.write(report.to_html())
+    print(f"[validate_data] {report.summary_line()}", flush=True)
+    if report.blocking:
+        rejected = ctx.writer("validate_data_rejected", inputs={"data": dataset.source})
+        _write_report(rejected, report)
+        uri = rejected.commit(summary={"verdict": "rejected", "blocking": len(report.blocking)})
+        first = report.blocking[0].message
+        more = f" (+{len(report.blocking) - 1} more)" if len(report.blocking) > 1 else ""
+        raise DataError(f"data rejected: {first}{more}; full report: {uri}/report.html")
+
     writer = ctx.writer("validate_data", inputs={"data": dataset.source})
     for name, blob in dataset_to_npz(dataset).items():
         writer.put_bytes(name, blob)
+    _write_report(writer, report)
+    if report.data_schema is not None:
+        # Stored with the run: a user can copy it, tighten it and pass it as data.schema_uri.
+        writer.put_text("schema.yaml", schema_to_yaml(report.data_schema))
     info = {
         "source": dataset.source,
         "label_names": dataset.label_names,
@@ -47,9 +71,15 @@ def run_validate(config_json: str, run_id: str, job_id: str = "") -> tuple[str, 
         "feature_names": dataset.feature_names,
         "split_sizes": {name: len(split) for name, split in dataset.splits().items()},
         "class_counts_train": np.bincount(dataset.train.y, minlength=dataset.num_classes).tolist(),
+        "warnings": [a.message for a in report.warnings],
     }
     writer.put_json("dataset.json", info)
     uri = writer.commit(
-        summary={"examples": sum(info["split_sizes"].values()), **info["split_sizes"]}
+        summary={
+            "examples": sum(info["split_sizes"].values()),
+            **info["split_sizes"],
+            "verdict": "passed",
+            "warnings": len(report.warnings),
+        }
     )
     return run_id, uri
