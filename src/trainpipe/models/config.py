@@ -10,15 +10,15 @@ from trainpipe.configbase import Section
 
 
 class ModelConfig(Section):
-    name: Literal["mlp", "cnn", "vit", "transformer"] = "mlp"
+    name: Literal["mlp", "cnn", "vit", "transformer"] = "cnn"
     """Encoder architecture: ``mlp`` (any input), ``cnn`` (residual CNN, images), ``vit``
     (patch transformer, images), ``transformer`` (encoder over sequences; a table's features
     are read as a sequence of scalars)."""
 
-    hidden_dim: int = Field(256, ge=8, le=8192)
+    hidden_dim: int = Field(32, ge=8, le=8192)
     """Width of the hidden layers (mlp) or channels (cnn)."""
 
-    embed_dim: int = Field(128, ge=4, le=8192)
+    embed_dim: int = Field(64, ge=4, le=8192)
     """Size of the encoder's output embedding, shared by pretraining and fine-tuning heads."""
 
     depth: int = Field(2, ge=1, le=64)

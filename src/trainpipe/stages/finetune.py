@@ -1,16 +1,40 @@
-"""finetune: train a classifier on a labelled subset, starting from the pretrained encoder."""
+"""finetune: train a classifier on a labelled share of the data, from the pretrained encoder.
+
+Besides the model it stores the learning curves (data and picture), their diagnosis next to a
+linear baseline's training loss, and, when ``compare_with_scratch`` is on, the test accuracy of
+the same architecture trained from scratch on the same labels: the evidence that pretraining
+paid off.
+"""
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-from trainpipe.data.datasets import label_subset
+from trainpipe.data.datasets import Dataset, Split, label_subset
 from trainpipe.evaluate.plots import learning_curves_png
-from trainpipe.models import Classifier
-from trainpipe.models.checkpoint import classifier_payload, from_bytes, load_encoder, to_bytes
-from trainpipe.stages.context import make_context
+from trainpipe.models import Classifier, build_encoder
+from trainpipe.models.checkpoint import (
+    classifier_payload,
+    from_bytes,
+    load_classifier,
+    load_encoder,
+    to_bytes,
+)
+from trainpipe.stages.context import StageContext, make_context
 from trainpipe.stages.data_access import load_validated
 from trainpipe.stages.entry import stage_entry
+from trainpipe.stages.training_run import (
+    checkpoint_store,
+    put_all,
+    run_training,
+    setup_world,
+)
+from trainpipe.train.config import FinetuneConfig
+from trainpipe.train.diagnosis import diagnose, linear_baseline_train_loss
+from trainpipe.train.distributed import World
+from trainpipe.train.finetuning import finetune_lr_factor, finetune_param_groups
 from trainpipe.train.objectives import Classification
 from trainpipe.train.trainer import Trainer
 
@@ -20,43 +44,162 @@ def run_finetune(
     config_json: str, run_id: str, data_uri: str, pretrain_uri: str, metrics=None
 ) -> str:
     ctx = make_context(config_json, run_id)
-    cfg = ctx.cfg.finetune
-    dataset = load_validated(ctx.open(data_uri))
-    encoder = load_encoder(from_bytes(ctx.open(pretrain_uri).get_bytes("encoder.pt")))
+    result = run_training(
+        ctx,
+        "finetune",
+        ctx.cfg.finetune,
+        train_finetune,
+        data_uri=data_uri,
+        pretrain_uri=pretrain_uri,
+    )
+    if metrics is not None:
+        for record in result.get_json("history.json")["history"]:
+            metrics.log_metric(
+                f"epoch_{record['epoch']:03d}_val_loss", round(record["val_loss"], 5)
+            )
+            metrics.log_metric(
+                f"epoch_{record['epoch']:03d}_val_accuracy", round(record["val_metric"], 5)
+            )
+        metrics.log_metric("val_accuracy", result.summary["final_val_accuracy"])
+    return result.uri
+
+
+def _test_accuracy(model: torch.nn.Module, split: Split) -> float:
+    with torch.inference_mode():
+        logits = model.eval().cpu()(torch.as_tensor(split.x))
+    return float((logits.argmax(1).numpy() == split.y).mean())
+
+
+def _train_classifier(
+    ctx: StageContext,
+    world: World,
+    encoder: torch.nn.Module,
+    dataset: Dataset,
+    train: Split,
+    *,
+    stage: str,
+    checkpoints: bool,
+) -> tuple[Trainer, Classifier, dict]:
+    cfg: FinetuneConfig = ctx.cfg.finetune
     torch.manual_seed(cfg.seed)
     model = Classifier(encoder, dataset.num_classes)
     if cfg.strategy == "linear_probe":
         encoder.requires_grad_(False)
+    teacher = None
+    if cfg.teacher_uri:
+        teacher = load_classifier(from_bytes(ctx.open(cfg.teacher_uri).get_bytes("model.pt")))
+    objective = Classification(
+        cfg.label_smoothing,
+        teacher=teacher,
+        distill_weight=cfg.distill_weight,
+        distill_temperature=cfg.distill_temperature,
+        augment=cfg.augment,
+    )
+    trainer = Trainer(
+        cfg,
+        model,
+        objective,
+        stage=stage,
+        world=world,
+        checkpoints=checkpoint_store(ctx, stage, cfg) if checkpoints else None,
+        param_groups=finetune_param_groups(model, cfg),
+        lr_factor=finetune_lr_factor(cfg),
+    )
+    if teacher is not None:
+        teacher.to(trainer.device)
+    result = trainer.fit(train, dataset.validation)
+    return trainer, model, result.to_dict()
+
+
+def train_finetune(config_json: str, run_id: str, data_uri: str, pretrain_uri: str) -> None:
+    """Train on every rank; rank 0 commits model.pt, curves, diagnosis and the comparison."""
+    ctx = make_context(config_json, run_id)
+    cfg = ctx.cfg.finetune
+    world, _ = setup_world(cfg)
+    dataset = load_validated(ctx.open(data_uri))
+    pretrained = from_bytes(ctx.open(pretrain_uri).get_bytes("encoder.pt"))
     train = label_subset(dataset.train, cfg.label_fraction, cfg.seed)
-    result = Trainer(cfg, model, Classification(cfg.label_smoothing), stage="finetune").fit(
-        train, dataset.validation
+    trainer, _, history = _train_classifier(
+        ctx,
+        world,
+        load_encoder(pretrained),
+        dataset,
+        train,
+        stage="finetune",
+        checkpoints=cfg.checkpoint_every_steps is not None,
     )
-    writer = ctx.writer("finetune", inputs={"data": data_uri, "pretrain": pretrain_uri})
-    payload = classifier_payload(
-        model.cpu(), ctx.cfg.model, dataset.feature_shape, dataset.label_names
+    state = trainer.full_state_dict()
+    comparison = None
+    if cfg.compare_with_scratch:
+        scratch_trainer, _, scratch_history = _train_classifier(
+            ctx,
+            world,
+            build_encoder(ctx.cfg.model, dataset.feature_shape),
+            dataset,
+            train,
+            stage="finetune-scratch",
+            checkpoints=False,
+        )
+        comparison = (scratch_trainer.full_state_dict(), scratch_history)
+    if not world.is_main:
+        return
+
+    # Fresh modules: under FSDP the trained ones hold sharded parameters.
+    final = Classifier(build_encoder(ctx.cfg.model, dataset.feature_shape), dataset.num_classes)
+    final.load_state_dict(state)
+    baseline_loss = linear_baseline_train_loss(train.x, train.y, dataset.num_classes)
+    diagnosis = diagnose(
+        history["history"],
+        chance_loss=math.log(dataset.num_classes),
+        baseline_train_loss=baseline_loss,
     )
-    writer.put_bytes("model.pt", to_bytes(payload))
-    history = result.to_dict()
-    writer.put_json("history.json", history)
-    writer.put_bytes(
-        "learning_curves.png",
-        learning_curves_png(history["history"], "fine-tuning", result.metric_name),
-    )
-    final = result.history[-1]
-    if metrics is not None:
-        for record in result.history:
-            metrics.log_metric(
-                f"epoch_{record.epoch:03d}_val_accuracy", round(record.val_metric, 4)
-            )
-        metrics.log_metric("val_accuracy", final.val_metric)
-    return writer.commit(
-        summary={
+    print(f"[finetune] learning curves: {diagnosis.summary_line()}", flush=True)
+    last = history["history"][-1]
+    summary = {
+        "labelled_examples": len(train),
+        "label_fraction": cfg.label_fraction,
+        "strategy": cfg.strategy,
+        "processes": world.size,
+        "epochs": len(history["history"]),
+        "steps": history["steps"],
+        "best_epoch": history["best_epoch"],
+        "final_train_loss": last["train_loss"],
+        "final_val_loss": last["val_loss"],
+        "final_val_accuracy": last["val_metric"],
+        "samples_per_s": round(history["samples_per_s"], 1),
+        "diagnosis": diagnosis.state,
+        "linear_baseline_train_loss": baseline_loss,
+        "resumed_from_step": history["resumed_from_step"],
+    }
+    files: dict[str, bytes | dict] = {
+        "history.json": history,
+        "diagnosis.json": diagnosis.to_dict(),
+        "learning_curves.png": learning_curves_png(history["history"], "fine-tuning", "accuracy"),
+    }
+    if comparison is not None:
+        scratch = Classifier(
+            build_encoder(ctx.cfg.model, dataset.feature_shape), dataset.num_classes
+        )
+        scratch.load_state_dict(comparison[0])
+        payoff = {
             "labelled_examples": len(train),
-            "strategy": cfg.strategy,
-            "epochs": len(result.history),
-            "best_epoch": result.best_epoch,
-            "final_val_loss": final.val_loss,
-            "final_val_accuracy": final.val_metric,
-            "samples_per_s": round(result.samples_per_s, 1),
+            "pretrained_test_accuracy": _test_accuracy(final, dataset.test),
+            "scratch_test_accuracy": _test_accuracy(scratch, dataset.test),
+            "scratch_history": comparison[1]["history"],
         }
-    )
+        payoff["pretraining_gain"] = (
+            payoff["pretrained_test_accuracy"] - payoff["scratch_test_accuracy"]
+        )
+        files["pretraining_payoff.json"] = payoff
+        summary |= {k: v for k, v in payoff.items() if k != "scratch_history"}
+        print(
+            f"[finetune] with {len(train)} labels: pretrained "
+            f"{payoff['pretrained_test_accuracy']:.4f} vs from scratch "
+            f"{payoff['scratch_test_accuracy']:.4f} test accuracy",
+            flush=True,
+        )
+    writer = ctx.writer("finetune", inputs={"data": data_uri, "pretrain": pretrain_uri})
+    put_all(writer, files)
+    payload = classifier_payload(final, ctx.cfg.model, dataset.feature_shape, dataset.label_names)
+    writer.put_bytes("model.pt", to_bytes(payload))
+    writer.commit(summary=summary)

@@ -1,14 +1,22 @@
-"""pretrain: self-supervised masked reconstruction on the training inputs, labels unused."""
+"""pretrain: self-supervised training of the encoder on the training inputs, labels unused."""
 
 from __future__ import annotations
 
 import torch
 
+from trainpipe.evaluate.plots import learning_curves_png
 from trainpipe.models import build_encoder
 from trainpipe.models.checkpoint import encoder_payload, to_bytes
 from trainpipe.stages.context import make_context
 from trainpipe.stages.data_access import load_validated
 from trainpipe.stages.entry import stage_entry
+from trainpipe.stages.training_run import (
+    checkpoint_store,
+    put_all,
+    run_training,
+    setup_world,
+)
+from trainpipe.train.diagnosis import diagnose
 from trainpipe.train.pretraining import pretraining_setup
 from trainpipe.train.trainer import Trainer
 
@@ -16,31 +24,69 @@ from trainpipe.train.trainer import Trainer
 @stage_entry
 def run_pretrain(config_json: str, run_id: str, data_uri: str, metrics=None) -> str:
     ctx = make_context(config_json, run_id)
+    result = run_training(ctx, "pretrain", ctx.cfg.pretrain, train_pretrain, data_uri=data_uri)
+    if metrics is not None and "final_val_loss" in result.summary:
+        metrics.log_metric("pretrain_val_loss", result.summary["final_val_loss"])
+    return result.uri
+
+
+def train_pretrain(config_json: str, run_id: str, data_uri: str) -> None:
+    """Train on every rank; rank 0 commits encoder.pt, history and the diagnosis."""
+    ctx = make_context(config_json, run_id)
     cfg = ctx.cfg
+    world, _ = setup_world(cfg.pretrain)
     dataset = load_validated(ctx.open(data_uri))
-    torch.manual_seed(cfg.pretrain.seed)
+    torch.manual_seed(cfg.pretrain.seed)  # the same initial weights on every rank
     encoder = build_encoder(cfg.model, dataset.feature_shape)
-    writer = ctx.writer("pretrain", inputs={"data": data_uri})
-    summary: dict = {"enabled": cfg.pretrain.enabled}
+    summary: dict = {"enabled": cfg.pretrain.enabled, "processes": world.size}
+    extra_files: dict[str, bytes | dict] = {}
+    encoder_state = encoder.state_dict()
     if cfg.pretrain.enabled:
         model, objective = pretraining_setup(
             cfg.pretrain, encoder, dataset.feature_shape, cfg.model.hidden_dim
         )
-        result = Trainer(cfg.pretrain, model, objective, stage="pretrain").fit(
-            dataset.train, dataset.validation
+        checkpoints = (
+            checkpoint_store(ctx, "pretrain", cfg.pretrain)
+            if cfg.pretrain.checkpoint_every_steps
+            else None
         )
-        writer.put_json("history.json", result.to_dict())
+        trainer = Trainer(
+            cfg.pretrain, model, objective, stage="pretrain", world=world, checkpoints=checkpoints
+        )
+        result = trainer.fit(dataset.train, dataset.validation)
+        state = trainer.full_state_dict()
+        encoder_state = {
+            k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")
+        }
+        history = result.to_dict()
+        diagnosis = diagnose(history["history"], chance_loss=history["history"][0]["train_loss"])
         final = result.history[-1]
         summary |= {
             "objective": objective.name,
             "epochs": len(result.history),
+            "steps": result.steps,
             "final_train_loss": final.train_loss,
             "final_val_loss": final.val_loss,
+            objective.metric_name: final.val_metric,
             "samples_per_s": round(result.samples_per_s, 1),
+            "diagnosis": diagnosis.state,
+            "resumed_from_step": result.resumed_from_step,
         }
-        if metrics is not None:
-            metrics.log_metric("pretrain_val_loss", final.val_loss)
+        extra_files = {
+            "history.json": history,
+            "diagnosis.json": diagnosis.to_dict(),
+            "learning_curves.png": learning_curves_png(
+                history["history"], "pretraining", objective.metric_name
+            ),
+        }
+    if not world.is_main:
+        return
+    # A fresh module: under FSDP the trained one holds sharded parameters.
+    trained = build_encoder(cfg.model, dataset.feature_shape)
+    trained.load_state_dict(encoder_state)
+    writer = ctx.writer("pretrain", inputs={"data": data_uri})
+    put_all(writer, extra_files)
     writer.put_bytes(
-        "encoder.pt", to_bytes(encoder_payload(encoder.cpu(), cfg.model, dataset.feature_shape))
+        "encoder.pt", to_bytes(encoder_payload(trained, cfg.model, dataset.feature_shape))
     )
-    return writer.commit(summary=summary)
+    writer.commit(summary=summary)

@@ -122,8 +122,9 @@ class PretrainConfig(OptimConfig):
 
 
 class FinetuneConfig(OptimConfig):
-    label_fraction: float = Field(1.0, gt=0.0, le=1.0)
-    """Share of the training split whose labels fine-tuning may use (stratified, seeded)."""
+    label_fraction: float = Field(0.1, gt=0.0, le=1.0)
+    """Share of the training split whose labels fine-tuning may use (stratified, seeded); the
+    rest of the split is only seen, unlabelled, by pretraining."""
 
     strategy: Literal["full", "linear_probe", "gradual_unfreeze"] = "full"
     """``full`` trains encoder and head together; ``linear_probe`` freezes the encoder;
@@ -149,3 +150,7 @@ class FinetuneConfig(OptimConfig):
 
     distill_temperature: float = Field(2.0, gt=0.0)
     """Temperature that softens teacher and student logits for distillation."""
+
+    compare_with_scratch: bool = True
+    """Also train the same architecture from a random initialization on the same labels and
+    report both test accuracies: the evidence that pretraining paid off."""

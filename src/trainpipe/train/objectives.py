@@ -94,13 +94,17 @@ class Classification:
         teacher: nn.Module | None = None,
         distill_weight: float = 0.5,
         distill_temperature: float = 2.0,
+        augment: bool = False,
     ):
         self.label_smoothing = label_smoothing
+        self.augment = augment
         self.teacher = teacher.eval() if teacher is not None else None
         self.distill_weight = distill_weight
         self.temperature = distill_temperature
 
     def loss(self, model, x, y, generator):
+        if self.augment and model.training:
+            x = augment(x, generator)
         logits = model(x).float()
         loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
         if self.teacher is not None and model.training:

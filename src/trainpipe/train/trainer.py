@@ -96,11 +96,13 @@ class Trainer:
         stage: str,
         world: World | None = None,
         checkpoints: CheckpointStore | None = None,
+        param_groups: list[dict] | None = None,
         lr_factor: Callable[[dict[str, Any], int], float] | None = None,
         on_epoch_end: Callable[[EpochRecord], None] | None = None,
     ):
-        """``lr_factor(param_group, epoch)`` scales a group's learning rate (layer-wise decay,
-        gradual unfreezing: 0 keeps a block frozen); ``on_epoch_end`` receives each record."""
+        """``param_groups`` replaces the default decay/no-decay groups; ``lr_factor(group,
+        epoch)`` scales a group's learning rate (layer-wise decay; 0 keeps a block frozen);
+        ``on_epoch_end`` receives each epoch's record on rank 0."""
         self.cfg = cfg
         self.stage = stage
         self.objective = objective
@@ -116,7 +118,7 @@ class Trainer:
         self.on_epoch_end = on_epoch_end
         self.model = model.to(self.device)
         self.train_model = self._wrap(self.model)
-        self.optimizer = build_optimizer(self.model, cfg)
+        self.optimizer = build_optimizer(self.model, cfg, param_groups)
         self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.precision == "fp16")
         self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
 
@@ -138,6 +140,10 @@ class Trainer:
         return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
 
     # -- state --------------------------------------------------------------------------------
+
+    def full_state_dict(self) -> dict[str, torch.Tensor]:
+        """The whole model's weights on CPU; a collective under FSDP, so every rank calls it."""
+        return self._model_state()
 
     def _model_state(self) -> dict[str, torch.Tensor]:
         if self.world.distributed and self.cfg.parallelism == "fsdp":

@@ -1,0 +1,54 @@
+"""What pretrain and finetune share: process layout, checkpoints, the committed result."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import torch
+
+from trainpipe.artifacts import ArtifactSet
+from trainpipe.stages.context import StageContext, run_prefix
+from trainpipe.train.checkpoint import CheckpointStore
+from trainpipe.train.config import OptimConfig
+from trainpipe.train.distributed import World, init_from_env, launch_torchrun, resolve_nproc
+from trainpipe.train.trainer import resolve_device
+
+
+def inside_torchrun() -> bool:
+    return "TORCHELASTIC_RUN_ID" in os.environ or "LOCAL_RANK" in os.environ
+
+
+def run_training(ctx: StageContext, stage: str, cfg: OptimConfig, train_fn, **args) -> ArtifactSet:
+    """Train in this process, or under torchrun with one process per GPU (N on CPU).
+
+    ``train_fn(world=..., **args)`` trains and, on rank 0, commits the stage's artifacts.
+    """
+    nproc = resolve_nproc(cfg.nproc_per_node)
+    if nproc > 1 and not inside_torchrun():
+        launch_torchrun(
+            nproc,
+            stage,
+            json.dumps({"config_json": ctx.cfg.to_json(), "run_id": ctx.run_id, **args}),
+        )
+    else:
+        train_fn(config_json=ctx.cfg.to_json(), run_id=ctx.run_id, **args)
+    return ctx.open(ctx.store.uri_for(f"{run_prefix(ctx.run_id)}/{stage}"))
+
+
+def setup_world(cfg: OptimConfig) -> tuple[World, torch.device]:
+    world = init_from_env(resolve_device(cfg.device))
+    return world, resolve_device(cfg.device, world)
+
+
+def checkpoint_store(ctx: StageContext, stage: str, cfg: OptimConfig) -> CheckpointStore:
+    return CheckpointStore(ctx.store, ctx.run_id, stage, keep=cfg.keep_checkpoints)
+
+
+def put_all(writer, files: dict[str, bytes | dict]) -> None:
+    """Dicts are written as JSON, bytes as they are."""
+    for name, data in files.items():
+        if isinstance(data, dict):
+            writer.put_json(name, data)
+        else:
+            writer.put_bytes(name, data)

@@ -1,0 +1,48 @@
+"""Fine-tuning strategies as learning-rate rules over the encoder's blocks.
+
+Parameter groups are numbered by depth below the head (head = 0, the encoder's top block = 1,
+...). Layer-wise learning-rate decay gives depth d the factor ``layer_lr_decay ** d``; gradual
+unfreezing gives a block a zero learning rate until its turn, one more block every
+``unfreeze_every_epochs`` from the top down. Freezing by learning rate (rather than
+``requires_grad``) keeps the set of trainable parameters fixed, which DDP requires.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from trainpipe.models import Classifier
+from trainpipe.train.config import FinetuneConfig
+from trainpipe.train.optim import decay_groups
+
+
+def finetune_param_groups(model: Classifier, cfg: FinetuneConfig) -> list[dict]:
+    groups = decay_groups(model.head.parameters(), cfg.weight_decay, lr_scale=1.0, depth=0)
+    if cfg.strategy == "linear_probe":
+        return groups
+    blocks = list(reversed(model.encoder.blocks()))
+    seen: set[int] = set()
+    for depth, block in enumerate(blocks, start=1):
+        params = [p for p in block.parameters() if id(p) not in seen]
+        seen.update(id(p) for p in params)
+        groups += decay_groups(
+            params, cfg.weight_decay, lr_scale=cfg.layer_lr_decay**depth, depth=depth
+        )
+    # Parameters outside every block (a ViT's position embeddings) sit with the lowest block.
+    rest = [p for p in model.encoder.parameters() if id(p) not in seen]
+    deepest = len(blocks)
+    groups += decay_groups(
+        rest, cfg.weight_decay, lr_scale=cfg.layer_lr_decay**deepest, depth=deepest
+    )
+    return groups
+
+
+def finetune_lr_factor(cfg: FinetuneConfig) -> Callable[[dict, int], float]:
+    def factor(group: dict, epoch: int) -> float:
+        if cfg.strategy == "gradual_unfreeze":
+            unfrozen_blocks = (epoch - 1) // cfg.unfreeze_every_epochs
+            if group["depth"] > unfrozen_blocks:
+                return 0.0
+        return group["lr_scale"]
+
+    return factor
