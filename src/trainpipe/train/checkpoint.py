@@ -28,7 +28,7 @@ _STEP_DIR = re.compile(r"step-(\d+)$")
 def rng_state() -> dict[str, Any]:
     state = {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": _numpy_state(),
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -38,10 +38,17 @@ def rng_state() -> dict[str, Any]:
 
 def restore_rng(state: dict[str, Any]) -> None:
     random.setstate(_as_python_state(state["python"]))
-    np.random.set_state(state["numpy"])
+    name, keys, position, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _numpy_state() -> list:
+    # As plain values and a tensor: weights_only loading refuses pickled numpy arrays.
+    name, keys, position, has_gauss, cached = np.random.get_state()
+    return [name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached]
 
 
 def _as_python_state(state):
@@ -68,9 +75,12 @@ class CheckpointStore:
         return sorted(steps)
 
     def save(self, step: int, state: dict[str, Any]) -> str:
-        writer = ArtifactWriter(
-            self.store, f"{self.prefix}/step-{step}", stage=self.stage, run_id=self.run_id
-        )
+        """Commit the state of ``step``; a step already committed is kept as it is (the state at
+        a given step is the same however often it is saved)."""
+        folder = f"{self.prefix}/step-{step}"
+        if step in self.complete_steps():
+            return self.store.uri_for(folder)
+        writer = ArtifactWriter(self.store, folder, stage=self.stage, run_id=self.run_id)
         writer.put_bytes(STATE_NAME, to_bytes(state))
         uri = writer.commit(summary={"step": step})
         self._prune()

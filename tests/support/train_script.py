@@ -1,0 +1,70 @@
+"""A small training job for the distributed and resume tests.
+
+    python -m tests.support.train_script OUT.pt [--store URI] [--every N] [--epochs N]
+    torchrun --standalone --nproc_per_node=2 -m tests.support.train_script OUT.pt
+
+Trains a classifier on seeded synthetic data with trainpipe's Trainer (world from torchrun's
+environment) and saves the final weights from rank 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+
+from trainpipe.data.datasets import Split
+from trainpipe.models import Classifier, build_encoder
+from trainpipe.models.config import ModelConfig
+from trainpipe.storage import open_store
+from trainpipe.train.checkpoint import CheckpointStore
+from trainpipe.train.config import FinetuneConfig
+from trainpipe.train.distributed import init_from_env, shutdown
+from trainpipe.train.objectives import Classification
+from trainpipe.train.trainer import Trainer
+
+
+def blobs(n: int, seed: int) -> Split:
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, n)
+    x = rng.normal(size=(n, 8)).astype(np.float32) + y[:, None].astype(np.float32)
+    return Split(x, y.astype(np.int64))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("out")
+    parser.add_argument("--store")
+    parser.add_argument("--every", type=int, default=1)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--dropout", type=float, default=0.0)
+    parser.add_argument("--accumulate", type=int, default=1)
+    args = parser.parse_args()
+    cfg = FinetuneConfig(
+        epochs=args.epochs,
+        batch_size=32,
+        lr=5e-3,
+        device="cpu",
+        grad_accumulation_steps=args.accumulate,
+        checkpoint_every_steps=args.every if args.store else None,
+    )
+    world = init_from_env(torch.device("cpu"))
+    torch.manual_seed(0)
+    model_cfg = ModelConfig(name="mlp", hidden_dim=64, embed_dim=32, dropout=args.dropout)
+    model = Classifier(build_encoder(model_cfg, [8]), 3)
+    checkpoints = None
+    if args.store:
+        checkpoints = CheckpointStore(open_store(args.store), "run", "train", keep=2)
+    trainer = Trainer(
+        cfg, model, Classification(), stage="train", world=world, checkpoints=checkpoints
+    )
+    trainer.fit(blobs(640, 0), blobs(128, 1))
+    state = trainer.full_state_dict()
+    if world.is_main:
+        torch.save(state, args.out)
+    shutdown()
+
+
+if __name__ == "__main__":
+    main()
