@@ -17,6 +17,10 @@ from trainpipe.train.trainer import Trainer
 def run_pretrain(config_json: str, run_id: str, data_uri: str, metrics=None) -> str:
     ctx = make_context(config_json, run_id)
     cfg = ctx.cfg
+    if cfg.cluster.num_nodes > 1:
+        from trainpipe.train.trainjob import launch_stage
+
+        return launch_stage(ctx, "pretrain", {"data_uri": data_uri})
     dataset = load_validated(ctx.open(data_uri))
     torch.manual_seed(cfg.pretrain.seed)
     encoder = build_encoder(cfg.model, dataset.feature_shape)
