@@ -26,7 +26,8 @@ S3_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 
 
 def _on_cluster(task: dsl.PipelineTask, cfg: Config, *, gpu: bool, retries: int) -> None:
-    """Image, S3 credentials and (for training) GPUs, shared memory and retries."""
+    """Image, S3 credentials and (for training) GPUs, shared memory, node selector,
+    tolerations and retries."""
     cluster = cfg.cluster
     task.set_container_image(cluster.image)
     if cluster.s3_secret_name:
@@ -48,6 +49,17 @@ def _on_cluster(task: dsl.PipelineTask, cfg: Config, *, gpu: bool, retries: int)
             medium="Memory",
             size_limit=cluster.shm_size,
         )
+        for label_key, label_value in cluster.node_selector.items():
+            kubernetes.add_node_selector(task, label_key=label_key, label_value=label_value)
+        for t in cluster.tolerations:
+            kubernetes.add_toleration(
+                task,
+                key=t.key or None,
+                operator=t.operator,
+                value=t.value or None,
+                effect=t.effect,
+                toleration_seconds=t.tolerationSeconds,
+            )
     if retries:
         task.set_retry(num_retries=retries, backoff_duration=f"{cluster.retry_backoff_s}s")
 
@@ -58,6 +70,9 @@ def build_pipeline(cfg: Config, *, retries: int | None = None):
     ``retries`` overrides ``cfg.cluster.retries``; local runs pass 0 so a bad input fails once.
     """
     train_retries = cfg.cluster.retries if retries is None else retries
+    # With several nodes the training pods are the TrainJob's; the component pod only launches
+    # and watches it, so it must not hold GPUs (or wait for GPU nodes) meanwhile.
+    train_in_pod = cfg.cluster.num_nodes == 1
 
     @dsl.pipeline(
         name=cfg.pipeline_name,
@@ -72,7 +87,7 @@ def build_pipeline(cfg: Config, *, retries: int | None = None):
         data_uri = validated.outputs["data_uri"]
 
         pretrained = pretrain(config_json=config_json, run_id=run, data_uri=data_uri)
-        _on_cluster(pretrained, cfg, gpu=True, retries=train_retries)
+        _on_cluster(pretrained, cfg, gpu=train_in_pod, retries=train_retries)
 
         finetuned = finetune(
             config_json=config_json,
@@ -80,7 +95,7 @@ def build_pipeline(cfg: Config, *, retries: int | None = None):
             data_uri=data_uri,
             pretrain_uri=pretrained.outputs["Output"],
         )
-        _on_cluster(finetuned, cfg, gpu=True, retries=train_retries)
+        _on_cluster(finetuned, cfg, gpu=train_in_pod, retries=train_retries)
 
         evaluated = evaluate(
             config_json=config_json,

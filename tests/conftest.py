@@ -5,6 +5,7 @@ boto3 talks HTTP to it exactly as it would to AWS or MinIO; nothing in boto3 is 
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -13,6 +14,30 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+import trainpipe
+
+
+def _import_from_this_checkout() -> None:
+    """Import trainpipe.components / trainpipe.pipelines from this checkout's folders.
+
+    An editable install maps them to the checkout it was installed from; a second git worktree
+    that shares that virtualenv (with its src/ first on PYTHONPATH) would otherwise test the
+    other checkout's DAG. In a plain checkout both locations are the same.
+    """
+    root = Path(__file__).resolve().parent.parent
+    for name in ("components", "pipelines"):
+        folder = root / name
+        spec = importlib.util.spec_from_file_location(
+            f"trainpipe.{name}", folder / "__init__.py", submodule_search_locations=[str(folder)]
+        )
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+        setattr(trainpipe, name, module)
+
+
+_import_from_this_checkout()
 
 
 @pytest.fixture(scope="session")

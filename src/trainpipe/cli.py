@@ -5,6 +5,7 @@
     trainpipe validate DATA [--schema FILE] [--reference DATA] [--report FILE]
     trainpipe serve --model URI [--host H] [--port P]
     trainpipe registry list|show|promote|rollback ...
+    trainpipe submit --host URL [--wait] ... / trainpipe schedule --host URL --cron EXPR ...
 
 A user-fixable error ends with one ``error:`` line and exit status 1 (2 for usage and config
 errors); tracebacks are for bugs only.
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from trainpipe import __version__
 from trainpipe.errors import ConfigError, TrainpipeError
+from trainpipe.kfp_api import add_schedule_parser, add_submit_parser
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -146,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument("--model", help="model name (default: registry.model_name)")
     _add_config_args(reg)
     reg.set_defaults(func=cmd_registry)
+
+    add_submit_parser(sub)
+    add_schedule_parser(sub)
     return parser
 
 

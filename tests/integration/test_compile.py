@@ -1,4 +1,5 @@
-"""The compiled KFP IR carries what a cluster needs: image, GPUs, /dev/shm, retries, secrets."""
+"""The compiled KFP IR carries what a cluster needs: image, GPUs, /dev/shm, retries, secrets,
+node selector and tolerations."""
 
 from __future__ import annotations
 
@@ -52,11 +53,20 @@ def compiled(tmp_path_factory):
             "cluster.s3_secret_name=my-s3",
             "storage.uri=s3://bucket/prefix",
             "storage.endpoint_url=http://minio.minio:9000",
+            'cluster.node_selector={"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}',
+            "cluster.tolerations=[{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule},"
+            " {key: spot, value: 'true', effect: NoExecute, tolerationSeconds: 30}]",
         ],
     )
     path = tmp_path_factory.mktemp("ir") / "pipeline.yaml"
     compile_pipeline(cfg, str(path))
     return load_ir(path)
+
+
+def k8s_executor_for(spec: dict, platform: dict, task_name: str) -> dict:
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    component = spec["components"][walk_tasks(spec)[task_name]["componentRef"]["name"]]
+    return executors[component["executorLabel"]]
 
 
 def executor_for(spec: dict, task_name: str) -> dict:
@@ -124,6 +134,48 @@ def test_platform_spec_mounts_shm_and_secret(compiled):
             assert shm and shm[0]["medium"] == "Memory" and shm[0]["sizeLimit"] == "8Gi"
         else:
             assert not shm
+
+
+def test_training_stages_select_and_tolerate_gpu_nodes(compiled):
+    spec, platform = compiled
+    for name in ALL_TASKS:
+        k8s = k8s_executor_for(spec, platform, name)
+        if name in TRAINING_TASKS:
+            assert k8s["nodeSelector"]["labels"] == {
+                "nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"
+            }
+            assert k8s["tolerations"] == [
+                {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+                {
+                    "key": "spot",
+                    "operator": "Equal",
+                    "value": "true",
+                    "effect": "NoExecute",
+                    "tolerationSeconds": "30",
+                },
+            ]
+        else:
+            assert "nodeSelector" not in k8s and "tolerations" not in k8s
+
+
+def test_multi_node_launchers_hold_no_gpus(tmp_path):
+    """With num_nodes > 1 the TrainJob's pods train; the component pod only launches it."""
+    cfg = load_config(
+        None,
+        [
+            "cluster.num_nodes=4",
+            "cluster.gpus_per_node=8",
+            'cluster.node_selector={"pool": "gpu"}',
+        ],
+    )
+    path = tmp_path / "p.yaml"
+    compile_pipeline(cfg, str(path))
+    spec, platform = load_ir(path)
+    for name in TRAINING_TASKS:
+        assert "accelerator" not in executor_for(spec, name).get("resources", {})
+        k8s = k8s_executor_for(spec, platform, name)
+        assert "nodeSelector" not in k8s and not k8s.get("emptyDirMounts")
+        assert walk_tasks(spec)[name]["retryPolicy"]["maxRetryCount"] == 2
 
 
 def test_endpoint_reaches_every_stage(compiled):

@@ -1,7 +1,8 @@
 """deploy: serve the new champion, send a real inference request, check the answer.
 
 Locally the ONNX Runtime server starts on a loopback port (port 0: the OS picks a free one),
-answers the smoke request and is stopped again.
+answers the smoke request and is stopped again. With deploy.target kubernetes or kserve the
+cluster's server is rolled out instead (trainpipe.deploy.kubernetes), with rollback on failure.
 """
 
 from __future__ import annotations
@@ -19,11 +20,15 @@ from trainpipe.stages.entry import stage_entry
 
 @stage_entry
 def run_deploy(config_json: str, run_id: str, model_uri: str, data_uri: str) -> str:
+    ctx = make_context(config_json, run_id)
+    if ctx.cfg.deploy.target != "local":
+        from trainpipe.deploy.kubernetes import run_cluster_deploy
+
+        return run_cluster_deploy(ctx, model_uri, data_uri)
     from trainpipe.serve.client import infer
     from trainpipe.serve.config import ServeConfig
     from trainpipe.serve.server import start_in_background
 
-    ctx = make_context(config_json, run_id)
     cfg = ctx.cfg.deploy
     package = ctx.open(model_uri)
     metadata = package.get_json("model.json")

@@ -44,6 +44,10 @@ def run_finetune(
     config_json: str, run_id: str, data_uri: str, pretrain_uri: str, metrics=None
 ) -> str:
     ctx = make_context(config_json, run_id)
+    if ctx.cfg.cluster.num_nodes > 1:
+        from trainpipe.train.trainjob import launch_stage
+
+        return launch_stage(ctx, "finetune", {"data_uri": data_uri, "pretrain_uri": pretrain_uri})
     result = run_training(
         ctx,
         "finetune",

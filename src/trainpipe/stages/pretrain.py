@@ -24,6 +24,10 @@ from trainpipe.train.trainer import Trainer
 @stage_entry
 def run_pretrain(config_json: str, run_id: str, data_uri: str, metrics=None) -> str:
     ctx = make_context(config_json, run_id)
+    if ctx.cfg.cluster.num_nodes > 1:
+        from trainpipe.train.trainjob import launch_stage
+
+        return launch_stage(ctx, "pretrain", {"data_uri": data_uri})
     result = run_training(ctx, "pretrain", ctx.cfg.pretrain, train_pretrain, data_uri=data_uri)
     if metrics is not None and "final_val_loss" in result.summary:
         metrics.log_metric("pretrain_val_loss", result.summary["final_val_loss"])
