@@ -212,7 +212,7 @@ def test_retraining_cronjob(render, scenario: str) -> None:
     env = {e["name"]: e for e in submit.get("env", [])}
     if retraining.get("auth", {}).get("existingSecret"):
         assert (
-            env["TRAINPIPE_KFP_TOKEN"]["valueFrom"]["secretKeyRef"]["name"]
+            env["KFP_TOKEN"]["valueFrom"]["secretKeyRef"]["name"]
             == retraining["auth"]["existingSecret"]
         )
     else:

@@ -12,7 +12,7 @@ def test_scheduling_defaults_are_single_node_and_unconstrained():
     cluster = load_config().cluster
     assert cluster.num_nodes == 1
     assert cluster.node_selector == {} and cluster.tolerations == []
-    assert cluster.training_runtime == "torch-distributed"
+    assert cluster.training_runtime == "trainpipe-torch-distributed"
 
 
 def test_tolerations_parse_from_pod_spec_yaml():

@@ -266,10 +266,3 @@ def test_stage_hook_runs_the_stage_in_the_trainjob_and_returns_its_artifacts(
     assert uri == f"file://{tmp_path}/artifacts/runs/hooked-run/pretrain"
     assert os.path.exists(f"{tmp_path}/artifacts/runs/hooked-run/pretrain/encoder.pt")
     assert len(kube.server.matching("POST", JOBS)) == 1
-
-
-def test_other_ranks_do_not_train(monkeypatch, capsys):
-    monkeypatch.setenv(CONFIG_ENV, load_config().to_json())
-    monkeypatch.setenv("RANK", "3")
-    assert trainjob.main(["pretrain", "--run-id", "r", "--input", "data_uri=x"]) == 0
-    assert "rank 3" in capsys.readouterr().out
