@@ -87,7 +87,9 @@ class ClusterConfig(Section):
     """Namespace of the TrainJobs (multi-node training); the pipeline's ServiceAccount must be
     allowed to create, get and delete trainjobs and read pods/log there."""
 
-    training_runtime: str = Field("trainpipe-torch-distributed", pattern=r"^[a-z0-9]([-.a-z0-9]*[a-z0-9])?$")
+    training_runtime: str = Field(
+        "trainpipe-torch-distributed", pattern=r"^[a-z0-9]([-.a-z0-9]*[a-z0-9])?$"
+    )
     """ClusterTrainingRuntime the TrainJobs use (e.g. Trainer's ``torch-distributed`` or the
     project's ``trainpipe-torch-distributed`` from k8s/trainer/)."""
 

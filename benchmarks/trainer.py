@@ -1,0 +1,127 @@
+"""Trainer overhead: the same model, data and batches trained by a bare PyTorch loop and by
+trainpipe's Trainer, in one process, alternating to share the machine's noise.
+
+    python -m benchmarks.trainer [--quick] [--device cpu|cuda] [--precision fp32|bf16]
+
+Prints one JSON object on its last line: samples_per_s for both and ``ratio`` (Trainer / bare).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import time
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from trainpipe.data.datasets import Split
+from trainpipe.models import Classifier, build_encoder
+from trainpipe.models.config import ModelConfig
+from trainpipe.train.config import FinetuneConfig
+from trainpipe.train.objectives import Classification
+from trainpipe.train.schedule import get_lr
+from trainpipe.train.trainer import Trainer
+
+
+def make_data(n: int, seed: int = 0) -> Split:
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 10, n)
+    x = rng.random((n, 1, 16, 16), dtype=np.float32) + y[:, None, None, None] / 10
+    return Split(x.astype(np.float32), y.astype(np.int64))
+
+
+def make_model(device: torch.device) -> nn.Module:
+    torch.manual_seed(0)
+    cfg = ModelConfig(name="cnn", hidden_dim=48, embed_dim=64, depth=2, dropout=0.0)
+    return Classifier(build_encoder(cfg, [1, 16, 16]), 10).to(device)
+
+
+def bare_loop(cfg: FinetuneConfig, train: Split, device: torch.device, dtype) -> float:
+    """What a careful person writes by hand: AdamW, warmup+cosine, clipping, autocast."""
+    model = make_model(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    x = torch.as_tensor(train.x, device=device)
+    y = torch.as_tensor(train.y, device=device)
+    steps_per_epoch = math.ceil(len(y) / cfg.batch_size)
+    total = steps_per_epoch * cfg.epochs
+    warmup = int(cfg.warmup_fraction * total)
+    generator = torch.Generator().manual_seed(0)
+    step = 0
+    started = time.perf_counter()
+    for _ in range(cfg.epochs):
+        model.train()
+        order = torch.randperm(len(y), generator=generator).to(device)
+        for start in range(0, len(y), cfg.batch_size):
+            index = order[start : start + cfg.batch_size]
+            lr = get_lr(
+                step, peak_lr=cfg.lr, total_steps=total, warmup_steps=warmup, schedule="cosine"
+            )
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                loss = F.cross_entropy(model(x[index]).float(), y[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip_norm)
+            optimizer.step()
+            loss.item()  # the bare loop logs its loss too
+            step += 1
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return len(y) * cfg.epochs / (time.perf_counter() - started)
+
+
+def trainer_loop(cfg: FinetuneConfig, train: Split, validation: Split, device) -> float:
+    trainer = Trainer(cfg, make_model(device), Classification(), stage="bench")
+    started = time.perf_counter()
+    trainer.fit(train, validation)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return len(train) * cfg.epochs / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    n = 2048 if args.quick else 8192
+    rounds = 2 if args.quick else 3
+    train, validation = make_data(n), make_data(64, seed=1)
+    cfg = FinetuneConfig(
+        epochs=2, batch_size=128, device=args.device, precision=args.precision, grad_clip_norm=1.0
+    )
+    dtype = torch.bfloat16 if args.precision == "bf16" else None
+    bare_loop(cfg, make_data(256), device, dtype)  # warm-up: allocator, kernels, threads
+    bare, ours = [], []
+    for _ in range(rounds):
+        bare.append(bare_loop(cfg, train, device, dtype))
+        ours.append(trainer_loop(cfg, train, validation, device))
+    # The validation pass at each epoch end is work the bare loop skips; it is tiny (64 rows).
+    result = {
+        "benchmark": "trainer",
+        "device": str(device),
+        "precision": args.precision,
+        "examples": n,
+        "epochs": cfg.epochs,
+        "batch_size": cfg.batch_size,
+        "rounds": rounds,
+        "bare_samples_per_s": round(float(np.median(bare)), 1),
+        "trainer_samples_per_s": round(float(np.median(ours)), 1),
+        "ratio": round(float(np.median(ours) / np.median(bare)), 3),
+        "goal_ratio": 0.97,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
