@@ -132,6 +132,15 @@ def format_summary(summary: RunSummary) -> str:
             f"test accuracy {evaluation['accuracy']:.4f}   macro-F1 {evaluation['macro_f1']:.4f}"
             f"   log loss {evaluation['log_loss']:.4f}   ({evaluation['num_examples']} examples)",
         ]
+    finetuned = summary.stage("finetune").summary
+    if "scratch_test_accuracy" in finetuned:
+        lines.append(
+            f"pretraining: with {finetuned['labelled_examples']} labels, fine-tuned from the "
+            f"pretrained encoder {finetuned['pretrained_test_accuracy']:.4f} vs from scratch "
+            f"{finetuned['scratch_test_accuracy']:.4f} test accuracy"
+        )
+    if finetuned.get("diagnosis"):
+        lines.append(f"learning curves: {finetuned['diagnosis']}")
     gate = summary.stage("gate").summary
     if gate:
         lines.append(f"gate: {gate['decision'].upper()} ({gate['reason']})")

@@ -57,7 +57,7 @@ def test_cnn_refuses_flat_tables():
 def test_classifier_learns_separable_data():
     torch.manual_seed(0)
     cfg = FinetuneConfig(epochs=15, batch_size=32, lr=1e-2)
-    model = Classifier(build_encoder(ModelConfig(hidden_dim=32, embed_dim=16), [4]), 3)
+    model = Classifier(build_encoder(ModelConfig(name="mlp", hidden_dim=32, embed_dim=16), [4]), 3)
     result = Trainer(cfg, model, Classification(), stage="t").fit(blobs(), blobs(seed=1))
     assert result.history[-1].val_metric > 0.9
     assert result.history[-1].train_loss < result.history[0].train_loss
@@ -66,7 +66,9 @@ def test_classifier_learns_separable_data():
 def test_training_is_reproducible_with_a_seed():
     def run() -> torch.Tensor:
         torch.manual_seed(0)
-        model = Classifier(build_encoder(ModelConfig(hidden_dim=16, embed_dim=8), [4]), 3)
+        model = Classifier(
+            build_encoder(ModelConfig(name="mlp", hidden_dim=16, embed_dim=8), [4]), 3
+        )
         Trainer(FinetuneConfig(epochs=2), model, Classification(), stage="t").fit(
             blobs(), blobs(seed=1)
         )
@@ -77,7 +79,7 @@ def test_training_is_reproducible_with_a_seed():
 
 def test_masked_reconstruction_reduces_loss():
     torch.manual_seed(0)
-    encoder = build_encoder(ModelConfig(hidden_dim=32, embed_dim=16), [4])
+    encoder = build_encoder(ModelConfig(name="mlp", hidden_dim=32, embed_dim=16), [4])
     model = MaskedReconstructor(encoder, [4], 32)
     cfg = PretrainConfig(epochs=10, batch_size=32)
     result = Trainer(cfg, model, MaskedReconstruction(0.5), stage="p").fit(blobs(), blobs(seed=1))
@@ -88,7 +90,7 @@ def test_nan_loss_stops_with_step_and_causes():
     bad = blobs()
     x = bad.x.copy()
     x[0, 0] = np.nan
-    model = Classifier(build_encoder(ModelConfig(hidden_dim=8, embed_dim=4), [4]), 3)
+    model = Classifier(build_encoder(ModelConfig(name="mlp", hidden_dim=8, embed_dim=4), [4]), 3)
     with pytest.raises(TrainingError, match=r"loss became non-finite at step \d+ .*learning rate"):
         Trainer(FinetuneConfig(epochs=1, batch_size=400), model, Classification(), stage="t").fit(
             Split(x, bad.y), blobs(seed=1)
@@ -100,7 +102,7 @@ def test_early_stopping_restores_best_weights():
     # Labels of the validation split are random: validation loss gets worse as training fits.
     noisy = blobs(seed=1)
     noisy = Split(noisy.x, np.random.default_rng(3).integers(0, 3, len(noisy.y)))
-    model = Classifier(build_encoder(ModelConfig(hidden_dim=64, embed_dim=32), [4]), 3)
+    model = Classifier(build_encoder(ModelConfig(name="mlp", hidden_dim=64, embed_dim=32), [4]), 3)
     cfg = FinetuneConfig(epochs=40, lr=1e-2, early_stopping_patience=3)
     trainer = Trainer(cfg, model, Classification(), stage="t")
     result = trainer.fit(blobs(), noisy)
@@ -111,8 +113,12 @@ def test_early_stopping_restores_best_weights():
 
 
 def test_checkpoint_round_trip_uses_weights_only():
-    model = Classifier(build_encoder(ModelConfig(hidden_dim=8, embed_dim=4), [4]), 3).eval()
-    payload = classifier_payload(model, ModelConfig(hidden_dim=8, embed_dim=4), [4], list("abc"))
+    model = Classifier(
+        build_encoder(ModelConfig(name="mlp", hidden_dim=8, embed_dim=4), [4]), 3
+    ).eval()
+    payload = classifier_payload(
+        model, ModelConfig(name="mlp", hidden_dim=8, embed_dim=4), [4], list("abc")
+    )
     restored = load_classifier(from_bytes(to_bytes(payload)))
     x = torch.randn(5, 4)
     assert torch.equal(model(x), restored(x))

@@ -114,7 +114,7 @@ class PretrainConfig(OptimConfig):
     temperature: float = Field(0.2, gt=0.0, le=10.0)
     """Softmax temperature of the contrastive objective."""
 
-    epochs: int = Field(60, ge=1, le=100_000)
+    epochs: int = Field(40, ge=1, le=100_000)
     """Passes over the (unlabelled) training split."""
 
     batch_size: int = Field(256, ge=1, le=1_000_000)
@@ -122,7 +122,7 @@ class PretrainConfig(OptimConfig):
 
 
 class FinetuneConfig(OptimConfig):
-    label_fraction: float = Field(0.1, gt=0.0, le=1.0)
+    label_fraction: float = Field(0.2, gt=0.0, le=1.0)
     """Share of the training split whose labels fine-tuning may use (stratified, seeded); the
     rest of the split is only seen, unlabelled, by pretraining."""
 
