@@ -29,9 +29,9 @@ class ExportConfig(Section):
 
     quantize: Literal["none", "dynamic_int8"] = "none"
     """``dynamic_int8`` ships ONNX Runtime's dynamic int8 quantization (int8 weights,
-    activations quantized per call) if it keeps accuracy within ``max_accuracy_drop``. It helps
-    transformers and MLPs; on CPUs without VNNI it makes CNNs slower (the measured speed is
-    recorded in model.json either way)."""
+    activations quantized per call) if it keeps accuracy within ``max_accuracy_drop``. Whether it
+    is faster depends on model and CPU: it tends to help transformers and wide layers, and makes
+    CNNs and tiny models slower on CPUs without VNNI; model.json records the measured speed."""
 
     max_accuracy_drop: float = Field(0.01, ge=0.0, le=1.0)
     """Largest validation-accuracy loss int8 may cost against the fp32 graph (0.01 = one
