@@ -50,7 +50,8 @@ class ExportConfig(Section):
     dynamic batching forms under load."""
 
     timing_rounds: int = Field(7, ge=3, le=100)
-    """Interleaved timing rounds per candidate (10 calls each); the median round counts."""
+    """Interleaved timing rounds per candidate (each about 20 ms of calls); the median round
+    counts."""
 
     timing_noise: float = Field(0.05, ge=0.0, lt=1.0)
     """Relative difference below which two timings count as equal; a larger measured spread

@@ -68,7 +68,7 @@ def compare_quantized(
     latency: dict[str, dict[str, float]] = {"fp32": {}, "int8": {}}
     speedup: dict[str, float] = {}
     for rows in sorted({1, min(timing_batch_size, len(x))}):
-        median, _ = summarize(time_sessions(sessions, x[:rows], rounds))
+        median, _ = summarize(time_sessions(sessions, x[:rows], rounds)[0])
         for name in sessions:
             latency[name][f"batch_{rows}"] = round(median[name], 4)
         speedup[f"batch_{rows}"] = round(median["fp32"] / median["int8"], 3)
