@@ -5,7 +5,7 @@ from trainpipe.cluster import default_image
 
 @dsl.component(base_image=default_image(), install_kfp_package=False)
 def deploy(config_json: str, run_id: str, model_uri: str, data_uri: str) -> str:
-    """Serve the new champion, send a real inference request and check the answer."""
+    """Check the new champion in the real server (answers, accuracy, latency), then roll out."""
     from trainpipe.stages.deploy import run_deploy
 
     return run_deploy(config_json, run_id, model_uri, data_uri)

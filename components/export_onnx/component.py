@@ -5,7 +5,7 @@ from trainpipe.cluster import default_image
 
 @dsl.component(base_image=default_image(), install_kfp_package=False)
 def export_onnx(config_json: str, run_id: str, data_uri: str, finetune_uri: str) -> str:
-    """Export the model to ONNX and check ONNX Runtime against torch."""
+    """Export to ONNX, check it against torch, time optimization levels, optionally int8."""
     from trainpipe.stages.export import run_export
 
     return run_export(config_json, run_id, data_uri, finetune_uri)

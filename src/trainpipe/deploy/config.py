@@ -45,6 +45,15 @@ class DeployConfig(Section):
     smoke_timeout_s: float = Field(60.0, gt=0)
     """How long the smoke inference is retried (Service endpoints take a moment to follow)."""
 
+    accuracy_tolerance: float = Field(0.01, ge=0.0, le=1.0)
+    """Largest gap allowed between the served model's accuracy on the whole test split and the
+    evaluate stage's on the same examples: ONNX Runtime and torch may split a near-tie
+    differently. An int8 package adds the export bound it passed (``max_accuracy_drop``)."""
+
+    latency_requests: int = Field(200, ge=1, le=100_000)
+    """Single-example requests timed against the started server; p50 and p99 go to
+    deploy.json."""
+
     @model_validator(mode="after")
     def _target_needs(self) -> DeployConfig:
         if self.target == "kubernetes" and not self.service_url:

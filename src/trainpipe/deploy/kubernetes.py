@@ -15,10 +15,7 @@ error names what failed and what was rolled back.
 
 from __future__ import annotations
 
-import json
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
@@ -211,40 +208,19 @@ class InferenceServiceTarget:
 # ---- smoke inference -----------------------------------------------------------------------
 
 
-def oip_infer(url: str, model: str, array: np.ndarray, *, input_name: str, timeout_s: float):
-    """One OIP v2 JSON inference request; returns the first output as an array."""
-    body = {
-        "inputs": [
-            {
-                "name": input_name,
-                "shape": list(array.shape),
-                "datatype": "FP32",
-                "data": array.astype(np.float32).reshape(-1).tolist(),
-            }
-        ]
-    }
-    request = urllib.request.Request(
-        f"{url.rstrip('/')}/v2/models/{model}/infer",
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=timeout_s) as response:
-        output = json.loads(response.read())["outputs"][0]
-    return np.asarray(output["data"], dtype=np.float32).reshape(output["shape"])
-
-
 def smoke_test(url: str, model: str, examples, expected, *, timeout_s: float, tolerance, poll_s):
     """Retry the inference until it answers (endpoints lag the rollout); compare the answer."""
     from trainpipe.export.onnx_export import INPUT_NAME
+    from trainpipe.serve.client import InferenceClientError, infer
 
     deadline = time.monotonic() + timeout_s
     while True:
         sent = time.monotonic()
         try:
-            answer = oip_infer(url, model, examples, input_name=INPUT_NAME, timeout_s=10.0)
+            answer = infer(url, model, examples, input_name=INPUT_NAME, timeout_s=10.0)
             break
-        except (urllib.error.URLError, OSError, ValueError, KeyError) as exc:
-            last = getattr(exc, "reason", None) or exc
+        except (InferenceClientError, ValueError, KeyError) as exc:
+            last = exc
             if time.monotonic() > deadline:
                 raise RolloutFailed(
                     f"the smoke inference at {url} got no answer within {timeout_s:g} s "
@@ -380,8 +356,12 @@ def _poll(target, generation: int) -> bool:
         return False
 
 
-def run_cluster_deploy(ctx, model_uri: str, data_uri: str, *, client=None, poll_s=2.0) -> str:
-    """The deploy stage for targets kubernetes and kserve; returns the committed result's URI."""
+def run_cluster_deploy(
+    ctx, model_uri: str, data_uri: str, *, infra_check: dict | None = None, client=None, poll_s=2.0
+) -> str:
+    """The deploy stage for targets kubernetes and kserve; returns the committed result's URI.
+
+    ``infra_check`` is the local infrastructure check's report, stored beside the rollout's."""
     from trainpipe.export.onnx_export import INPUT_NAME, OUTPUT_NAME, ort_session
     from trainpipe.registry import Registry
     from trainpipe.stages.data_access import load_validated
@@ -407,6 +387,8 @@ def run_cluster_deploy(ctx, model_uri: str, data_uri: str, *, client=None, poll_
         poll_s=poll_s,
     )
     record = {**result.__dict__, "version": metadata["version"], "smoke_examples": len(examples)}
+    if infra_check is not None:
+        record["infra_check"] = {k: v for k, v in infra_check.items() if k != "predictions"}
     writer = ctx.writer("deploy", inputs={"model": model_uri})
     writer.put_json("deploy.json", record)
     print(

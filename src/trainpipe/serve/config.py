@@ -40,8 +40,10 @@ class ServeConfig(BaseModel):
     """ONNX Runtime threads per call; 0 lets ORT use every core. One is fastest for small models
     at batch sizes up to a few hundred rows, and leaves a core for the HTTP event loop."""
 
-    graph_optimization_level: Literal["disable", "basic", "extended", "all"] = "all"
-    """ONNX Runtime graph optimizations applied when the session is created."""
+    graph_optimization_level: Literal["disable", "basic", "extended", "all"] | None = None
+    """ONNX Runtime graph optimizations applied when the session is created. None applies the
+    level the model package recommends (``graph_optimization_level`` in model.json, chosen by
+    timing at export), or ``all`` for a package that records none."""
 
     warmup_iterations: int = Field(default=3, ge=1)
     """Inference calls at batch 1 and at ``max_batch_size`` run on zeros before a model is

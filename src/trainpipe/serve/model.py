@@ -95,6 +95,8 @@ class ModelMetadata:
     labels: tuple[str, ...]
     sha256: str
     uri: str
+    graph_optimization_level: str | None = None
+    """The level the export stage measured as fastest; used unless ServeConfig sets one."""
 
     @classmethod
     def from_json(cls, obj: Any, uri: str) -> ModelMetadata:
@@ -111,6 +113,7 @@ class ModelMetadata:
                 labels=tuple(str(label) for label in obj.get("labels", [])),
                 sha256=str(obj["sha256"]),
                 uri=uri,
+                graph_optimization_level=_optimization_level(obj, where),
             )
         except (KeyError, TypeError) as exc:
             raise ModelLoadError(
@@ -135,13 +138,27 @@ def _tensor_spec(obj: dict[str, Any], where: str) -> TensorSpec:
     return TensorSpec(name=str(obj["name"]), datatype=datatype, shape=shape)
 
 
-def session_options(config: ServeConfig) -> ort.SessionOptions:
+def _optimization_level(obj: dict[str, Any], where: str) -> str | None:
+    level = obj.get("graph_optimization_level")
+    if level is not None and level not in _OPTIMIZATION_LEVELS:
+        raise ModelLoadError(
+            f"{where}: graph_optimization_level {level!r} is not one of "
+            f"{', '.join(_OPTIMIZATION_LEVELS)}; re-run the export stage"
+        )
+    return level
+
+
+def session_options(
+    config: ServeConfig, recommended_level: str | None = None
+) -> ort.SessionOptions:
+    """Options for every session this server creates; ``recommended_level`` is the package's."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = config.intra_op_threads
     # One graph, one call at a time per model: parallelism between operators buys nothing.
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = _OPTIMIZATION_LEVELS[config.graph_optimization_level]
+    level = config.graph_optimization_level or recommended_level or "all"
+    options.graph_optimization_level = _OPTIMIZATION_LEVELS[level]
     # Spinning worker threads would steal the core the HTTP event loop needs between batches.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3
@@ -231,7 +248,9 @@ def load_model_package(
         )
     try:
         session = ort.InferenceSession(
-            model_bytes, session_options(config), providers=["CPUExecutionProvider"]
+            model_bytes,
+            session_options(config, metadata.graph_optimization_level),
+            providers=["CPUExecutionProvider"],
         )
     except Exception as exc:  # ORT raises its own untyped errors for invalid graphs
         raise ModelLoadError(
@@ -245,11 +264,12 @@ def load_model_package(
         model.close()
         raise ModelLoadError(f"warm-up of {uri} failed: {exc}") from exc
     log.info(
-        "loaded model %s version %s from %s in %.2f s",
+        "loaded model %s version %s from %s in %.2f s (graph optimization %s)",
         metadata.name,
         metadata.version,
         uri,
         time.monotonic() - started,
+        config.graph_optimization_level or metadata.graph_optimization_level or "all",
     )
     return model
 

@@ -1,8 +1,20 @@
-"""deploy: serve the new champion, send a real inference request, check the answer.
+"""deploy: an infrastructure check of the new champion in the real server, then the rollout.
 
-Locally the ONNX Runtime server starts on a loopback port (port 0: the OS picks a free one),
-answers the smoke request and is stopped again. With deploy.target kubernetes or kserve the
-cluster's server is rolled out instead (trainpipe.deploy.kubernetes), with rollback on failure.
+The check (TFX InfraValidator's idea) runs the OIP v2 server on the new version on a loopback
+port (port 0: the OS picks a free one) and requires, in order:
+
+1. the model loads, verifies and warms up, and /v2/health/ready answers 200;
+2. a smoke request of ``deploy.smoke_examples`` test examples, and then the whole test split,
+   come back equal to the package's model.onnx run in-process (same graph optimization level);
+3. the served accuracy on the test split is the evaluate stage's accuracy on the same examples
+   (``metrics.json`` of the registry version) within ``deploy.accuracy_tolerance``;
+4. latency of ``deploy.latency_requests`` single-example requests (p50, p99) is measured.
+
+Any failure ends the stage with one line and nothing is rolled out. Locally the rollout is the
+champion pointer register already set: the server is stopped and deploy.json is the report.
+
+With deploy.target kubernetes or kserve, the cluster's server is then rolled out to the new
+version (trainpipe.deploy.kubernetes), smoke-tested there, and rolled back on failure.
 """
 
 from __future__ import annotations
@@ -13,62 +25,164 @@ import numpy as np
 
 from trainpipe.errors import DeployError
 from trainpipe.export.onnx_export import INPUT_NAME, OUTPUT_NAME, ort_session
-from trainpipe.stages.context import make_context
+from trainpipe.stages.context import StageContext, make_context
 from trainpipe.stages.data_access import load_validated
 from trainpipe.stages.entry import stage_entry
 
 
-@stage_entry
-def run_deploy(config_json: str, run_id: str, model_uri: str, data_uri: str) -> str:
-    ctx = make_context(config_json, run_id)
-    if ctx.cfg.deploy.target != "local":
-        from trainpipe.deploy.kubernetes import run_cluster_deploy
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
 
-        return run_cluster_deploy(ctx, model_uri, data_uri)
-    from trainpipe.serve.client import infer
+
+def _evaluation(package, model_uri: str, examples: int) -> dict:
+    if "metrics.json" not in package.names():
+        raise DeployError(
+            f"deploy error: {model_uri} has no metrics.json, so the served answers cannot be "
+            "compared with evaluation; deploy a registry version (register copies the metrics)"
+        )
+    metrics = package.get_json("metrics.json")
+    if metrics.get("num_examples") != examples:
+        raise DeployError(
+            f"deploy error: evaluation scored {metrics.get('num_examples')} test examples but "
+            f"the data has {examples}; deploy with the data_uri the evaluated run used"
+        )
+    return metrics
+
+
+def infra_check(ctx: StageContext, model_uri: str, data_uri: str) -> dict:
+    """Serve ``model_uri`` on loopback and check it; raises DeployError naming what failed."""
+    from trainpipe.serve.client import InferenceClientError, infer, wait_ready
     from trainpipe.serve.config import ServeConfig
+    from trainpipe.serve.errors import ModelLoadError
     from trainpipe.serve.server import start_in_background
 
     cfg = ctx.cfg.deploy
     package = ctx.open(model_uri)
     metadata = package.get_json("model.json")
-    examples = load_validated(ctx.open(data_uri)).test.x[: cfg.smoke_examples]
-    expected = ort_session(package.get_bytes("model.onnx")).run(
-        [OUTPUT_NAME], {INPUT_NAME: examples}
-    )[0]
+    test = load_validated(ctx.open(data_uri)).test
+    evaluation = _evaluation(package, model_uri, len(test))
+    version = metadata["version"]
+    local = ort_session(
+        package.get_bytes("model.onnx"), metadata.get("graph_optimization_level") or "all"
+    )
+    serve_config = ServeConfig(
+        host="127.0.0.1", port=0, endpoint_url=ctx.cfg.storage.endpoint_url, log_level="warning"
+    )
+    rows = serve_config.max_batch_size
+    # Requests go one at a time, so the server runs each exactly as sent: the in-process answer
+    # for the same rows is bit-comparable, even for int8 graphs whose activation scale is per call.
+    requests = [test.x[: cfg.smoke_examples]] + [
+        test.x[i : i + rows] for i in range(0, len(test), rows)
+    ]
+
+    def fail(problem: str) -> DeployError:
+        return DeployError(
+            f"deploy error: infrastructure check of {metadata['name']} version {version} "
+            f"failed: {problem}; not rolled out"
+        )
 
     started = time.monotonic()
-    serve_config = ServeConfig(host="127.0.0.1", port=0, endpoint_url=ctx.cfg.storage.endpoint_url)
     try:
         server = start_in_background(model_uri, serve_config)
-    except Exception as exc:  # the server names what failed: verification, loading, warm-up
-        raise DeployError(f"deploy error: the server refused {model_uri}: {exc}") from exc
+    except ModelLoadError as exc:
+        raise fail(f"the server refused the model ({_one_line(exc)})") from exc
     try:
+        wait_ready(server.url, timeout_s=30)
         ready_s = time.monotonic() - started
-        sent = time.monotonic()
-        answer = infer(server.url, metadata["name"], examples)
-        latency_ms = (time.monotonic() - sent) * 1000
+        answers, latency_ms = [], []
+        for batch in requests:
+            sent = time.perf_counter()
+            answers.append(
+                infer(
+                    server.url,
+                    metadata["name"],
+                    batch,
+                    input_name=INPUT_NAME,
+                    output_name=OUTPUT_NAME,
+                )
+            )
+            latency_ms.append((time.perf_counter() - sent) * 1000)
+        smoke_latency_ms = latency_ms[0]
+        latency_ms = []
+        for i in range(cfg.latency_requests):
+            one = test.x[i % len(test)][None]
+            sent = time.perf_counter()
+            infer(server.url, metadata["name"], one, input_name=INPUT_NAME, output_name=OUTPUT_NAME)
+            latency_ms.append((time.perf_counter() - sent) * 1000)
+    except (InferenceClientError, TimeoutError) as exc:
+        raise fail(f"the server did not answer test examples ({_one_line(exc)})") from exc
     finally:
         server.stop()
-    if answer.shape != expected.shape or not np.allclose(answer, expected, atol=1e-5, rtol=1e-4):
-        raise DeployError(
-            f"deploy error: the server's answer for {len(examples)} test examples differs from "
-            f"the exported model's (shape {answer.shape} vs {expected.shape}); not rolled out"
+
+    max_error = 0.0
+    for batch, answer in zip(requests, answers, strict=True):
+        expected = local.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
+        if answer.shape != expected.shape or not np.allclose(
+            answer, expected, atol=1e-5, rtol=1e-4
+        ):
+            raise fail(
+                f"the server's answer for {len(batch)} test examples differs from the package's "
+                f"model.onnx run in-process (shape {answer.shape} vs {expected.shape})"
+            )
+        max_error = max(max_error, float(np.abs(answer - expected).max()))
+    served = np.concatenate(answers[1:])
+    served_accuracy = float((served.argmax(1) == test.y).mean())
+    allowed = cfg.accuracy_tolerance
+    if metadata.get("quantized"):
+        allowed += metadata["quantization"]["max_accuracy_drop"]
+    gap = abs(served_accuracy - evaluation["accuracy"])
+    if gap > allowed:
+        raise fail(
+            f"served accuracy on the {len(test)} test examples is {served_accuracy:.4f} but "
+            f"evaluation measured {evaluation['accuracy']:.4f} on them (gap {gap:.4f} > allowed "
+            f"{allowed:.4f}); the package does not serve the evaluated model"
         )
-    result = {
-        "target": cfg.target,
-        "model_uri": model_uri,
-        "version": metadata["version"],
+    return {
+        "version": version,
         "ready_s": round(ready_s, 3),
-        "smoke_examples": len(examples),
-        "smoke_latency_ms": round(latency_ms, 2),
-        "predictions": answer.argmax(axis=1).tolist(),
+        "smoke_examples": len(requests[0]),
+        "smoke_latency_ms": round(smoke_latency_ms, 2),
+        "predictions": answers[0].argmax(axis=1).tolist(),
+        "test_examples": len(test),
+        "max_abs_error_vs_package": max_error,
+        "served_accuracy": served_accuracy,
+        "evaluation_accuracy": evaluation["accuracy"],
+        "accuracy_gap": gap,
+        "allowed_accuracy_gap": allowed,
+        "latency": {
+            "requests": len(latency_ms),
+            "batch_size": 1,
+            "p50_ms": round(float(np.percentile(latency_ms, 50)), 3),
+            "p99_ms": round(float(np.percentile(latency_ms, 99)), 3),
+            "mean_ms": round(float(np.mean(latency_ms)), 3),
+        },
+        "server_url": server.url,
     }
+
+
+@stage_entry
+def run_deploy(config_json: str, run_id: str, model_uri: str, data_uri: str) -> str:
+    ctx = make_context(config_json, run_id)
+    check = infra_check(ctx, model_uri, data_uri)
+    if ctx.cfg.deploy.target != "local":
+        # The new version passed the check; now roll the cluster's server out to it.
+        from trainpipe.deploy.kubernetes import run_cluster_deploy
+
+        return run_cluster_deploy(ctx, model_uri, data_uri, infra_check=check)
+    result = {"target": ctx.cfg.deploy.target, "model_uri": model_uri, **check}
     writer = ctx.writer("deploy", inputs={"model": model_uri})
     writer.put_json("deploy.json", result)
+    latency = check["latency"]
     print(
-        f"[deploy] version {metadata['version']} served at {server.url}: smoke inference of "
-        f"{len(examples)} examples matched in {latency_ms:.1f} ms",
+        f"[deploy] infrastructure check passed for version {check['version']} at "
+        f"{check['server_url']}: ready in {check['ready_s']} s, smoke inference of "
+        f"{check['smoke_examples']} examples matched in {check['smoke_latency_ms']:.1f} ms, "
+        f"accuracy {check['served_accuracy']:.4f} on {check['test_examples']} test examples "
+        f"(evaluation {check['evaluation_accuracy']:.4f}), latency p50 {latency['p50_ms']} ms "
+        f"p99 {latency['p99_ms']} ms over {latency['requests']} requests; the champion pointer "
+        "is live (set by register) and the check server is stopped",
         flush=True,
     )
-    return writer.commit(summary={k: v for k, v in result.items() if k != "predictions"})
+    summary = {k: v for k, v in result.items() if k not in ("predictions", "latency")}
+    summary.update(latency_p50_ms=latency["p50_ms"], latency_p99_ms=latency["p99_ms"])
+    return writer.commit(summary=summary)

@@ -1,13 +1,47 @@
-"""export_onnx: write the model as ONNX with its metadata and check ORT against torch."""
+"""export_onnx: write the model as ONNX, check it against torch, optionally quantize it to int8,
+time ONNX Runtime's optimization levels, and record it all in model.json.
+
+    fp32 export -> optimization level (timed) -> parity vs torch on the validation split
+        -> [int8: quantize, level (timed), accuracy drop + speed on the validation split, bound]
+        -> model.onnx (the graph that ships), model.json, parity.json
+"""
 
 from __future__ import annotations
 
-from trainpipe.export.onnx_export import INPUT_NAME, OUTPUT_NAME, check_parity, export_onnx
+from trainpipe.errors import ExportError
+from trainpipe.export.config import ExportConfig
+from trainpipe.export.metadata import model_metadata
+from trainpipe.export.onnx_export import check_parity, export_onnx
+from trainpipe.export.optimize import fixed_optimization_level, select_optimization_level
+from trainpipe.export.quantize import compare_quantized, quantize_dynamic_int8
 from trainpipe.models.checkpoint import from_bytes, load_classifier
 from trainpipe.stages.context import make_context
 from trainpipe.stages.data_access import load_validated
 from trainpipe.stages.entry import stage_entry
-from trainpipe.storage import sha256_bytes
+
+
+def choose_level(onnx_bytes: bytes, timing_batch, cfg: ExportConfig) -> dict:
+    if cfg.graph_optimization_level != "measure":
+        return fixed_optimization_level(cfg.graph_optimization_level)
+    return select_optimization_level(
+        onnx_bytes, timing_batch, rounds=cfg.timing_rounds, noise=cfg.timing_noise
+    )
+
+
+def accept_int8(report: dict, cfg: ExportConfig) -> bool:
+    """True when int8 may ship; raises ExportError when it may not and the config says fail."""
+    drop = report["accuracy_drop"]
+    if drop <= cfg.max_accuracy_drop:
+        return True
+    if cfg.on_accuracy_drop == "fail":
+        raise ExportError(
+            f"export error: int8 quantization drops validation accuracy by {drop:.4f} "
+            f"({report['accuracy_fp32']:.4f} -> {report['accuracy_int8']:.4f} on "
+            f"{report['examples']} examples), beyond export.max_accuracy_drop="
+            f"{cfg.max_accuracy_drop}; raise the bound, set export.on_accuracy_drop=fp32, or "
+            "export.quantize=none"
+        )
+    return False
 
 
 @stage_entry
@@ -15,30 +49,85 @@ def run_export(config_json: str, run_id: str, data_uri: str, finetune_uri: str) 
     ctx = make_context(config_json, run_id)
     cfg = ctx.cfg.export
     dataset = load_validated(ctx.open(data_uri))
-    payload = from_bytes(ctx.open(finetune_uri).get_bytes("model.pt"))
-    model = load_classifier(payload)
-    onnx_bytes = export_onnx(model, dataset.feature_shape, cfg.opset)
+    model = load_classifier(from_bytes(ctx.open(finetune_uri).get_bytes("model.pt")))
+    validation = dataset.validation
+    timing_batch = validation.x[: cfg.timing_batch_size]
+
+    fp32 = export_onnx(model, dataset.feature_shape, cfg.opset)
+    level = choose_level(fp32, timing_batch, cfg)
     parity = check_parity(
-        onnx_bytes,
+        fp32,
         model,
-        dataset.validation.x[: cfg.parity_batch_size],
+        validation.x[: cfg.parity_max_examples],
         atol=cfg.parity_atol,
         rtol=cfg.parity_rtol,
+        batch_size=cfg.parity_batch_size,
+        level=level["chosen"],
     )
-    metadata = {
-        "name": ctx.cfg.registry.model_name,
-        "version": run_id,
-        "platform": "onnxruntime_onnx",
-        "inputs": [{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, *dataset.feature_shape]}],
-        "outputs": [
-            {"name": OUTPUT_NAME, "datatype": "FP32", "shape": [-1, len(dataset.label_names)]}
-        ],
-        "labels": dataset.label_names,
-        "sha256": sha256_bytes(onnx_bytes),
-        "opset": cfg.opset,
-    }
+    shipped, quantization = fp32, None
+    if cfg.quantize == "dynamic_int8":
+        int8 = quantize_dynamic_int8(fp32)
+        int8_level = choose_level(int8, timing_batch, cfg)
+        quantization = compare_quantized(
+            fp32,
+            int8,
+            validation.x,
+            validation.y,
+            levels=(level["chosen"], int8_level["chosen"]),
+            timing_batch_size=cfg.timing_batch_size,
+            rounds=cfg.timing_rounds,
+        )
+        quantization["max_accuracy_drop"] = cfg.max_accuracy_drop
+        quantization["shipped"] = accept_int8(quantization, cfg)
+        if quantization["shipped"]:
+            shipped, level = int8, int8_level
+        else:
+            quantization["reason"] = "accuracy drop beyond max_accuracy_drop; fp32 ships"
+
+    metadata = model_metadata(
+        name=ctx.cfg.registry.model_name,
+        version=run_id,
+        dataset=dataset,
+        onnx_bytes=shipped,
+        opset=cfg.opset,
+        quantized=shipped is not fp32,
+        graph_optimization=level,
+        parity=parity,
+        quantization=quantization,
+    )
     writer = ctx.writer("export_onnx", inputs={"model": finetune_uri})
-    writer.put_bytes("model.onnx", onnx_bytes)
+    writer.put_bytes("model.onnx", shipped)
     writer.put_json("model.json", metadata)
     writer.put_json("parity.json", parity)
-    return writer.commit(summary={"onnx_bytes": len(onnx_bytes), **parity})
+    _print_summary(metadata)
+    return writer.commit(
+        summary={
+            "onnx_bytes": len(shipped),
+            "quantized": metadata["quantized"],
+            "graph_optimization_level": level["chosen"],
+            **{
+                k: parity[k]
+                for k in ("examples", "max_abs_error", "max_rel_error", "prediction_agreement")
+            },
+        }
+    )
+
+
+def _print_summary(metadata: dict) -> None:
+    parity = metadata["parity"]
+    level = metadata["graph_optimization"]
+    timings = ", ".join(f"{k} {v:.3f}" for k, v in level.get("median_ms", {}).items())
+    print(
+        f"[export_onnx] parity on {parity['examples']} validation examples: max abs "
+        f"{parity['max_abs_error']:.2e}, max rel {parity['max_rel_error']:.2e}; graph "
+        f"optimization {level['chosen']}" + (f" (ms/call: {timings})" if timings else ""),
+        flush=True,
+    )
+    quantization = metadata["quantization"]
+    if quantization:
+        print(
+            f"[export_onnx] int8: accuracy {quantization['accuracy_fp32']:.4f} -> "
+            f"{quantization['accuracy_int8']:.4f}, speedup {quantization['speedup']}, "
+            f"{'shipped' if quantization['shipped'] else 'not shipped (fp32 ships)'}",
+            flush=True,
+        )
