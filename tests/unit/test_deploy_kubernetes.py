@@ -26,7 +26,9 @@ from trainpipe.export.onnx_export import INPUT_NAME, OUTPUT_NAME, ort_session
 from trainpipe.kube import api_client
 from trainpipe.registry import Registry
 from trainpipe.stages.context import make_context
+from trainpipe.stages.data_access import load_validated
 from trainpipe.stages.validate import run_validate
+from trainpipe.storage import sha256_bytes
 
 DEPLOYMENT = "/apis/apps/v1/namespaces/trainpipe/deployments/trainpipe"
 ISVC = "/apis/serving.kserve.io/v1beta1/namespaces/trainpipe/inferenceservices/digits"
@@ -52,6 +54,20 @@ def tiny_onnx(feature_shape: list[int], classes: int, seed: int) -> bytes:
     return model.SerializeToString()
 
 
+def model_json(info: dict, onnx_bytes: bytes) -> dict:
+    """The metadata the export stage writes, which the server needs to load a package."""
+    classes = len(info["label_names"])
+    return {
+        "name": MODEL,
+        "version": "x",
+        "platform": "onnxruntime_onnx",
+        "inputs": [{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, *info["feature_shape"]]}],
+        "outputs": [{"name": OUTPUT_NAME, "datatype": "FP32", "shape": [-1, classes]}],
+        "labels": info["label_names"],
+        "sha256": sha256_bytes(onnx_bytes),
+    }
+
+
 class World:
     """Artifacts (validated data, two registered versions, version 2 the champion), a fake
     Kubernetes API with the serving object on version 1, and an OIP smoke endpoint."""
@@ -74,13 +90,19 @@ class World:
         run_id, self.data_uri = run_validate(self.cfg.to_json(), "deploy-run")
         self.ctx = make_context(self.cfg.to_json(), run_id)
         info = self.ctx.open(self.data_uri).get_json("dataset.json")
+        test = load_validated(self.ctx.open(self.data_uri)).test
         self.registry = Registry(self.ctx.store, MODEL)
         for seed in (1, 2):
             onnx_bytes = tiny_onnx(info["feature_shape"], len(info["label_names"]), seed)
+            # What register copies from the evaluate stage: the deploy check compares with it.
+            logits = ort_session(onnx_bytes).run([OUTPUT_NAME], {INPUT_NAME: test.x})[0]
+            metrics = {"accuracy": float((logits.argmax(1) == test.y).mean())}
+            metrics["num_examples"] = len(test.y)
             files = {
                 "model.onnx": onnx_bytes,
-                "model.json": json.dumps({"name": MODEL, "version": "x"}).encode(),
+                "model.json": json.dumps(model_json(info, onnx_bytes)).encode(),
                 "parity.json": b"{}",
+                "metrics.json": json.dumps(metrics).encode(),
             }
             version = self.registry.register(files, run_id=run_id, lineage={}, summary={})
             self.registry.promote(version, reason="test")
