@@ -14,7 +14,8 @@ def evaluate(
     confusion: Output[ClassificationMetrics],
     report: Output[HTML],
 ) -> str:
-    """Score the fine-tuned model on the test split; publish metrics and an HTML report."""
+    """Score the fine-tuned model and the registry champion on the test split; publish metrics,
+    the confusion matrix and an HTML report."""
     from trainpipe.stages.evaluate import run_evaluate
 
     return run_evaluate(config_json, run_id, data_uri, finetune_uri, metrics, confusion, report)

@@ -82,37 +82,135 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_registry(args: argparse.Namespace) -> int:
-    from trainpipe.registry import Registry
+    """list | show [VERSION] [--json] | promote VERSION [--force] | rollback."""
+    from trainpipe.registry import Registry, RegistryError
     from trainpipe.storage import open_store
 
     cfg = _load(args)
     store = open_store(cfg.storage.uri, endpoint_url=cfg.storage.endpoint_url)
     registry = Registry(store, args.model or cfg.registry.model_name)
-    champion = registry.champion()
+    name = registry.model_name
     if args.action == "list":
-        for version in registry.versions():
-            marker = "*" if champion and champion.version == version else " "
-            summary = registry.open_version(version).summary
-            metrics = "  ".join(
-                f"{k} {summary[k]:.4f}" for k in ("accuracy", "macro_f1") if k in summary
-            )
-            print(f"{marker} {version:>4}  {metrics}")
-        if not registry.versions():
-            print(f"no versions of {registry.model_name} under {registry.uri}")
+        try:
+            champion = registry.champion()
+        except RegistryError as exc:  # still list the versions a repair can choose from
+            champion, broken = None, exc
+        else:
+            broken = None
+        versions = registry.versions()
+        if not versions:
+            print(f"no versions of {name} under {registry.uri}")
+        else:
+            print(f"  {'version':>7}  {'created (UTC)':<19}  accuracy  macro-F1  log loss  run")
+        for version in versions:
+            print(_version_line(registry.open_version(version), champion, version))
+        if broken is not None:
+            raise broken
     elif args.action == "show":
+        champion = registry.champion()
         version = args.version or (champion.version if champion else None)
         if version is None:
-            raise TrainpipeError(f"{registry.model_name} has no champion; name a version")
-        print(json.dumps(registry.open_version(version).manifest, indent=2))
+            raise RegistryError(
+                f"registry error: {name} has no champion yet; name a version "
+                f"(versions: {', '.join(registry.versions()) or 'none'})"
+            )
+        details = _version_details(registry, version, champion)
+        print(json.dumps(details, indent=2) if args.json else _format_details(details))
     elif args.action == "promote":
         if not args.version:
-            raise ConfigError("registry promote needs a VERSION")
-        promoted = registry.promote(args.version, reason="manual promotion")
-        print(f"champion of {registry.model_name}: version {promoted.version}")
+            raise ConfigError("usage error: registry promote needs a VERSION, e.g. `promote 3`")
+        before = None if args.force else registry.champion()
+        promoted = registry.promote(
+            args.version, reason=args.reason or "manual promotion", force=args.force
+        )
+        was = promoted.previous_version if args.force else (before.version if before else None)
+        print(f"champion of {name}: {_v(was)} -> version {promoted.version}")
     elif args.action == "rollback":
         restored = registry.rollback()
-        print(f"champion of {registry.model_name}: version {restored.version} (rolled back)")
+        print(
+            f"champion of {name}: version {restored.previous_version} -> "
+            f"version {restored.version} (rolled back)"
+        )
     return 0
+
+
+def _v(version: str | None) -> str:
+    return f"version {version}" if version else "none"
+
+
+def _created(manifest: dict) -> str:
+    return manifest.get("finished_at", "")[:19].replace("T", " ")
+
+
+def _version_line(version_set, champion, version: str) -> str:
+    summary = version_set.summary
+    marker = "*" if champion and champion.version == version else " "
+    cells = [
+        f"{summary[k]:8.4f}" if isinstance(summary.get(k), (int, float)) else f"{'-':>8}"
+        for k in ("accuracy", "macro_f1", "log_loss")
+    ]
+    run = version_set.manifest.get("run_id", "")
+    return f"{marker} {version:>7}  {_created(version_set.manifest):<19}  {'  '.join(cells)}  {run}"
+
+
+def _version_details(registry, version: str, champion) -> dict:
+    version_set = registry.open_version(version)
+    manifest = version_set.manifest
+    names = version_set.names()
+    return {
+        "model": registry.model_name,
+        "version": version,
+        "champion": bool(champion and champion.version == version),
+        "uri": version_set.uri,
+        "created": manifest.get("finished_at"),
+        "run_id": manifest.get("run_id"),
+        "summary": manifest.get("summary", {}),
+        "lineage": (
+            version_set.get_json("lineage.json")
+            if "lineage.json" in names
+            else manifest.get("lineage", {})
+        ),
+        "gate": version_set.get_json("decision.json") if "decision.json" in names else None,
+        "files": {n: manifest["files"][n]["size_bytes"] for n in names},
+    }
+
+
+def _format_details(d: dict) -> str:
+    summary = d["summary"]
+    metrics = "  ".join(
+        f"{label} {summary[k]:.4f}"
+        for k, label in (
+            ("accuracy", "accuracy"),
+            ("macro_f1", "macro-F1"),
+            ("log_loss", "log loss"),
+            ("ece", "ECE"),
+        )
+        if isinstance(summary.get(k), (int, float))
+    )
+    lines = [
+        f"{d['model']} version {d['version']}" + ("  (champion)" if d["champion"] else ""),
+        f"  uri        {d['uri']}",
+        f"  created    {d['created']}",
+        f"  run        {d['run_id']}",
+        f"  metrics    {metrics or '-'}"
+        + (f"  on {summary['num_examples']} test examples" if "num_examples" in summary else ""),
+    ]
+    lineage = d["lineage"]
+    if lineage.get("data_source"):
+        stored = f"  (validated: {lineage['data']})" if lineage.get("data") else ""
+        lines.append(f"  data       {lineage['data_source']}{stored}")
+    if lineage.get("pretrain"):
+        lines.append(f"  pretrain   {lineage['pretrain']}")
+    if lineage.get("code_version") or lineage.get("git_sha"):
+        code = f"trainpipe {lineage.get('code_version') or '?'}"
+        lines.append(f"  code       {code}, git {lineage.get('git_sha') or 'unknown'}")
+    if d["gate"]:
+        lines.append(f"  gate       {d['gate']['decision']}")
+        for rule in d["gate"]["rules"]:
+            lines.append(f"    {'pass' if rule['passed'] else 'FAIL'} {rule['detail']}")
+    sizes = ", ".join(f"{n} ({size:,} B)" for n, size in d["files"].items())
+    lines.append(f"  files      {sizes}")
+    return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -144,8 +242,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     reg = sub.add_parser("registry", help="list, show, promote or roll back model versions")
     reg.add_argument("action", choices=["list", "show", "promote", "rollback"])
-    reg.add_argument("version", nargs="?")
+    reg.add_argument("version", nargs="?", help="show: default the champion; promote: required")
     reg.add_argument("--model", help="model name (default: registry.model_name)")
+    reg.add_argument("--json", action="store_true", help="show: print JSON instead of text")
+    reg.add_argument("--reason", help="promote: why, recorded in the promotion history")
+    reg.add_argument(
+        "--force",
+        action="store_true",
+        help="promote: overwrite the champion pointer without compare-and-swap (repairs a "
+        "corrupt pointer)",
+    )
     _add_config_args(reg)
     reg.set_defaults(func=cmd_registry)
 

@@ -1,12 +1,20 @@
 """Model registry on the artifact store: immutable versions and an atomic champion pointer.
 
-    registry/<model>/versions/<v>/        model.onnx, model.json, metrics.json, lineage (a set)
-    registry/<model>/champion.json        {"version", "uri", "previous_version", ...}
-    registry/<model>/history/<ts>-<v>.json  one record per promotion or rollback
+    registry/<model>/claims/<v>             create-only claim of a version number
+    registry/<model>/versions/<v>/          an artifact set: model.onnx, model.json, model.pt,
+                                            metrics.json, config.json, lineage.json, ... +
+                                            manifest.json (sha256 of every file, written last)
+    registry/<model>/champion.json          {"version", "uri", "previous_version", "reason", ...}
+    registry/<model>/history/<ts>-v<v>.json one record per promotion or rollback
 
-A version is written completely, then committed by its manifest. The champion pointer is
-updated last with a conditional write (compare-and-swap on its etag), so of two pipelines that
-promote at once exactly one wins and the other learns it lost.
+A version is written completely, then committed by its manifest; it is never written again. The
+champion pointer is updated last with a conditional write (compare-and-swap on its etag), so of
+two pipelines that promote at once exactly one wins and the other learns it lost.
+
+    registry = Registry(open_store("s3://bucket/prefix"), "digits-classifier")
+    version = registry.register(files, run_id=run_id, lineage={...}, summary={...})
+    registry.promote(version, reason="gate passed", expected=champion_the_gate_saw)
+    registry.rollback()
 """
 
 from __future__ import annotations
@@ -119,20 +127,29 @@ class Registry:
         except (StorageError, KeyError, TypeError) as exc:
             raise RegistryError(
                 f"registry error: {self.store.uri_for(self._key(CHAMPION_NAME))} is corrupt "
-                f"({exc}); nothing was changed. Repair it with `trainpipe registry promote "
-                f"{self.model_name} VERSION --force`"
+                f"({_first_line(exc)}); nothing was changed. Repair it with `trainpipe registry "
+                f"promote VERSION --force --model {self.model_name}`"
             ) from None
         return Champion(version, uri, record.get("previous_version"), info.etag, record)
 
     def promote(
-        self, version: str, *, reason: str, expected: Champion | str | None = "read"
+        self,
+        version: str,
+        *,
+        reason: str,
+        expected: Champion | str | None = "read",
+        force: bool = False,
     ) -> Champion:
         """Point the champion at ``version`` with compare-and-swap.
 
         ``expected`` is the champion the caller based its decision on (None: there was none);
         by default the current one is read now. If it changed meanwhile, PromotionConflict.
+        ``force`` is for people repairing a corrupt pointer: it overwrites whatever is there,
+        without compare-and-swap.
         """
         self.open_version(version)  # refuses unknown or uncommitted versions
+        if force:
+            return self._force(version, reason)
         current = self.champion() if expected == "read" else expected
         record = {
             "model": self.model_name,
@@ -152,9 +169,29 @@ class Registry:
                 f"registry error: the champion of {self.model_name} changed while promoting "
                 f"version {version}; another pipeline promoted first, nothing was changed"
             ) from None
-        stamp = record["updated_at"].replace(":", "").replace("+0000", "Z")
-        self.store.put_json(self._key("history", f"{stamp}-v{version}.json"), record)
+        self._record_history(record)
         return Champion(version, record["uri"], record["previous_version"], info.etag, record)
+
+    def _force(self, version: str, reason: str) -> Champion:
+        try:
+            current = self.champion()
+        except RegistryError:
+            current = None  # the pointer is what is being repaired
+        record = {
+            "model": self.model_name,
+            "version": version,
+            "uri": self.version_uri(version),
+            "previous_version": current.version if current else None,
+            "updated_at": datetime.now(UTC).isoformat(),
+            "reason": f"{reason} (forced)",
+        }
+        info = self.store.put_json(self._key(CHAMPION_NAME), record)
+        self._record_history(record)
+        return Champion(version, record["uri"], record["previous_version"], info.etag, record)
+
+    def _record_history(self, record: dict) -> None:
+        stamp = record["updated_at"].replace(":", "").replace("+0000", "Z")
+        self.store.put_json(self._key("history", f"{stamp}-v{record['version']}.json"), record)
 
     def history(self) -> list[dict]:
         return [self.store.get_json(k) for k in self.store.list(self._key("history"))]
@@ -171,3 +208,12 @@ class Registry:
             reason=f"rollback from version {current.version}",
             expected=current,
         )
+
+
+def _first_line(exc: Exception) -> str:
+    if isinstance(exc, KeyError):
+        return f"it has no {exc.args[0]!r} field"
+    if isinstance(exc, TypeError):
+        return "it is not a JSON object"
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -168,9 +168,11 @@ def test_registry_cli_lists_and_rolls_back(tmp_path):
         assert trainpipe("run", "--output", str(tmp_path), *FAST).returncode == 0
     listing = trainpipe("registry", "list", "--set", f"storage.uri={tmp_path}")
     assert listing.returncode == 0
-    lines = listing.stdout.splitlines()
-    assert lines[0].startswith("  ") and lines[1].startswith("*")
+    lines = listing.stdout.splitlines()  # a header, then versions 1 and 2 (the champion)
+    assert lines[1].startswith("  ") and lines[2].startswith("*")
     rollback = trainpipe("registry", "rollback", "--set", f"storage.uri={tmp_path}")
-    assert "version 1 (rolled back)" in rollback.stdout
-    shown = json.loads(trainpipe("registry", "show", "--set", f"storage.uri={tmp_path}").stdout)
-    assert shown["summary"]["version"] == "1"
+    assert "version 2 -> version 1 (rolled back)" in rollback.stdout
+    shown = trainpipe("registry", "show", "--json", "--set", f"storage.uri={tmp_path}")
+    shown = json.loads(shown.stdout)
+    assert (shown["version"], shown["champion"]) == ("1", True)
+    assert shown["gate"]["decision"] == "promote"

@@ -1,4 +1,4 @@
-"""Pictures for reports: learning curves and confusion matrices as PNG bytes."""
+"""Pictures for reports as PNG bytes: learning curves, confusion matrix, reliability diagram."""
 
 from __future__ import annotations
 
@@ -27,6 +27,47 @@ def learning_curves_png(history: list[dict], title: str, metric_name: str) -> by
     loss_ax.legend()
     metric_ax.plot(epochs, [r["val_metric"] for r in history], color="tab:green")
     metric_ax.set(xlabel="epoch", ylabel=metric_name, title=f"{title}: validation {metric_name}")
+    return _png(fig)
+
+
+def loss_curves_png(history: list[dict], title: str) -> bytes:
+    """Train and validation loss per epoch (pretraining has no label metric to show)."""
+    epochs = [r["epoch"] for r in history]
+    fig, ax = plt.subplots(figsize=(4.6, 3.4))
+    ax.plot(epochs, [r["train_loss"] for r in history], label="train")
+    ax.plot(epochs, [r["val_loss"] for r in history], label="validation")
+    ax.set(xlabel="epoch", ylabel="loss", title=f"{title}: loss")
+    ax.legend()
+    return _png(fig)
+
+
+def reliability_png(bins: list[dict], title: str = "Reliability (test)") -> bytes:
+    """Accuracy against mean confidence per confidence bin; the diagonal is perfect calibration.
+    Bar width is the bin; the number above a bar is its example count."""
+    fig, ax = plt.subplots(figsize=(4.2, 4.0))
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="calibrated")
+    filled = [b for b in bins if b["count"]]
+    ax.bar(
+        [b["lower"] for b in filled],
+        [b["accuracy"] for b in filled],
+        width=[b["upper"] - b["lower"] for b in filled],
+        align="edge",
+        edgecolor="tab:blue",
+        alpha=0.6,
+        label="accuracy",
+    )
+    ax.plot(
+        [b["confidence"] for b in filled],
+        [b["accuracy"] for b in filled],
+        "o",
+        color="tab:red",
+        markersize=3,
+        label="mean confidence",
+    )
+    for b in filled:
+        ax.text(b["lower"], b["accuracy"] + 0.01, str(b["count"]), fontsize=6)
+    ax.set(xlim=(0, 1), ylim=(0, 1.08), xlabel="confidence", ylabel="accuracy", title=title)
+    ax.legend(loc="upper left", fontsize=7)
     return _png(fig)
 
 

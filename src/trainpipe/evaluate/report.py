@@ -1,36 +1,176 @@
-"""The evaluation report: one self-contained HTML page (KFP's UI renders it as an HTML artifact)."""
+"""The evaluation report: one self-contained HTML page (KFP's UI renders it as an HTML artifact).
+
+    html = evaluation_html(metrics, comparison, decision.to_dict(), histories)
+
+Sections: the gate's decision with every rule, challenger against champion with bootstrap
+intervals, learning curves (fine-tuning and, when it ran, pretraining), confusion matrix,
+reliability diagram, per-class metrics and slices.
+"""
 
 from __future__ import annotations
 
 import html
 
-from trainpipe.evaluate.plots import confusion_matrix_png, img_tag, learning_curves_png
+from trainpipe.evaluate.gate import METRIC_LABELS
+from trainpipe.evaluate.plots import (
+    confusion_matrix_png,
+    img_tag,
+    learning_curves_png,
+    loss_curves_png,
+    reliability_png,
+)
+
+HEADLINE = (
+    "accuracy",
+    "macro_f1",
+    "macro_precision",
+    "macro_recall",
+    "top_k_accuracy",
+    "log_loss",
+    "ece",
+)
+
+_STYLE = """body{font-family:sans-serif;margin:2em;max-width:70em}
+td,th{padding:2px 10px;text-align:right}th{background:#eee}td:first-child{text-align:left}
+.pass{color:#176b2c}.fail{color:#b00020;font-weight:bold}
+.banner{font-size:1.4em;padding:.4em .8em;display:inline-block;border-radius:4px}
+.promote{background:#d9f2de}.reject{background:#fbd9dd}"""
 
 
-def evaluation_html(metrics: dict, history: dict, gate_note: str = "") -> str:
+def _esc(value: object) -> str:
+    return html.escape(str(value))
+
+
+def _interval(interval: dict | None, signed: bool = False) -> str:
+    if not interval:
+        return ""
+    fmt = "{:+.4f}" if signed else "{:.4f}"
+    return f" <small>[{fmt.format(interval['lower'])}, {fmt.format(interval['upper'])}]</small>"
+
+
+def _decision_section(decision: dict) -> str:
+    verdict = decision["decision"]
     rows = "".join(
-        f"<tr><td>{html.escape(name)}</td><td>{m['precision']:.3f}</td><td>{m['recall']:.3f}</td>"
+        f"<tr><td>{_esc(r['rule'])}</td>"
+        f"<td class='{'pass' if r['passed'] else 'fail'}'>{'pass' if r['passed'] else 'FAIL'}</td>"
+        f"<td style='text-align:left'>{_esc(r['detail'])}</td></tr>"
+        for r in decision["rules"]
+    )
+    return (
+        f"<h2>Gate</h2><p class='banner {verdict}'>{verdict.upper()}</p>"
+        f"<p>{_esc(decision['reason'])}</p>"
+        f"<table><tr><th>rule</th><th>result</th><th>detail</th></tr>{rows}</table>"
+    )
+
+
+def _comparison_section(metrics: dict, comparison: dict) -> str:
+    champion = comparison.get("champion")
+    intervals = comparison.get("intervals", {})
+    comparable = bool(champion and champion["comparable"])
+    if champion is None:
+        note = "No champion in the registry yet: this is the first model."
+    elif not comparable:
+        note = f"Champion version {champion['version']} not comparable: {champion['why_not']}"
+    else:
+        note = (
+            f"Champion: version {champion['version']} (ONNX Runtime, sha256 "
+            f"{champion['model_sha256'][:12]}…), scored on the same {metrics['num_examples']} "
+            "test examples."
+        )
+    confidence = comparison.get("confidence")
+    ci_note = (
+        f"Brackets: {round(confidence * 100)}% paired bootstrap intervals "
+        f"({comparison.get('bootstrap_resamples')} resamples)."
+        if intervals
+        else ""
+    )
+    header = "<tr><th>metric</th><th>challenger</th>"
+    if comparable:
+        header += "<th>champion</th><th>difference</th>"
+    rows = ""
+    for name in HEADLINE:
+        ci = intervals.get(name, {})
+        label = METRIC_LABELS[name] + (
+            f" (k={metrics['top_k']})" if name == "top_k_accuracy" else ""
+        )
+        row = f"<tr><td>{label}</td><td>{metrics[name]:.4f}{_interval(ci.get('challenger'))}</td>"
+        if comparable:
+            theirs = champion["metrics"][name]
+            row += (
+                f"<td>{theirs:.4f}{_interval(ci.get('champion'))}</td>"
+                f"<td>{metrics[name] - theirs:+.4f}{_interval(ci.get('difference'), True)}</td>"
+            )
+        rows += row + "</tr>"
+    return (
+        f"<h2>Challenger and champion</h2><p>{_esc(note)} {_esc(ci_note)}</p>"
+        f"<table>{header}</tr>{rows}</table>"
+    )
+
+
+def _slices_section(metrics: dict, comparison: dict, min_examples: int) -> str:
+    champion = comparison.get("champion")
+    theirs = champion["slices"] if champion and champion["comparable"] else {}
+    rows = ""
+    for name, ours in metrics["slices"].items():
+        other = theirs.get(name)
+        guarded = "yes" if ours["n"] >= min_examples and other else "no"
+        cells = f"<td>{other['accuracy']:.4f}</td>" if other else "<td>-</td>"
+        cells += f"<td>{ours['accuracy'] - other['accuracy']:+.4f}</td>" if other else "<td>-</td>"
+        rows += (
+            f"<tr><td>{_esc(name)}</td><td>{ours['n']}</td><td>{ours['accuracy']:.4f}</td>"
+            f"{cells}<td>{guarded}</td></tr>"
+        )
+    return (
+        "<h2>Slices</h2><p>Accuracy per slice of the test split (on a class slice: that class's "
+        "recall).</p><table><tr><th>slice</th><th>examples</th><th>challenger</th>"
+        f"<th>champion</th><th>difference</th><th>guarded</th></tr>{rows}</table>"
+    )
+
+
+def _curves_section(histories: dict[str, dict]) -> str:
+    parts = []
+    finetune = histories.get("fine-tuning")
+    if finetune and finetune.get("history"):
+        png = learning_curves_png(finetune["history"], "fine-tuning", finetune["metric_name"])
+        parts.append(img_tag(png, "learning curves"))
+    pretrain = histories.get("pretraining")
+    if pretrain and pretrain.get("history"):
+        parts.append(img_tag(loss_curves_png(pretrain["history"], "pretraining"), "pretraining"))
+    return "<h2>Learning curves</h2>" + ("".join(parts) or "<p>No training history.</p>")
+
+
+def evaluation_html(
+    metrics: dict,
+    comparison: dict,
+    decision: dict,
+    histories: dict[str, dict],
+    *,
+    min_slice_examples: int = 20,
+) -> str:
+    per_class = "".join(
+        f"<tr><td>{_esc(name)}</td><td>{m['precision']:.3f}</td><td>{m['recall']:.3f}</td>"
         f"<td>{m['f1']:.3f}</td><td>{m['support']}</td></tr>"
         for name, m in metrics["per_class"].items()
-    )
-    curves = img_tag(
-        learning_curves_png(history["history"], "fine-tuning", history["metric_name"]),
-        "learning curves",
     )
     confusion = img_tag(
         confusion_matrix_png(metrics["confusion_matrix"], metrics["labels"]), "confusion matrix"
     )
+    reliability = img_tag(reliability_png(metrics["reliability"]), "reliability diagram")
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>trainpipe evaluation</title>
-<style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:2px 10px;text-align:right}}</style>
+<style>{_STYLE}</style>
 </head><body>
 <h1>Evaluation on the test split</h1>
 <p>accuracy <b>{metrics["accuracy"]:.4f}</b> &middot; macro-F1 <b>{metrics["macro_f1"]:.4f}</b>
-&middot; log loss {metrics["log_loss"]:.4f} &middot; {metrics["num_examples"]} examples</p>
-<p>{html.escape(gate_note)}</p>
-<h2>Learning curves</h2>{curves}
+&middot; log loss {metrics["log_loss"]:.4f} &middot; ECE {metrics["ece"]:.4f}
+&middot; {metrics["num_examples"]} examples</p>
+{_decision_section(decision)}
+{_comparison_section(metrics, comparison)}
+{_curves_section(histories)}
 <h2>Confusion matrix</h2>{confusion}
+<h2>Calibration</h2><p>Expected calibration error {metrics["ece"]:.4f}.</p>{reliability}
 <h2>Per class</h2>
-<table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>{rows}</table>
+<table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>{per_class}</table>
+{_slices_section(metrics, comparison, min_slice_examples)}
 </body></html>
 """

@@ -1,16 +1,38 @@
-"""evaluate: score the fine-tuned model on the test split and write the report."""
+"""evaluate: score the fine-tuned model (challenger) and the registry's champion on the same test
+split, with bootstrap intervals and slices; write the metrics, the comparison and the report.
+
+Outputs (artifact set): ``metrics.json`` (the challenger's metrics and slices),
+``comparison.json`` (the champion it was compared with, its metrics and slices, the intervals),
+``report.html``. The report shows the gate's verdict on these numbers; the gate stage decides
+again from the stored files (see ``trainpipe.evaluate.gate``).
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from trainpipe.evaluate.metrics import classification_metrics
+from trainpipe.artifacts import ArtifactSet
+from trainpipe.evaluate.champion import compare, load_champion
+from trainpipe.evaluate.gate import decide
+from trainpipe.evaluate.metrics import classification_metrics, softmax
 from trainpipe.evaluate.report import evaluation_html
+from trainpipe.evaluate.slices import build_slices, slice_scores
 from trainpipe.models.checkpoint import from_bytes, load_classifier
-from trainpipe.stages.context import make_context
+from trainpipe.registry import Registry
+from trainpipe.stages.context import StageContext, make_context
 from trainpipe.stages.data_access import load_validated
 from trainpipe.stages.entry import stage_entry
+
+KFP_METRICS = (
+    "accuracy",
+    "macro_f1",
+    "macro_precision",
+    "macro_recall",
+    "top_k_accuracy",
+    "log_loss",
+    "ece",
+)
 
 
 def predict_logits(model, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
@@ -21,6 +43,17 @@ def predict_logits(model, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
                 for i in range(0, len(x), batch_size)
             ]
         )
+
+
+def load_histories(ctx: StageContext, finetuned: ArtifactSet) -> dict[str, dict]:
+    """Fine-tuning's history and, when pretraining ran, pretraining's (found by lineage)."""
+    histories = {"fine-tuning": finetuned.get_json("history.json")}
+    pretrain_uri = finetuned.manifest["lineage"]["inputs"].get("pretrain")
+    if pretrain_uri:
+        pretrained = ctx.open(pretrain_uri)
+        if "history.json" in pretrained.names():
+            histories["pretraining"] = pretrained.get_json("history.json")
+    return histories
 
 
 @stage_entry
@@ -34,18 +67,50 @@ def run_evaluate(
     report=None,
 ) -> str:
     ctx = make_context(config_json, run_id)
+    cfg = ctx.cfg.gate
     dataset = load_validated(ctx.open(data_uri))
+    test = dataset.test
+    slices = build_slices(
+        test.y,
+        test.x,
+        dataset.label_names,
+        dataset.feature_names,
+        columns=cfg.slice_columns,
+        num_buckets=cfg.slice_buckets,
+    )
     finetuned = ctx.open(finetune_uri)
     model = load_classifier(from_bytes(finetuned.get_bytes("model.pt")))
-    logits = predict_logits(model, dataset.test.x)
-    scores = classification_metrics(dataset.test.y, logits, dataset.label_names)
-    html = evaluation_html(scores, finetuned.get_json("history.json"))
+    logits = predict_logits(model, test.x)
+    scores = classification_metrics(test.y, logits, dataset.label_names, top_k=cfg.top_k)
+    probs = softmax(logits.astype(np.float64))
+    scores["slices"] = slice_scores(slices, test.y, probs)
+
+    registry = Registry(ctx.store, ctx.cfg.registry.model_name)
+    champion = load_champion(registry, dataset.label_names, dataset.feature_shape)
+    champion_probs = None
+    if champion is not None and champion.comparable:
+        champion_probs = softmax(champion.logits(test.x).astype(np.float64))
+    comparison = compare(cfg, test.y, probs, champion, champion_probs, slices)
+    verdict = decide(cfg, scores, comparison).to_dict()
+    html = evaluation_html(
+        scores,
+        comparison,
+        verdict,
+        load_histories(ctx, finetuned),
+        min_slice_examples=cfg.min_slice_examples,
+    )
+
     writer = ctx.writer("evaluate", inputs={"data": data_uri, "model": finetune_uri})
     writer.put_json("metrics.json", scores)
+    writer.put_json("comparison.json", comparison)
     writer.put_text("report.html", html)
     if metrics is not None:
-        for name in ("accuracy", "macro_f1", "log_loss"):
+        for name in KFP_METRICS:
             metrics.log_metric(name, round(scores[name], 6))
+        if comparison["champion"] and "metrics" in comparison["champion"]:
+            theirs = comparison["champion"]["metrics"][cfg.metric]
+            metrics.log_metric(f"champion_{cfg.metric}", round(theirs, 6))
+            metrics.log_metric(f"{cfg.metric}_vs_champion", round(scores[cfg.metric] - theirs, 6))
     if classification_metrics_artifact is not None:
         classification_metrics_artifact.log_confusion_matrix(
             scores["labels"], scores["confusion_matrix"]
@@ -53,6 +118,14 @@ def run_evaluate(
     if report is not None:
         with open(report.path, "w") as f:
             f.write(html)
-    return writer.commit(
-        summary={k: scores[k] for k in ("accuracy", "macro_f1", "log_loss", "num_examples")}
+    summary = {k: scores[k] for k in ("accuracy", "macro_f1", "log_loss", "ece", "num_examples")}
+    champion_info = comparison["champion"]
+    summary["champion_version"] = champion_info["version"] if champion_info else None
+    summary["expected_decision"] = verdict["decision"]
+    print(
+        f"[evaluate] {cfg.metric} {scores[cfg.metric]:.4f} on {len(test)} test examples; "
+        f"champion: {'v' + champion_info['version'] if champion_info else 'none'}; "
+        f"gate would {verdict['decision']}",
+        flush=True,
     )
+    return writer.commit(summary=summary)

@@ -1,29 +1,64 @@
-"""gate: decide whether the evaluated, exported model may be registered and deployed."""
+"""gate: decide whether the evaluated, exported model may be registered and deployed.
+
+Every rule of ``trainpipe.evaluate.gate.decide`` runs on the evaluate stage's stored metrics and
+comparison, plus one more: the champion evaluation compared against must still be the champion.
+The decision, every rule with its numbers, and the champion (version and etag) it was based on
+go into ``decision.json``; the register stage promotes with compare-and-swap against exactly
+that champion. ``report.html`` is the evaluation report with this final decision.
+"""
 
 from __future__ import annotations
 
+from trainpipe.evaluate.gate import PROMOTE, REJECT, champion_unchanged, decide
+from trainpipe.evaluate.report import evaluation_html
+from trainpipe.registry import Registry
 from trainpipe.stages.context import make_context
 from trainpipe.stages.entry import stage_entry
+from trainpipe.stages.evaluate import load_histories
 
-PROMOTE = "promote"
-REJECT = "reject"
-
-
-def decide(metric: str, value: float, min_value: float) -> tuple[str, str]:
-    if value >= min_value:
-        return PROMOTE, f"{metric} {value:.4f} >= threshold {min_value:.4f}"
-    return REJECT, f"{metric} {value:.4f} < threshold {min_value:.4f}"
+__all__ = ["PROMOTE", "REJECT", "run_gate"]
 
 
 @stage_entry
 def run_gate(config_json: str, run_id: str, evaluate_uri: str, export_uri: str) -> str:
     ctx = make_context(config_json, run_id)
     cfg = ctx.cfg.gate
-    scores = ctx.open(evaluate_uri).get_json("metrics.json")
+    evaluation = ctx.open(evaluate_uri)
+    scores = evaluation.get_json("metrics.json")
+    comparison = evaluation.get_json("comparison.json")
     ctx.open(export_uri)  # the exported model must be complete before anything is promoted
-    decision, reason = decide(cfg.metric, scores[cfg.metric], cfg.min_value)
+    decision = decide(cfg, scores, comparison)
+    current = Registry(ctx.store, ctx.cfg.registry.model_name).champion()
+    decision = decision.with_rule(
+        champion_unchanged(
+            decision.champion,
+            current.version if current else None,
+            current.etag if current else None,
+        )
+    )
+    record = decision.to_dict()
+    finetuned = ctx.open(evaluation.manifest["lineage"]["inputs"]["model"])
+    html = evaluation_html(
+        scores,
+        comparison,
+        record,
+        load_histories(ctx, finetuned),
+        min_slice_examples=cfg.min_slice_examples,
+    )
     writer = ctx.writer("gate", inputs={"evaluation": evaluate_uri, "export": export_uri})
-    writer.put_json("decision.json", {"decision": decision, "reason": reason})
-    writer.commit(summary={"decision": decision, "reason": reason})
-    print(f"[gate] {decision}: {reason}", flush=True)
-    return decision
+    writer.put_json("decision.json", record)
+    writer.put_text("report.html", html)
+    writer.commit(
+        summary={
+            "decision": record["decision"],
+            "reason": record["reason"],
+            "failed_rules": [r.rule for r in decision.rules if not r.passed],
+            "champion_version": decision.champion["version"] if decision.champion else None,
+        }
+    )
+    print(f"[gate] {record['decision']}: {record['reason']}", flush=True)
+    for rule in decision.rules:
+        print(
+            f"[gate]   {'pass' if rule.passed else 'FAIL'} {rule.rule}: {rule.detail}", flush=True
+        )
+    return record["decision"]

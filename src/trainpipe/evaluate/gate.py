@@ -1,0 +1,229 @@
+"""The gate's rules as pure functions: evaluation results in, a decision with every reason out.
+
+    decision = decide(cfg.gate, metrics, comparison)
+    decision.decision            # "promote" only if every rule passed
+    decision.rules               # [RuleResult(rule="min_value", passed=True, detail="...")...]
+
+``metrics`` is the challenger's ``metrics.json`` (with ``slices``), ``comparison`` the evaluate
+stage's ``comparison.json``: the champion it scored on the same test split (or None), its
+metrics and slices, and the bootstrap intervals. The evaluate stage runs ``decide`` to show the
+verdict in its report; the gate stage runs it again on the stored files, adds
+:func:`champion_unchanged`, and its answer is the one the pipeline branches on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from trainpipe.evaluate.config import GateConfig
+
+PROMOTE = "promote"
+REJECT = "reject"
+
+METRIC_LABELS = {
+    "accuracy": "accuracy",
+    "macro_f1": "macro-F1",
+    "macro_precision": "macro precision",
+    "macro_recall": "macro recall",
+    "top_k_accuracy": "top-k accuracy",
+    "log_loss": "log loss",
+    "ece": "ECE",
+}
+
+
+@dataclass(frozen=True)
+class RuleResult:
+    rule: str
+    passed: bool
+    detail: str
+    values: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Decision:
+    rules: list[RuleResult]
+    champion: dict | None
+    """{"version", "etag", "uri"} of the champion the rules compared against, or None."""
+
+    @property
+    def decision(self) -> str:
+        return PROMOTE if all(r.passed for r in self.rules) else REJECT
+
+    @property
+    def reason(self) -> str:
+        """One line: the failed rules when rejecting, else the headline rules."""
+        if self.decision == REJECT:
+            return "; ".join(r.detail for r in self.rules if not r.passed)
+        headline = [r.detail for r in self.rules if r.rule in ("min_value", "beats_champion")]
+        return "; ".join(headline)
+
+    def with_rule(self, rule: RuleResult) -> Decision:
+        return Decision([*self.rules, rule], self.champion)
+
+    def to_dict(self) -> dict:
+        return {
+            "decision": self.decision,
+            "reason": self.reason,
+            "rules": [asdict(r) for r in self.rules],
+            "champion": self.champion,
+        }
+
+
+def _label(metric: str) -> str:
+    return METRIC_LABELS.get(metric, metric)
+
+
+def _at_least(rule: str, metric: str, value: float, bound: float) -> RuleResult:
+    passed = value >= bound
+    sign = ">=" if passed else "<"
+    return RuleResult(
+        rule,
+        passed,
+        f"{_label(metric)} {value:.4f} {sign} min {bound:.4f}",
+        {"metric": metric, "value": value, "min": bound},
+    )
+
+
+def _at_most(rule: str, metric: str, value: float, bound: float) -> RuleResult:
+    passed = value <= bound
+    sign = "<=" if passed else ">"
+    return RuleResult(
+        rule,
+        passed,
+        f"{_label(metric)} {value:.4f} {sign} max {bound:.4f}",
+        {"metric": metric, "value": value, "max": bound},
+    )
+
+
+def threshold_rules(cfg: GateConfig, metrics: dict) -> list[RuleResult]:
+    rules = [_at_least("min_value", cfg.metric, metrics[cfg.metric], cfg.min_value)]
+    if cfg.max_log_loss is not None:
+        rules.append(_at_most("max_log_loss", "log_loss", metrics["log_loss"], cfg.max_log_loss))
+    if cfg.max_ece is not None:
+        rules.append(_at_most("max_ece", "ece", metrics["ece"], cfg.max_ece))
+    return rules
+
+
+def beats_champion(cfg: GateConfig, metrics: dict, comparison: dict) -> RuleResult:
+    champion = comparison.get("champion")
+    if champion is None:
+        return RuleResult(
+            "beats_champion", True, "no champion yet: first model, nothing to beat", {}
+        )
+    version = champion["version"]
+    if not champion["comparable"]:
+        return RuleResult(
+            "beats_champion",
+            False,
+            f"champion version {version} cannot be scored on this test data "
+            f"({champion['why_not']}); promote by hand with `trainpipe registry promote`",
+            {"champion_version": version},
+        )
+    label = _label(cfg.metric)
+    ours, theirs = metrics[cfg.metric], champion["metrics"][cfg.metric]
+    delta = ours - theirs
+    interval = (comparison.get("intervals", {}).get(cfg.metric) or {}).get("difference")
+    ci = ""
+    if interval:
+        pct = round(interval["confidence"] * 100)
+        ci = f", {pct}% CI [{interval['lower']:+.4f}, {interval['upper']:+.4f}]"
+    values = {
+        "metric": cfg.metric,
+        "challenger": ours,
+        "champion": theirs,
+        "difference": delta,
+        "min_improvement": cfg.min_improvement,
+        "champion_version": version,
+        "difference_interval": interval,
+    }
+    passed = delta >= cfg.min_improvement
+    detail = (
+        f"{label} {ours:.4f} vs champion v{version} {theirs:.4f}: {delta:+.4f}{ci} "
+        f"{'>=' if passed else '<'} min improvement {cfg.min_improvement:+.4f}"
+    )
+    if passed and cfg.require_confident_improvement:
+        passed = interval is not None and interval["lower"] >= cfg.min_improvement
+        if not passed:
+            detail += " but the interval's lower end is below it (could be noise)"
+    return RuleResult("beats_champion", passed, detail, values)
+
+
+def slice_guard(cfg: GateConfig, metrics: dict, comparison: dict) -> RuleResult | None:
+    """Fails when a guarded slice lost more accuracy than allowed; None when disabled."""
+    if cfg.max_slice_regression is None:
+        return None
+    champion = comparison.get("champion")
+    if champion is None or not champion["comparable"]:
+        return RuleResult("slices", True, "no comparable champion: no slice to compare", {})
+    margin = cfg.max_slice_regression
+    guarded, regressed = [], []
+    for name, ours in metrics["slices"].items():
+        theirs = champion["slices"].get(name)
+        if theirs is None or ours["n"] < cfg.min_slice_examples:
+            continue
+        delta = ours["accuracy"] - theirs["accuracy"]
+        entry = {
+            "slice": name,
+            "n": ours["n"],
+            "challenger": ours["accuracy"],
+            "champion": theirs["accuracy"],
+            "difference": delta,
+        }
+        guarded.append(entry)
+        if delta < -margin - 1e-12:  # a drop of exactly the margin is allowed
+            regressed.append(entry)
+    values = {"max_regression": margin, "guarded": guarded, "regressed": regressed}
+    if regressed:
+        listed = ", ".join(
+            f"{e['slice']} {e['champion']:.4f} -> {e['challenger']:.4f} ({e['difference']:+.4f})"
+            for e in sorted(regressed, key=lambda e: e["difference"])
+        )
+        return RuleResult(
+            "slices",
+            False,
+            f"{len(regressed)} of {len(guarded)} guarded slices lost more than {margin:.4f} "
+            f"accuracy vs the champion: {listed}",
+            values,
+        )
+    if not guarded:
+        detail = f"no slice has the {cfg.min_slice_examples} examples needed to guard it"
+    else:
+        worst = min(guarded, key=lambda e: e["difference"])
+        detail = (
+            f"no guarded slice ({len(guarded)}) lost more than {margin:.4f} accuracy vs the "
+            f"champion (worst: {worst['slice']} {worst['difference']:+.4f})"
+        )
+    return RuleResult("slices", True, detail, values)
+
+
+def decide(cfg: GateConfig, metrics: dict, comparison: dict) -> Decision:
+    rules = threshold_rules(cfg, metrics)
+    rules.append(beats_champion(cfg, metrics, comparison))
+    guard = slice_guard(cfg, metrics, comparison)
+    if guard is not None:
+        rules.append(guard)
+    champion = comparison.get("champion")
+    seen = {k: champion[k] for k in ("version", "etag", "uri")} if champion else None
+    return Decision(rules, seen)
+
+
+def champion_unchanged(
+    evaluated: dict | None, current_version: str | None, current_etag: str | None
+) -> RuleResult:
+    """The champion the evaluation compared against must still be the champion now."""
+    was = evaluated["version"] if evaluated else None
+    if was == current_version and (evaluated is None or evaluated["etag"] == current_etag):
+        return RuleResult(
+            "champion_unchanged",
+            True,
+            f"champion unchanged since evaluation ({'v' + was if was else 'none'})",
+            {"evaluated": was, "current": current_version},
+        )
+    return RuleResult(
+        "champion_unchanged",
+        False,
+        f"the champion changed since evaluation (was {'v' + was if was else 'none'}, now "
+        f"{'v' + current_version if current_version else 'none'}); rerun the pipeline to compare "
+        "against the new champion",
+        {"evaluated": was, "current": current_version},
+    )
