@@ -119,3 +119,24 @@ class FakeHttpServer:
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+class FakeApi:
+    """Base of the fake APIs: one loopback server whose requests the test can inspect."""
+
+    def _start(self) -> None:
+        self.server = FakeHttpServer(self._route)
+
+    def _route(self, request: Request) -> Answer:
+        raise NotImplementedError
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    @property
+    def requests(self) -> list[Request]:
+        return self.server.requests
+
+    def close(self) -> None:
+        self.server.close()

@@ -12,12 +12,12 @@ import itertools
 import json
 from typing import Any
 
-from tests.support.fake_http import Answer, FakeHttpServer, Request
+from tests.support.fake_http import Answer, FakeApi, Request
 
 API = "/apis/v2beta1"
 
 
-class FakeKfp:
+class FakeKfp(FakeApi):
     def __init__(
         self,
         *,
@@ -34,18 +34,7 @@ class FakeKfp:
         self.recurring_runs: dict[str, dict[str, Any]] = {}
         self._ids = itertools.count(1)
         self._polls: dict[str, int] = {}
-        self.server = FakeHttpServer(self._route)
-
-    @property
-    def url(self) -> str:
-        return self.server.url
-
-    @property
-    def requests(self) -> list[Request]:
-        return self.server.requests
-
-    def close(self) -> None:
-        self.server.close()
+        self._start()
 
     def _new_id(self, kind: str) -> str:
         return f"{kind}-{next(self._ids):04d}"

@@ -22,7 +22,7 @@ import itertools
 from collections.abc import Callable
 from typing import Any
 
-from tests.support.fake_http import Answer, FakeHttpServer, Request
+from tests.support.fake_http import Answer, FakeApi, Request
 
 
 def status_error(code: int, reason: str, message: str) -> Answer:
@@ -81,7 +81,7 @@ def merge_patch(target: Any, patch: Any) -> Any:
     return merged
 
 
-class FakeKube:
+class FakeKube(FakeApi):
     def __init__(self):
         self.objects: dict[str, dict] = {}
         self.status_script: dict[str, list[dict]] = {}
@@ -94,18 +94,7 @@ class FakeKube:
         self.fail_patches: int = 0
         """Answer this many PATCHes with 500 (an API server hiccup)."""
         self._versions = itertools.count(100)
-        self.server = FakeHttpServer(self._route)
-
-    @property
-    def url(self) -> str:
-        return self.server.url
-
-    @property
-    def requests(self) -> list[Request]:
-        return self.server.requests
-
-    def close(self) -> None:
-        self.server.close()
+        self._start()
 
     def put(self, path: str, obj: dict) -> dict:
         """Store an object as if created earlier; returns the stored copy."""

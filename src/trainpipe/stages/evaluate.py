@@ -16,7 +16,7 @@ from trainpipe.artifacts import ArtifactSet
 from trainpipe.evaluate.champion import compare, load_champion
 from trainpipe.evaluate.gate import decide
 from trainpipe.evaluate.metrics import classification_metrics, softmax
-from trainpipe.evaluate.report import evaluation_html
+from trainpipe.evaluate.report import HEADLINE, evaluation_html
 from trainpipe.evaluate.slices import build_slices, slice_scores
 from trainpipe.models.checkpoint import from_bytes, load_classifier
 from trainpipe.registry import Registry
@@ -24,15 +24,8 @@ from trainpipe.stages.context import StageContext, make_context
 from trainpipe.stages.data_access import load_validated
 from trainpipe.stages.entry import stage_entry
 
-KFP_METRICS = (
-    "accuracy",
-    "macro_f1",
-    "macro_precision",
-    "macro_recall",
-    "top_k_accuracy",
-    "log_loss",
-    "ece",
-)
+# The headline numbers of the report are the ones the KFP UI shows as Metrics.
+KFP_METRICS = HEADLINE
 
 
 def predict_logits(model, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
