@@ -258,3 +258,10 @@ def test_worse_than_linear_baseline_is_flagged():
     diagnosis = diagnose(history, chance_loss=math.log(3), baseline_train_loss=baseline)
     assert diagnosis.worse_than_linear_baseline
     assert "linear baseline" in diagnosis.summary_line()
+
+
+def test_auto_model_is_a_cnn_for_images_and_an_mlp_for_tables():
+    from trainpipe.models.encoders import CNNEncoder, MLPEncoder
+
+    assert isinstance(build_encoder(ModelConfig(), [1, 8, 8]), CNNEncoder)
+    assert isinstance(build_encoder(ModelConfig(), [6]), MLPEncoder)

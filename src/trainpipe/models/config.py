@@ -10,10 +10,10 @@ from trainpipe.configbase import Section
 
 
 class ModelConfig(Section):
-    name: Literal["mlp", "cnn", "vit", "transformer"] = "cnn"
+    name: Literal["auto", "mlp", "cnn", "vit", "transformer"] = "auto"
     """Encoder architecture: ``mlp`` (any input), ``cnn`` (residual CNN, images), ``vit``
     (patch transformer, images), ``transformer`` (encoder over sequences; a table's features
-    are read as a sequence of scalars)."""
+    are read as a sequence of scalars); ``auto`` picks cnn for images and mlp otherwise."""
 
     hidden_dim: int = Field(32, ge=8, le=8192)
     """Width of the hidden layers (mlp) or channels (cnn)."""

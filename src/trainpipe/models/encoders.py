@@ -162,7 +162,14 @@ class SequenceTransformerEncoder(_TokenEncoder):
         return self.encode_tokens(self.embed(tokens))
 
 
+def resolve_name(name: str, input_shape: list[int]) -> str:
+    if name == "auto":
+        return "cnn" if len(input_shape) == 3 else "mlp"
+    return name
+
+
 def build_encoder(cfg: ModelConfig, input_shape: list[int]) -> nn.Module:
+    cfg = cfg.model_copy(update={"name": resolve_name(cfg.name, input_shape)})
     if cfg.name in ("cnn", "vit") and len(input_shape) != 3:
         raise ConfigError(
             f"config error: model.name={cfg.name!r} needs image inputs [channels, height, "
