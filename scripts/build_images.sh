@@ -93,7 +93,7 @@ make_base() {  # make_base TAG: debootstrap a root fs and commit it as image TAG
     command -v debootstrap >/dev/null || die "debootstrap is not installed (apt-get install -y debootstrap)"
     work=$(mktemp -d /var/tmp/trainpipe-base.XXXXXX)
     # shellcheck disable=SC2064
-    trap "rm -rf '$work'" RETURN
+    trap "rm -rf '$work'" EXIT
     debootstrap --variant=minbase --include="$BASE_INCLUDE" "$BASE_SUITE" "$work/rootfs" \
         "$BASE_MIRROR" >"$work/debootstrap.log" 2>&1 \
         || { tail -n 30 "$work/debootstrap.log" >&2; die "debootstrap failed"; }
