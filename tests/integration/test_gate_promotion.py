@@ -75,6 +75,8 @@ def settings(store_uri: str, source, epochs: int, *extra: str) -> str:
             "model.embed_dim=32",
             "pretrain.enabled=false",
             f"finetune.epochs={epochs}",
+            "finetune.label_fraction=1.0",
+            "finetune.compare_with_scratch=false",
             "gate.min_value=0.5",
             "gate.slice_columns=[p36]",
             "gate.bootstrap_resamples=300",
