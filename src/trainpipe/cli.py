@@ -261,6 +261,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["validate"]:
+        # The validator owns its whole command line (its --help included).
+        from trainpipe.data.validation.cli import main as validate_main
+
+        return validate_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

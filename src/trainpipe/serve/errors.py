@@ -6,8 +6,10 @@ status from :data:`HTTP_STATUS`. Every message says what is wrong and how to fix
 
 from __future__ import annotations
 
+from trainpipe.errors import TrainpipeError
 
-class ServeError(Exception):
+
+class ServeError(TrainpipeError):
     """Base of every error the server answers with a JSON body instead of a traceback."""
 
 
