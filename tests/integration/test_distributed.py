@@ -57,6 +57,17 @@ def test_two_processes_match_one_on_the_same_global_batch(tmp_path):
     assert not torch.allclose(weights(tmp_path / "init.pt")["head.weight"], one["head.weight"])
 
 
+def test_fsdp_two_processes_match_one(tmp_path):
+    """fully_shard over 2 gloo processes: sharded training, gathered full weights."""
+    single = run([str(tmp_path / "one.pt"), "--epochs", "1"])
+    sharded = run([str(tmp_path / "fsdp.pt"), "--epochs", "1", "--parallelism", "fsdp"], torchrun=2)
+    assert single.returncode == 0 and sharded.returncode == 0, sharded.stderr[-3000:]
+    one, fsdp = weights(tmp_path / "one.pt"), weights(tmp_path / "fsdp.pt")
+    assert one.keys() == fsdp.keys()
+    for name in one:
+        torch.testing.assert_close(one[name], fsdp[name], atol=2e-4, rtol=1e-3, msg=name)
+
+
 def test_accumulation_matches_the_full_batch(tmp_path):
     full = run([str(tmp_path / "full.pt"), "--epochs", "1"])
     accumulated = run([str(tmp_path / "acc.pt"), "--epochs", "1", "--accumulate", "4"])

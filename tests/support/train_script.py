@@ -40,6 +40,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--dropout", type=float, default=0.0)
     parser.add_argument("--accumulate", type=int, default=1)
+    parser.add_argument("--parallelism", default="ddp", choices=["ddp", "fsdp"])
     args = parser.parse_args()
     cfg = FinetuneConfig(
         epochs=args.epochs,
@@ -47,6 +48,7 @@ def main() -> None:
         lr=5e-3,
         device="cpu",
         grad_accumulation_steps=args.accumulate,
+        parallelism=args.parallelism,
         checkpoint_every_steps=args.every if args.store else None,
     )
     world = init_from_env(torch.device("cpu"))
