@@ -17,6 +17,7 @@ import pytest
 
 from trainpipe.config import load_config
 from trainpipe.continual.driver import (
+    ALREADY_REGISTERED,
     LEASE_HELD,
     NOT_PROMOTED,
     NOTHING_TO_DO,
@@ -125,6 +126,33 @@ def test_warm_start_with_replay_and_idempotence(root, arrivals):
     versions = Registry(store, MODEL).versions()
     assert len(versions) <= 2  # two runs over the same data: at most one new version
     assert read_watermark(store, MODEL).consumed == ["part-0000.parquet", "part-0001.parquet"]
+
+
+def test_crash_between_register_and_watermark_registers_no_second_version(root, arrivals):
+    """The run registers, then "dies" before its watermark write (the old watermark file is put
+    back byte for byte); the next run recognizes its data and does not train again."""
+    publish(root, "part-0001.parquet", arrivals["part-0001"])
+    cfg = config(
+        root,
+        "gate.min_improvement=-1.0",
+        "gate.max_slice_regression=null",
+        "continual.max_forgetting=1.0",
+    )
+    store = open_store(cfg.storage.uri)
+    mark = root / "artifacts/continual" / MODEL / "watermark.json"
+    sidecar = mark.with_name(".watermark.json.sha256")
+    saved = mark.read_bytes(), sidecar.read_bytes()
+    first = run_continual(cfg)
+    assert first.status == PROMOTED and first.version == "2", first.reasons
+    mark.write_bytes(saved[0])
+    sidecar.write_bytes(saved[1])
+
+    again = run_continual(cfg)
+    assert again.status == ALREADY_REGISTERED and again.version == "2"
+    assert again.mode == ""  # nothing was trained
+    assert Registry(store, MODEL).versions() == ["1", "2"]
+    assert "part-0001.parquet" in read_watermark(store, MODEL).consumed
+    assert run_continual(cfg).status == NOTHING_TO_DO
 
 
 def test_watermark_advances_only_on_success(root, arrivals):

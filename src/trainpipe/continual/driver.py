@@ -54,7 +54,7 @@ from trainpipe.data.validation import (
     schema_to_yaml,
     validate_dataset,
 )
-from trainpipe.errors import ConfigError, DataError
+from trainpipe.errors import ConfigError, DataError, TrainpipeError
 from trainpipe.local_run import new_run_id, resolve_storage
 from trainpipe.models import Classifier, build_encoder
 from trainpipe.models.checkpoint import classifier_payload, from_bytes, load_classifier, to_bytes
@@ -69,6 +69,10 @@ NOT_PROMOTED = "not promoted"
 REJECTED = "rejected"
 NOTHING_TO_DO = "nothing to do"
 LEASE_HELD = "lease held"
+ALREADY_REGISTERED = "already registered"
+# Registry versions checked for an earlier run over the same data (the lease makes the newest
+# one the candidate; a few more tolerate versions registered by hand meanwhile).
+RECENT_VERSIONS = 3
 
 
 @dataclass
@@ -147,6 +151,7 @@ class _Run:
 
     def execute(self) -> Outcome:
         watermark = read_watermark(self.store, self.model)
+        self.base_sequence = watermark.sequence
         arrived = unconsumed(list_partitions(self.source), set(watermark.consumed))
         if not arrived:
             since = f"run {watermark.run_id}" if watermark.run_id else "the start"
@@ -175,7 +180,17 @@ class _Run:
             accepted_keys[name] = key
         if outcome.mode == "bootstrap":
             accepted_keys = {name: key for name in accepted}
-        if accepted:
+        registered = self._registered_before(watermark, outcome) if accepted else None
+        if registered is not None:
+            # A run over exactly this data registered a version and died before advancing
+            # the watermark: record the data as consumed instead of training again.
+            outcome.status = ALREADY_REGISTERED
+            outcome.version = registered
+            outcome.reasons.append(
+                f"version {registered} was already registered from these partitions by an "
+                "earlier run that stopped before advancing the watermark; not training again"
+            )
+        elif accepted:
             self._train_and_gate(watermark, state, meta, new_train, holdout, champion, outcome)
         else:
             outcome.status = REJECTED
@@ -200,6 +215,28 @@ class _Run:
         writer.put_json("outcome.json", outcome.to_dict())
         writer.commit(summary={"status": outcome.status, "version": outcome.version})
         return outcome
+
+    def _registered_before(self, watermark: Watermark, outcome: Outcome) -> str | None:
+        """The version an earlier run registered from exactly these partitions on top of
+        exactly this watermark, if any."""
+        for version in reversed(self.registry.versions()[-RECENT_VERSIONS:]):
+            version_set = self.registry.open_version(version)
+            if "lineage.json" not in version_set.names():
+                continue
+            data_uri = version_set.get_json("lineage.json").get("data", "")
+            if not data_uri:
+                continue
+            try:
+                info = self.ctx.open(data_uri).get_json("dataset.json")
+            except TrainpipeError:
+                continue  # not a continual version, or its run folder is gone
+            if (
+                info.get("watermark_sequence") == watermark.sequence
+                and sorted(info.get("partitions", {})) == sorted(outcome.partitions)
+                and info.get("source") == self.source.uri
+            ):
+                return version
+        return None
 
     # ---- data -------------------------------------------------------------------------------
 
@@ -416,6 +453,7 @@ class _Run:
                 "warnings": [],
                 "partitions": outcome.verdicts,
                 "drift": outcome.drift,
+                "watermark_sequence": self.base_sequence,
             },
         )
         return writer.commit(
