@@ -257,3 +257,23 @@ def test_overlapping_scheduled_run_exits_cleanly(root):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "another run (scheduled-run-1) holds the lease of digits-classifier until" in done.stdout
+
+
+def test_lease_and_nothing_to_do_on_s3(s3_bucket, tmp_path, arrivals):
+    """The driver's lease and watermark reads against the moto S3 server."""
+    cfg = load_config(
+        None,
+        [f"storage.uri={s3_bucket}/tp", f"continual.source=file://{tmp_path}/incoming"],
+    )
+    store = open_store(cfg.storage.uri)
+    held = acquire_lease(store, MODEL, holder="scheduled-run-1", ttl_s=600)
+    publish(tmp_path, "part-0000.parquet", arrivals["initial"])
+    outcome = run_continual(cfg)
+    assert outcome.status == LEASE_HELD and "until" in outcome.message
+    assert read_watermark(store, MODEL).etag is None  # the refused run wrote nothing
+    release_lease(store, held)
+    (tmp_path / "incoming/part-0000.parquet").unlink()
+    outcome = run_continual(cfg)
+    assert outcome.status == NOTHING_TO_DO
+    assert store.list("continual") == [f"continual/{MODEL}/lease.json"]
+    assert store.list("runs") == []
