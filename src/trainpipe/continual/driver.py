@@ -382,8 +382,9 @@ class _Run:
             outcome.mode = "full_retrain" if drifted or champion is None else "warm_start"
         fixed_test = split_from_npz(self.store.get_bytes(f"{state}/test.npz"))
         if outcome.mode == "warm_start":
-            count = replay_count(len(fresh), len(self._pool(watermark)), cc.replay_fraction)
-            train = mix(fresh, replay_sample(self._pool(watermark), count, seed=cc.seed))
+            pool = self._pool(watermark)
+            count = replay_count(len(fresh), len(pool), cc.replay_fraction)
+            train = mix(fresh, replay_sample(pool, count, seed=cc.seed))
             outcome.reasons.append(f"warm start on {len(fresh)} new + {count} replayed examples")
         elif outcome.mode == "full_retrain" and watermark.accepted:
             train = concat(self._pool(watermark), fresh)
