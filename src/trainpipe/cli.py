@@ -53,6 +53,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     args.overrides = overrides
     cfg = _load(args)
     output = Path(args.output or "trainpipe-runs")
+    if args.continual:
+        from trainpipe.continual.simulate import continual_command
+
+        return continual_command(cfg, output)
     summary = run_locally(cfg, kfp_root=output / "kfp-local")
     print("\n" + format_summary(summary))
     return 0
@@ -221,6 +225,11 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the whole DAG locally through kfp.local")
     _add_config_args(run)
     run.add_argument("--output", metavar="DIR", help="artifact root (default ./trainpipe-runs)")
+    run.add_argument(
+        "--continual",
+        action="store_true",
+        help="one scheduled continual run on continual.source, or (unset) simulate arrivals",
+    )
     run.set_defaults(func=cmd_run)
 
     comp = sub.add_parser("compile", help="write the KFP IR YAML for a cluster")

@@ -17,6 +17,7 @@ from pydantic import Field, ValidationError, field_validator
 
 from trainpipe.cluster import ClusterConfig
 from trainpipe.configbase import Section
+from trainpipe.continual.config import ContinualConfig
 from trainpipe.data.config import DataConfig
 from trainpipe.deploy.config import DeployConfig
 from trainpipe.errors import ConfigError
@@ -61,6 +62,7 @@ class Config(Section):
     registry: RegistryConfig = RegistryConfig()
     deploy: DeployConfig = DeployConfig()
     cluster: ClusterConfig = ClusterConfig()
+    continual: ContinualConfig = ContinualConfig()
 
     def to_json(self) -> str:
         return self.model_dump_json()
