@@ -117,6 +117,17 @@ class Registry:
             return version
         raise RegistryError(f"registry error: could not allocate a version of {self.model_name}")
 
+    def _pointer(self, version: str, current: Champion | None, reason: str) -> dict:
+        """The champion.json record that makes ``version`` the champion after ``current``."""
+        return {
+            "model": self.model_name,
+            "version": version,
+            "uri": self.version_uri(version),
+            "previous_version": current.version if current else None,
+            "updated_at": datetime.now(UTC).isoformat(),
+            "reason": reason,
+        }
+
     def champion(self) -> Champion | None:
         info = self.store.head(self._key(CHAMPION_NAME))
         if info is None:
@@ -151,14 +162,7 @@ class Registry:
         if force:
             return self._force(version, reason)
         current = self.champion() if expected == "read" else expected
-        record = {
-            "model": self.model_name,
-            "version": version,
-            "uri": self.version_uri(version),
-            "previous_version": current.version if current else None,
-            "updated_at": datetime.now(UTC).isoformat(),
-            "reason": reason,
-        }
+        record = self._pointer(version, current, reason)
         try:
             if current is None:
                 info = self.store.put_json(self._key(CHAMPION_NAME), record, if_none_match=True)
@@ -177,14 +181,7 @@ class Registry:
             current = self.champion()
         except RegistryError:
             current = None  # the pointer is what is being repaired
-        record = {
-            "model": self.model_name,
-            "version": version,
-            "uri": self.version_uri(version),
-            "previous_version": current.version if current else None,
-            "updated_at": datetime.now(UTC).isoformat(),
-            "reason": f"{reason} (forced)",
-        }
+        record = self._pointer(version, current, f"{reason} (forced)")
         info = self.store.put_json(self._key(CHAMPION_NAME), record)
         self._record_history(record)
         return Champion(version, record["uri"], record["previous_version"], info.etag, record)

@@ -255,18 +255,33 @@ class _Run:
             raise DataError(f"data error: {name} has labels {unknown[:5]} the model does not know")
         return Split(x.astype(np.float32), np.searchsorted(values, labels).astype(np.int64))
 
+    def _read_validated(
+        self, part: Partition, outcome: Outcome, schema=None, reference=None, *, label_column: str
+    ):
+        """The table of a partition that reads and passes validation; None after recording
+        why it was rejected. Drift is recorded when a reference is given."""
+        try:
+            table = read_partition(self.source, part)
+        except DataReadError as exc:
+            outcome.verdicts[part.name] = f"rejected: unreadable: {exc}"
+            return None
+        report = validate_dataset(
+            {part.name: table}, schema, reference=reference, label_column=label_column
+        )
+        if reference is not None:
+            scores = [r.metrics.get("ks", r.metrics.get("js", 0.0)) for r in report.drift]
+            outcome.drift[part.name] = round(max(scores, default=0.0), 4)
+        if report.blocking:
+            outcome.verdicts[part.name] = f"rejected: {report.blocking[0].message}"
+            return None
+        return table
+
     def _bootstrap(self, arrived: list[Partition], outcome: Outcome):
         """First run: the arrived partitions become the accepted data and the fixed splits."""
         tables = {}
         for part in arrived:
-            try:
-                table = read_partition(self.source, part)
-            except DataReadError as exc:
-                outcome.verdicts[part.name] = f"rejected: unreadable: {exc}"
-                continue
-            report = validate_dataset({part.name: table}, label_column=self.cfg.data.label_column)
-            if report.blocking:
-                outcome.verdicts[part.name] = f"rejected: {report.blocking[0].message}"
+            table = self._read_validated(part, outcome, label_column=self.cfg.data.label_column)
+            if table is None:
                 continue
             tables[part.name] = table
             outcome.verdicts[part.name] = "passed"
@@ -315,18 +330,10 @@ class _Run:
         cc = self.cfg.continual
         accepted, new_train, holdout = [], {}, {}
         for part in arrived:
-            try:
-                table = read_partition(self.source, part)
-            except DataReadError as exc:
-                outcome.verdicts[part.name] = f"rejected: unreadable: {exc}"
-                continue
-            report = validate_dataset(
-                {part.name: table}, schema, reference=reference, label_column=meta["label_column"]
+            table = self._read_validated(
+                part, outcome, schema, reference, label_column=meta["label_column"]
             )
-            scores = [r.metrics.get("ks", r.metrics.get("js", 0.0)) for r in report.drift]
-            outcome.drift[part.name] = round(max(scores, default=0.0), 4)
-            if report.blocking:
-                outcome.verdicts[part.name] = f"rejected: {report.blocking[0].message}"
+            if table is None:
                 continue
             try:
                 split = self._arrays(table, part.name, meta)
