@@ -72,7 +72,8 @@ case "$only" in ""|train|serve) ;; *) die "--only must be train or serve, not $o
 command -v "$tool" >/dev/null || die "$tool is not installed (apt-get install -y $tool)"
 
 # The tag is the package version, read from pyproject.toml (the one place it is written).
-version=$(sed -n 's/^version = "\(.*\)"$/\1/p' pyproject.toml | head -n1)
+version=$(sed -n 's/^version = "\(.*\)"$/\1/p' pyproject.toml)
+version=${version%%$'\n'*}  # the first match; no `| head` (SIGPIPE under pipefail)
 [ -n "$version" ] || die "no version = \"...\" line in pyproject.toml"
 
 step() {  # step NAME CMD...: run CMD, print how long it took

@@ -74,4 +74,4 @@ sys.exit(m.version('kubernetes-validate') != '${KUBERNETES_VALIDATE_VERSION}')" 
 install_binaries
 install_kubernetes_validate
 "${BIN}/helm" version --short
-"${BIN}/kubectl" version --client=true | head -n 1
+"${BIN}/kubectl" version --client=true | sed -n 1p  # sed reads everything: no SIGPIPE under pipefail
