@@ -27,7 +27,6 @@ from trainpipe.storage import (
     Store,
     join_uri,
     open_store,
-    split_uri,
 )
 
 MANIFEST_NAME = "manifest.json"
@@ -158,9 +157,3 @@ class ArtifactSet:
 
     def uri_for(self, name: str) -> str:
         return self.store.uri_for(name)
-
-
-def open_artifact_file(uri: str, *, endpoint_url: str | None = None) -> tuple[ArtifactSet, str]:
-    """Split ``.../set/file.ext`` into its committed set and the file name."""
-    base, name = split_uri(uri)
-    return ArtifactSet.open(base, endpoint_url=endpoint_url), name

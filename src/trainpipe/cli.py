@@ -71,12 +71,6 @@ def cmd_compile(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_validate(args: argparse.Namespace) -> int:
-    from trainpipe.data.validation.cli import main as validate_main
-
-    return validate_main(args.validate_args)
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
     from trainpipe.serve.config import ServeConfig
     from trainpipe.serve.server import serve
@@ -237,11 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--output", required=True, metavar="FILE")
     comp.set_defaults(func=cmd_compile)
 
-    val = sub.add_parser(
-        "validate", help="validate a dataset (exit 0 clean, 1 anomalies)", add_help=False
-    )
-    val.add_argument("validate_args", nargs=argparse.REMAINDER)
-    val.set_defaults(func=cmd_validate)
+    # Listed for `trainpipe --help` only: main() hands `validate ...` to the validator's own
+    # parser before this one runs.
+    sub.add_parser("validate", help="validate a dataset (exit 0 clean, 1 anomalies)")
 
     serve = sub.add_parser("serve", help="serve a model with the OIP v2 REST protocol")
     serve.add_argument("--model", required=True, metavar="URI")

@@ -8,7 +8,6 @@ where every artifact is.
 
 from __future__ import annotations
 
-import json
 import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -154,7 +153,3 @@ def format_summary(summary: RunSummary) -> str:
             f"{deployed['smoke_latency_ms']} ms (server ready in {deployed['ready_s']} s)"
         )
     return "\n".join(lines)
-
-
-def summary_json(summary: RunSummary) -> str:
-    return json.dumps(summary.to_dict(), indent=2)
