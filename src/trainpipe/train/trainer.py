@@ -143,9 +143,6 @@ class Trainer:
 
     def full_state_dict(self) -> dict[str, torch.Tensor]:
         """The whole model's weights on CPU; a collective under FSDP, so every rank calls it."""
-        return self._model_state()
-
-    def _model_state(self) -> dict[str, torch.Tensor]:
         if self.world.distributed and self.cfg.parallelism == "fsdp":
             from torch.distributed.checkpoint.state_dict import (
                 StateDictOptions,
@@ -293,7 +290,7 @@ class Trainer:
                 best = {"loss": val_loss, "state": None, "stale": 0}
                 result.best_epoch = epoch
                 if cfg.early_stopping_patience is not None:
-                    best["state"] = self._model_state()
+                    best["state"] = self.full_state_dict()
             else:
                 best["stale"] += 1
                 if cfg.early_stopping_patience and best["stale"] >= cfg.early_stopping_patience:
@@ -372,7 +369,7 @@ class Trainer:
             gathered: list = [None] * self.world.size
             dist.all_gather_object(gathered, state_rng[0])
             state_rng = gathered
-        model_state = self._model_state()
+        model_state = self.full_state_dict()
         optimizer_state = self._optimizer_state()
         if self.checkpoints is None:
             return
