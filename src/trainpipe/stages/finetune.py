@@ -25,6 +25,7 @@ from trainpipe.models.checkpoint import (
 from trainpipe.stages.context import StageContext, make_context
 from trainpipe.stages.data_access import load_validated
 from trainpipe.stages.entry import stage_entry
+from trainpipe.stages.evaluate import predict_logits
 from trainpipe.stages.training_run import (
     checkpoint_store,
     put_all,
@@ -69,9 +70,8 @@ def run_finetune(
 
 
 def _test_accuracy(model: torch.nn.Module, split: Split) -> float:
-    with torch.inference_mode():
-        logits = model.eval().cpu()(torch.as_tensor(split.x))
-    return float((logits.argmax(1).numpy() == split.y).mean())
+    logits = predict_logits(model.eval().cpu(), split.x)
+    return float((logits.argmax(1) == split.y).mean())
 
 
 def _train_classifier(
