@@ -20,7 +20,7 @@ from trainpipe.components.pretrain.component import pretrain
 from trainpipe.components.register.component import register
 from trainpipe.components.validate_data.component import validate_data
 from trainpipe.config import Config
-from trainpipe.stages.gate import PROMOTE
+from trainpipe.evaluate.gate import PROMOTE
 
 S3_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 
@@ -121,13 +121,14 @@ def build_pipeline(cfg: Config, *, retries: int | None = None):
         )
         _on_cluster(decided, cfg, gpu=False, retries=0)
 
-        with dsl.If(decided.output == PROMOTE, name="gate-passed"):
+        with dsl.If(decided.outputs["Output"] == PROMOTE, name="gate-passed"):
             registered = register(
                 config_json=config_json,
                 run_id=run,
                 export_uri=exported.output,
                 evaluate_uri=evaluated.outputs["Output"],
-            ).after(decided)
+                gate_uri=decided.outputs["decision_uri"],
+            )
             _on_cluster(registered, cfg, gpu=False, retries=0)
             deployed = deploy(
                 config_json=config_json,

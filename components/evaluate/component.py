@@ -16,6 +16,9 @@ def evaluate(
 ) -> str:
     """Score the fine-tuned model and the registry champion on the test split; publish metrics,
     the confusion matrix and an HTML report."""
+    from trainpipe.stages.entry import stage_entry
     from trainpipe.stages.evaluate import run_evaluate
 
-    return run_evaluate(config_json, run_id, data_uri, finetune_uri, metrics, confusion, report)
+    return stage_entry(run_evaluate)(
+        config_json, run_id, data_uri, finetune_uri, metrics, confusion, report
+    )

@@ -9,6 +9,7 @@ def finetune(
     config_json: str, run_id: str, data_uri: str, pretrain_uri: str, metrics: Output[Metrics]
 ) -> str:
     """Train a classifier on labelled data, starting from the pretrained encoder."""
+    from trainpipe.stages.entry import stage_entry
     from trainpipe.stages.finetune import run_finetune
 
-    return run_finetune(config_json, run_id, data_uri, pretrain_uri, metrics=metrics)
+    return stage_entry(run_finetune)(config_json, run_id, data_uri, pretrain_uri, metrics=metrics)

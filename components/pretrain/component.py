@@ -7,6 +7,7 @@ from trainpipe.cluster import default_image
 @dsl.component(base_image=default_image(), install_kfp_package=False)
 def pretrain(config_json: str, run_id: str, data_uri: str, metrics: Output[Metrics]) -> str:
     """Self-supervised pretraining of the encoder on unlabelled training inputs."""
+    from trainpipe.stages.entry import stage_entry
     from trainpipe.stages.pretrain import run_pretrain
 
-    return run_pretrain(config_json, run_id, data_uri, metrics=metrics)
+    return stage_entry(run_pretrain)(config_json, run_id, data_uri, metrics=metrics)

@@ -12,6 +12,7 @@ def validate_data(config_json: str, run_id: str, job_id: str, report: Output[HTM
 ):
     """Read the configured dataset, validate it (schema, anomalies, drift), split it and store
     the splits; the HTML report shows in the KFP UI. Blocking anomalies fail the stage."""
+    from trainpipe.stages.entry import stage_entry
     from trainpipe.stages.validate import run_validate
 
-    return run_validate(config_json, run_id, job_id, html_report=report)
+    return stage_entry(run_validate)(config_json, run_id, job_id, html_report=report)

@@ -19,8 +19,8 @@ import sys
 from pathlib import Path
 
 from trainpipe import __version__
+from trainpipe.cli_kfp import add_schedule_parser, add_submit_parser
 from trainpipe.errors import ConfigError, TrainpipeError
-from trainpipe.kfp_api import add_schedule_parser, add_submit_parser
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -256,8 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(reg)
     reg.set_defaults(func=cmd_registry)
 
-    add_submit_parser(sub)
-    add_schedule_parser(sub)
+    add_submit_parser(sub, _add_config_args)
+    add_schedule_parser(sub, _add_config_args)
     return parser
 
 

@@ -3,8 +3,9 @@
     trainpipe submit --host http://ml-pipeline.kubeflow:8888 --config my.yaml --wait
     trainpipe schedule --host http://ml-pipeline.kubeflow:8888 --cron "0 3 * * *"
 
-Both compile the DAG from the config (as ``trainpipe compile`` does) and talk to the KFP REST API
-(``/apis/v2beta1``) through ``kfp.Client``. Authentication, first match wins:
+(their command lines are in ``trainpipe.cli_kfp``). Both compile the DAG from the config (as
+``trainpipe compile`` does) and talk to the KFP REST API (``/apis/v2beta1``) through
+``kfp.Client``. Authentication, first match wins:
 
 1. ``--token`` or the ``KFP_TOKEN`` environment variable: a bearer token;
 2. a ServiceAccount token file: ``--token-file``, else ``KF_PIPELINES_SA_TOKEN_PATH`` (the KFP
@@ -18,7 +19,6 @@ Tokens never appear in output or error messages.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import json
@@ -308,15 +308,14 @@ def schedule(
     catchup: bool,
 ):
     """Create a recurring run; refuses a second one of the same name in the experiment."""
-    from kfp.client.client import _FILTER_OPERATIONS
-
     with _api_errors(host, f"find or create experiment {experiment!r}"):
         experiment_id = client.create_experiment(experiment, namespace=namespace).experiment_id
     name_filter = json.dumps(
         {
             "predicates": [
                 {
-                    "operation": _FILTER_OPERATIONS["EQUALS"],
+                    # The enum's name: the API parses filters as protobuf JSON.
+                    "operation": "EQUALS",
                     "key": "display_name",
                     "stringValue": name,
                 }
@@ -343,146 +342,3 @@ def schedule(
                 no_catchup=not catchup,
                 pipeline_package_path=package,
             )
-
-
-# ---- command line --------------------------------------------------------------------------
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text} must be greater than 0")
-    return value
-
-
-def _bool(text: str) -> bool:
-    lowered = text.lower()
-    if lowered not in ("true", "false"):
-        raise argparse.ArgumentTypeError(f"{text!r} is not true or false")
-    return lowered == "true"
-
-
-def _add_common(parser: argparse.ArgumentParser) -> None:
-    from trainpipe.cli import _add_config_args
-
-    parser.add_argument("--host", required=True, help="KFP API URL, e.g. http://localhost:8888")
-    _add_config_args(parser)
-    parser.add_argument("--experiment", help="KFP experiment (default: the pipeline name)")
-    parser.add_argument("--namespace", help="profile namespace (multi-user Kubeflow only)")
-    parser.add_argument(
-        "--token", help=f"bearer token for the KFP API (default: ${TOKEN_ENV}, then a token file)"
-    )
-    parser.add_argument(
-        "--token-file",
-        metavar="PATH",
-        help=f"ServiceAccount token file (default: ${TOKEN_PATH_ENV}, else {DEFAULT_TOKEN_PATH})",
-    )
-
-
-def add_submit_parser(subparsers) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "submit",
-        help="compile the pipeline and start a run on a KFP cluster",
-        description="Compile the pipeline from the config and create a KFP run. With --wait, "
-        "exit 0 when it SUCCEEDED and 1 when it failed or did not finish within --timeout-s.",
-    )
-    _add_common(parser)
-    parser.add_argument("--run-name", help="display name (default: pipeline name + UTC time)")
-    parser.add_argument("--wait", action="store_true", help="wait for the run to finish")
-    parser.add_argument(
-        "--timeout-s", type=_positive_float, default=86400.0, help="with --wait (default 24 h)"
-    )
-    parser.add_argument(
-        "--poll-s", type=_positive_float, default=15.0, help="with --wait: seconds between checks"
-    )
-    parser.set_defaults(func=cmd_submit)
-    return parser
-
-
-def add_schedule_parser(subparsers) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "schedule",
-        help="create a KFP recurring run of the pipeline",
-        description="Create a KFP recurring run (one run at a time, no backfill by default). "
-        "--cron takes standard 5-field cron (minute hour day month weekday, e.g. '0 3 * * *'), "
-        "converted to KFP's 6-field form with seconds first ('0 0 3 * * *'); 6-field "
-        "expressions and descriptors such as @daily or '@every 6h' are passed as they are. "
-        "Times are in the KFP scheduler's time zone (usually UTC).",
-    )
-    _add_common(parser)
-    parser.add_argument("--cron", required=True, metavar="EXPR", help="e.g. '0 3 * * *'")
-    parser.add_argument("--name", help="recurring run name (default: '<pipeline> retraining')")
-    parser.add_argument(
-        "--max-concurrency",
-        type=int,
-        default=1,
-        choices=range(1, 11),
-        metavar="N",
-        help="runs allowed at once (default 1: a slow run delays the next one)",
-    )
-    parser.add_argument(
-        "--catchup",
-        type=_bool,
-        default=False,
-        metavar="true|false",
-        help="after a pause, backfill every missed run (default false: only the latest)",
-    )
-    parser.set_defaults(func=cmd_schedule)
-    return parser
-
-
-def cmd_submit(args: argparse.Namespace) -> int:
-    from trainpipe.config import load_config
-
-    cfg = load_config(args.config, args.overrides)
-    auth = resolve_auth(args.token, args.token_file)
-    client = connect(args.host, auth, args.namespace)
-    host = args.host.rstrip("/")
-    experiment = args.experiment or cfg.pipeline_name
-    run_id = submit(
-        cfg,
-        client,
-        host,
-        experiment=experiment,
-        run_name=args.run_name or default_run_name(cfg),
-        namespace=args.namespace,
-    )
-    print(
-        f"submitted run {run_id} to experiment {experiment!r} ({auth.describe()}): "
-        f"{host}/#/runs/details/{run_id}",
-        flush=True,
-    )
-    if args.wait:
-        wait_for_run(client, host, run_id, timeout_s=args.timeout_s, poll_s=args.poll_s)
-        print(f"run {run_id} SUCCEEDED")
-    return 0
-
-
-def cmd_schedule(args: argparse.Namespace) -> int:
-    from trainpipe.config import load_config
-
-    cron, note = to_kfp_cron(args.cron)
-    cfg = load_config(args.config, args.overrides)
-    auth = resolve_auth(args.token, args.token_file)
-    client = connect(args.host, auth, args.namespace)
-    host = args.host.rstrip("/")
-    name = args.name or f"{cfg.pipeline_name} retraining"
-    experiment = args.experiment or cfg.pipeline_name
-    if note:
-        print(note)
-    job = schedule(
-        cfg,
-        client,
-        host,
-        cron=cron,
-        name=name,
-        experiment=experiment,
-        namespace=args.namespace,
-        max_concurrency=args.max_concurrency,
-        catchup=args.catchup,
-    )
-    print(
-        f"scheduled {name!r} ({job.recurring_run_id}) at {cron!r} in experiment {experiment!r}: "
-        f"max concurrency {args.max_concurrency}, catch-up {str(args.catchup).lower()}"
-    )
-    return 0

@@ -17,11 +17,12 @@ from tests.support.digits_model import (
     validated_data,
 )
 from trainpipe.artifacts import ArtifactSet, ArtifactWriter
+from trainpipe.data.stored import load_validated
 from trainpipe.evaluate.metrics import classification_metrics
+from trainpipe.evaluate.predict import predict_logits
 from trainpipe.export.onnx_export import export_onnx
-from trainpipe.stages.data_access import load_validated
 from trainpipe.stages.deploy import run_deploy
-from trainpipe.stages.evaluate import predict_logits
+from trainpipe.stages.entry import stage_entry
 from trainpipe.stages.export import run_export
 from trainpipe.storage import open_store, sha256_bytes
 
@@ -65,7 +66,7 @@ def test_check_passes_and_records_latency_on_s3(s3_bucket, s3_endpoint, trained)
 
 def _failure_line(capsys, *args) -> str:
     with pytest.raises(SystemExit) as exited:
-        run_deploy(*args)
+        stage_entry(run_deploy)(*args)  # as the component calls it
     assert exited.value.code == 1
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1, lines

@@ -19,6 +19,7 @@ import pytest
 
 from trainpipe.config import load_config
 from trainpipe.registry import Registry
+from trainpipe.stages.entry import stage_entry
 from trainpipe.stages.evaluate import run_evaluate
 from trainpipe.stages.export import run_export
 from trainpipe.stages.finetune import run_finetune
@@ -92,10 +93,11 @@ def train_and_gate(config_json: str, run_id: str) -> dict:
     finetune_uri = run_finetune(config_json, run_id, data_uri, pretrain_uri)
     evaluate_uri = run_evaluate(config_json, run_id, data_uri, finetune_uri)
     export_uri = run_export(config_json, run_id, data_uri, finetune_uri)
-    decision = run_gate(config_json, run_id, evaluate_uri, export_uri)
+    decision, gate_uri = run_gate(config_json, run_id, evaluate_uri, export_uri)
     store = open_store(json.loads(config_json)["storage"]["uri"])
     return {
         "decision": decision,
+        "gate": gate_uri,
         "evaluate": evaluate_uri,
         "export": export_uri,
         "record": store.get_json(f"runs/{run_id}/gate/decision.json"),
@@ -117,7 +119,7 @@ def test_worse_challenger_is_rejected_and_better_one_promoted(data, tmp_path, mo
     assert run["decision"] == "promote", run["record"]["reason"]
     assert rule(run["record"], "beats_champion")["detail"].startswith("no champion yet")
     assert run["record"]["champion"] is None
-    run_register(first, "r1", run["export"], run["evaluate"])
+    run_register(first, "r1", run["export"], run["evaluate"], run["gate"])
     assert registry.champion().version == "1"
     version = registry.open_version("1")
     assert set(version.names()) >= {
@@ -142,7 +144,7 @@ def test_worse_challenger_is_rejected_and_better_one_promoted(data, tmp_path, mo
     assert beats["values"]["difference_interval"]["upper"] < 0  # worse beyond resampling noise
     assert "vs champion v1" in run["record"]["reason"]
     with pytest.raises(SystemExit):
-        run_register(noisy, "r2", run["export"], run["evaluate"])
+        stage_entry(run_register)(noisy, "r2", run["export"], run["evaluate"], run["gate"])
     assert "the gate rejected run r2" in capsys.readouterr().err
     assert registry.versions() == ["1"] and registry.champion().version == "1"
     report = open_store(uri).get_bytes("runs/r2/gate/report.html").decode()
@@ -154,7 +156,7 @@ def test_worse_challenger_is_rejected_and_better_one_promoted(data, tmp_path, mo
     assert run["decision"] == "promote", run["record"]["reason"]
     assert rule(run["record"], "beats_champion")["values"]["difference"] > 0
     assert run["record"]["champion"]["version"] == "1"
-    run_register(better, "r3", run["export"], run["evaluate"])
+    run_register(better, "r3", run["export"], run["evaluate"], run["gate"])
     champion = registry.champion()
     assert (champion.version, champion.previous_version) == ("2", "1")
 
@@ -166,11 +168,12 @@ def test_worse_challenger_is_rejected_and_better_one_promoted(data, tmp_path, mo
         for k in ("data", "model")
     )
     evaluate_uri = run_evaluate(better, "r4", data_uri, finetune_uri)
-    assert run_gate(better, "r4", evaluate_uri, run["export"]) == "promote"
+    decision, gate_uri = run_gate(better, "r4", evaluate_uri, run["export"])
+    assert decision == "promote"
     registry.promote("1", reason="a person promotes by hand meanwhile")
     pointer = open_store(uri).get_bytes(f"registry/{MODEL}/champion.json")
     with pytest.raises(SystemExit):
-        run_register(better, "r4", run["export"], evaluate_uri)
+        stage_entry(run_register)(better, "r4", run["export"], evaluate_uri, gate_uri)
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err == (
         f"trainpipe: registry error: the champion of {MODEL} changed since the gate decided (the "
@@ -200,7 +203,7 @@ def test_corrupt_champion_stops_evaluation_and_changes_nothing(data, tmp_path, c
     store.put_bytes(pointer_key, b'{"uri": "no version"}')
     capsys.readouterr()
     with pytest.raises(SystemExit):
-        run_evaluate(config_json, "r1", data_uri, finetune_uri)
+        stage_entry(run_evaluate)(config_json, "r1", data_uri, finetune_uri)
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "champion.json is corrupt (it has no 'version' field)" in err[0]
     assert "registry promote VERSION --force" in err[0]
@@ -211,7 +214,7 @@ def test_corrupt_champion_stops_evaluation_and_changes_nothing(data, tmp_path, c
     onnx_key = f"registry/{MODEL}/versions/1/model.onnx"
     store.put_bytes(onnx_key, store.get_bytes(onnx_key)[:-10] + b"0123456789")
     with pytest.raises(SystemExit):
-        run_evaluate(config_json, "r1", data_uri, finetune_uri)
+        stage_entry(run_evaluate)(config_json, "r1", data_uri, finetune_uri)
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "model.onnx does not match its manifest" in err[0]
     assert not store.exists("runs/r1/evaluate/manifest.json")

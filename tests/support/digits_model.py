@@ -16,11 +16,11 @@ import torch
 from trainpipe.config import Config
 from trainpipe.data.datasets import Dataset
 from trainpipe.evaluate.metrics import classification_metrics
+from trainpipe.evaluate.predict import predict_logits
 from trainpipe.models import Classifier, build_encoder
 from trainpipe.models.checkpoint import classifier_payload, to_bytes
 from trainpipe.models.config import ModelConfig
 from trainpipe.stages.context import make_context
-from trainpipe.stages.evaluate import predict_logits
 from trainpipe.stages.validate import run_validate
 
 MODEL_CONFIG = ModelConfig(name="mlp", hidden_dim=64, embed_dim=32)

@@ -20,13 +20,13 @@ from onnx import TensorProto, helper
 from tests.support.fake_http import Answer, FakeHttpServer
 from tests.support.fake_kube import FakeKube
 from trainpipe.config import load_config
-from trainpipe.deploy.kubernetes import run_cluster_deploy
+from trainpipe.data.stored import load_validated
 from trainpipe.errors import ConfigError, DeployError
 from trainpipe.export.onnx_export import INPUT_NAME, OUTPUT_NAME, ort_session
 from trainpipe.kube import api_client
 from trainpipe.registry import Registry
 from trainpipe.stages.context import make_context
-from trainpipe.stages.data_access import load_validated
+from trainpipe.stages.deploy import run_cluster_deploy
 from trainpipe.stages.validate import run_validate
 from trainpipe.storage import sha256_bytes
 

@@ -20,6 +20,7 @@ from tests.support.digits_model import (
     validated_data,
 )
 from trainpipe.artifacts import ArtifactSet
+from trainpipe.data.stored import load_validated
 from trainpipe.errors import ExportError
 from trainpipe.export.config import OPTIMIZATION_LEVELS, ExportConfig
 from trainpipe.export.onnx_export import check_parity, export_onnx, ort_session
@@ -29,7 +30,6 @@ from trainpipe.models import Classifier, build_encoder
 from trainpipe.models.config import ModelConfig
 from trainpipe.serve.config import ServeConfig
 from trainpipe.serve.model import load_model_package
-from trainpipe.stages.data_access import load_validated
 from trainpipe.stages.export import accept_int8, run_export
 from trainpipe.storage import sha256_bytes
 

@@ -18,7 +18,7 @@ from tests.support.fake_kube import FakeKube
 from trainpipe.config import load_config
 from trainpipe.errors import TrainingError
 from trainpipe.kube import KubeError, api_client
-from trainpipe.train import trainjob
+from trainpipe.stages import pod
 from trainpipe.train.trainjob import (
     CONFIG_ENV,
     JOBSET_LABEL,
@@ -61,9 +61,8 @@ def multi_node_config(**extra: str):
 
 
 def manifest(cfg=None, run_id: str = RUN_ID, stage: str = "pretrain") -> dict:
-    return build_trainjob(
-        cfg or multi_node_config(), stage=stage, run_id=run_id, inputs={"data_uri": "s3://b/d"}
-    )
+    entry = ["--module", pod.MODULE, *pod.command(stage, run_id, {"data_uri": "s3://b/d"})]
+    return build_trainjob(cfg or multi_node_config(), stage=stage, run_id=run_id, entry=entry)
 
 
 def test_names_are_deterministic_dns_labels():
@@ -105,7 +104,7 @@ def test_creates_the_trainjob_streams_logs_and_completes(kube, capsys):
     assert trainer["image"] == "registry.example.com/trainpipe:1.2.3"
     assert trainer["resourcesPerNode"]["limits"] == {"nvidia.com/gpu": 8}
     assert trainer["command"] == [
-        "torchrun", "--module", "trainpipe.train.trainjob", "pretrain",
+        "torchrun", "--module", "trainpipe.stages.pod", "pretrain",
         "--run-id", RUN_ID, "--input", "data_uri=s3://b/d",
     ]  # fmt: skip
     env = {e["name"]: e for e in trainer["env"]}
@@ -239,9 +238,9 @@ def test_stage_hook_runs_the_stage_in_the_trainjob_and_returns_its_artifacts(
     def controller(path: str, job: dict) -> None:
         trainer = job["spec"]["trainer"]
         env = {e["name"]: e["value"] for e in trainer["env"] if "value" in e}
-        assert trainer["command"][:3] == ["torchrun", "--module", "trainpipe.train.trainjob"]
+        assert trainer["command"][:3] == ["torchrun", "--module", "trainpipe.stages.pod"]
         monkeypatch.setenv(CONFIG_ENV, env[CONFIG_ENV])
-        assert trainjob.main(trainer["command"][3:]) == 0
+        assert pod.main(trainer["command"][3:]) == 0
         kube.status_script[path] = [COMPLETE]
 
     kube.on_create = controller

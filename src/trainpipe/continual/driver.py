@@ -55,13 +55,13 @@ from trainpipe.data.validation import (
     validate_dataset,
 )
 from trainpipe.errors import ConfigError, DataError, TrainpipeError
+from trainpipe.evaluate.predict import predict_logits
 from trainpipe.local_run import new_run_id, resolve_storage
 from trainpipe.models import Classifier, build_encoder
 from trainpipe.models.checkpoint import classifier_payload, from_bytes, load_classifier, to_bytes
 from trainpipe.models.config import ModelConfig
 from trainpipe.registry import Registry
 from trainpipe.stages.context import StageContext
-from trainpipe.stages.evaluate import predict_logits
 from trainpipe.storage import Store, open_store
 
 PROMOTED = "promoted"
@@ -94,11 +94,6 @@ class Outcome:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def _stage(fn):
-    """The stage function itself, raising TrainpipeError instead of exiting the process."""
-    return fn.__wrapped__
 
 
 def run_continual(
@@ -414,15 +409,13 @@ class _Run:
         if outcome.mode == "warm_start":
             finetune_uri = self._warm_start(dataset, champion, data_uri)
         else:
-            pretrain_uri = _stage(run_pretrain)(**args, data_uri=data_uri)
-            finetune_uri = _stage(run_finetune)(
-                **args, data_uri=data_uri, pretrain_uri=pretrain_uri
-            )
+            pretrain_uri = run_pretrain(**args, data_uri=data_uri)
+            finetune_uri = run_finetune(**args, data_uri=data_uri, pretrain_uri=pretrain_uri)
         self.renew()
-        evaluate_uri = _stage(run_evaluate)(**args, data_uri=data_uri, finetune_uri=finetune_uri)
-        export_uri = _stage(run_export)(**args, data_uri=data_uri, finetune_uri=finetune_uri)
-        decision = _stage(run_gate)(**args, evaluate_uri=evaluate_uri, export_uri=export_uri)
-        gate = self.ctx.open(self.store.uri_for(f"runs/{self.run_id}/gate")).summary
+        evaluate_uri = run_evaluate(**args, data_uri=data_uri, finetune_uri=finetune_uri)
+        export_uri = run_export(**args, data_uri=data_uri, finetune_uri=finetune_uri)
+        decision, gate_uri = run_gate(**args, evaluate_uri=evaluate_uri, export_uri=export_uri)
+        gate = self.ctx.open(gate_uri).summary
         challenger = load_classifier(from_bytes(self.ctx.open(finetune_uri).get_bytes("model.pt")))
         fixed_accuracy = _accuracy(challenger, fixed_test)
         forgetting_ok, forgetting = _forgetting_rule(
@@ -434,7 +427,7 @@ class _Run:
             outcome.status = NOT_PROMOTED
             return
         self.renew()
-        _stage(run_register)(**args, export_uri=export_uri, evaluate_uri=evaluate_uri)
+        run_register(**args, export_uri=export_uri, evaluate_uri=evaluate_uri, gate_uri=gate_uri)
         register = self.ctx.open(self.store.uri_for(f"runs/{self.run_id}/register")).summary
         outcome.version = register["version"]
         outcome.status = PROMOTED

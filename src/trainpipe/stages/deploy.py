@@ -14,7 +14,7 @@ Any failure ends the stage with one line and nothing is rolled out. Locally the 
 champion pointer register already set: the server is stopped and deploy.json is the report.
 
 With deploy.target kubernetes or kserve, the cluster's server is then rolled out to the new
-version (trainpipe.deploy.kubernetes), smoke-tested there, and rolled back on failure.
+version (``trainpipe.deploy.kubernetes.rollout``), smoke-tested there, and rolled back on failure.
 """
 
 from __future__ import annotations
@@ -23,11 +23,10 @@ import time
 
 import numpy as np
 
+from trainpipe.data.stored import load_validated
 from trainpipe.errors import DeployError
 from trainpipe.export.onnx_export import INPUT_NAME, OUTPUT_NAME, ort_session
 from trainpipe.stages.context import StageContext, make_context
-from trainpipe.stages.data_access import load_validated
-from trainpipe.stages.entry import stage_entry
 
 
 def _one_line(exc: BaseException) -> str:
@@ -160,14 +159,60 @@ def infra_check(ctx: StageContext, model_uri: str, data_uri: str) -> dict:
     }
 
 
-@stage_entry
+def run_cluster_deploy(
+    ctx: StageContext,
+    model_uri: str,
+    data_uri: str,
+    *,
+    infra_check: dict | None = None,
+    client=None,
+    poll_s=2.0,
+) -> str:
+    """The deploy stage for targets kubernetes and kserve; returns the committed result's URI.
+
+    ``infra_check`` is the local infrastructure check's report, stored beside the rollout's."""
+    from trainpipe.deploy.kubernetes import rollout
+    from trainpipe.registry import Registry
+
+    cfg = ctx.cfg
+    package = ctx.open(model_uri)
+    metadata = package.get_json("model.json")
+    examples = load_validated(ctx.open(data_uri)).test.x[: cfg.deploy.smoke_examples]
+    expected = ort_session(package.get_bytes("model.onnx")).run(
+        [OUTPUT_NAME], {INPUT_NAME: examples}
+    )[0]
+    result = rollout(
+        cfg.deploy,
+        model_uri=model_uri,
+        model_name=metadata["name"],
+        version=str(metadata["version"]),
+        examples=examples,
+        expected=expected,
+        registry=Registry(ctx.store, cfg.registry.model_name),
+        # The served model may run on other hardware; the export's parity tolerance applies.
+        tolerance=(cfg.export.parity_atol, cfg.export.parity_rtol),
+        client=client,
+        poll_s=poll_s,
+    )
+    record = {**result.__dict__, "version": metadata["version"], "smoke_examples": len(examples)}
+    if infra_check is not None:
+        record["infra_check"] = {k: v for k, v in infra_check.items() if k != "predictions"}
+    writer = ctx.writer("deploy", inputs={"model": model_uri})
+    writer.put_json("deploy.json", record)
+    print(
+        f"[deploy] version {metadata['version']} rolled out on {result.name} in "
+        f"{result.rollout_s:.1f} s; smoke inference of {len(examples)} examples matched in "
+        f"{result.smoke_latency_ms:.1f} ms",
+        flush=True,
+    )
+    return writer.commit(summary={k: v for k, v in record.items() if k != "predictions"})
+
+
 def run_deploy(config_json: str, run_id: str, model_uri: str, data_uri: str) -> str:
     ctx = make_context(config_json, run_id)
     check = infra_check(ctx, model_uri, data_uri)
     if ctx.cfg.deploy.target != "local":
         # The new version passed the check; now roll the cluster's server out to it.
-        from trainpipe.deploy.kubernetes import run_cluster_deploy
-
         return run_cluster_deploy(ctx, model_uri, data_uri, infra_check=check)
     result = {"target": ctx.cfg.deploy.target, "model_uri": model_uri, **check}
     writer = ctx.writer("deploy", inputs={"model": model_uri})

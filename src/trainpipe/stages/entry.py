@@ -1,4 +1,8 @@
-"""Stage entry points fail like the CLI does: one line naming the problem, non-zero exit."""
+"""Where a component is the entry, a stage fails like the CLI does: one line, non-zero exit.
+
+The stage functions themselves raise ``TrainpipeError`` (callers in the library and tests see
+the exception); each component body calls ``stage_entry(run_x)(...)``.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,8 @@ F = TypeVar("F", bound=Callable)
 
 
 def stage_entry(func: F) -> F:
-    """Turn a user-fixable error into one 'error:' line and exit 1 instead of a traceback."""
+    """``func`` with a user-fixable error turned into one 'trainpipe: ...' line on stderr and
+    exit 1 instead of a traceback."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):

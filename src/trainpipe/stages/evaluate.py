@@ -10,46 +10,23 @@ again from the stored files (see ``trainpipe.evaluate.gate``).
 from __future__ import annotations
 
 import numpy as np
-import torch
 
-from trainpipe.artifacts import ArtifactSet
+from trainpipe.data.stored import load_validated
 from trainpipe.evaluate.champion import compare, load_champion
 from trainpipe.evaluate.gate import decide
+from trainpipe.evaluate.histories import load_histories
 from trainpipe.evaluate.metrics import classification_metrics, softmax
+from trainpipe.evaluate.predict import predict_logits
 from trainpipe.evaluate.report import HEADLINE, evaluation_html
 from trainpipe.evaluate.slices import build_slices, slice_scores
 from trainpipe.models.checkpoint import from_bytes, load_classifier
 from trainpipe.registry import Registry
-from trainpipe.stages.context import StageContext, make_context
-from trainpipe.stages.data_access import load_validated
-from trainpipe.stages.entry import stage_entry
+from trainpipe.stages.context import make_context
 
 # The headline numbers of the report are the ones the KFP UI shows as Metrics.
 KFP_METRICS = HEADLINE
 
 
-def predict_logits(model, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-    with torch.inference_mode():
-        return np.concatenate(
-            [
-                model(torch.as_tensor(x[i : i + batch_size])).numpy()
-                for i in range(0, len(x), batch_size)
-            ]
-        )
-
-
-def load_histories(ctx: StageContext, finetuned: ArtifactSet) -> dict[str, dict]:
-    """Fine-tuning's history and, when pretraining ran, pretraining's (found by lineage)."""
-    histories = {"fine-tuning": finetuned.get_json("history.json")}
-    pretrain_uri = finetuned.manifest["lineage"]["inputs"].get("pretrain")
-    if pretrain_uri:
-        pretrained = ctx.open(pretrain_uri)
-        if "history.json" in pretrained.names():
-            histories["pretraining"] = pretrained.get_json("history.json")
-    return histories
-
-
-@stage_entry
 def run_evaluate(
     config_json: str,
     run_id: str,
@@ -89,7 +66,7 @@ def run_evaluate(
         scores,
         comparison,
         verdict,
-        load_histories(ctx, finetuned),
+        load_histories(finetuned, ctx.open),
         min_slice_examples=cfg.min_slice_examples,
     )
 

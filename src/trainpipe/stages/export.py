@@ -8,6 +8,7 @@ time ONNX Runtime's optimization levels, and record it all in model.json.
 
 from __future__ import annotations
 
+from trainpipe.data.stored import load_validated
 from trainpipe.errors import ExportError
 from trainpipe.export.config import ExportConfig
 from trainpipe.export.metadata import model_metadata
@@ -16,8 +17,6 @@ from trainpipe.export.optimize import fixed_optimization_level, select_optimizat
 from trainpipe.export.quantize import compare_quantized, quantize_dynamic_int8
 from trainpipe.models.checkpoint import from_bytes, load_classifier
 from trainpipe.stages.context import make_context
-from trainpipe.stages.data_access import load_validated
-from trainpipe.stages.entry import stage_entry
 
 
 def choose_level(onnx_bytes: bytes, timing_batch, cfg: ExportConfig) -> dict:
@@ -44,7 +43,6 @@ def accept_int8(report: dict, cfg: ExportConfig) -> bool:
     return False
 
 
-@stage_entry
 def run_export(config_json: str, run_id: str, data_uri: str, finetune_uri: str) -> str:
     ctx = make_context(config_json, run_id)
     cfg = ctx.cfg.export

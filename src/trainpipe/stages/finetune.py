@@ -13,7 +13,9 @@ import math
 import torch
 
 from trainpipe.data.datasets import Dataset, Split, label_subset
+from trainpipe.data.stored import load_validated
 from trainpipe.evaluate.plots import learning_curves_png
+from trainpipe.evaluate.predict import predict_logits
 from trainpipe.models import Classifier, build_encoder
 from trainpipe.models.checkpoint import (
     classifier_payload,
@@ -23,11 +25,9 @@ from trainpipe.models.checkpoint import (
     to_bytes,
 )
 from trainpipe.stages.context import StageContext, make_context
-from trainpipe.stages.data_access import load_validated
-from trainpipe.stages.entry import stage_entry
-from trainpipe.stages.evaluate import predict_logits
 from trainpipe.stages.training_run import (
     checkpoint_store,
+    launch_stage,
     put_all,
     run_training,
     setup_world,
@@ -40,14 +40,11 @@ from trainpipe.train.objectives import Classification
 from trainpipe.train.trainer import Trainer
 
 
-@stage_entry
 def run_finetune(
     config_json: str, run_id: str, data_uri: str, pretrain_uri: str, metrics=None
 ) -> str:
     ctx = make_context(config_json, run_id)
     if ctx.cfg.cluster.num_nodes > 1:
-        from trainpipe.train.trainjob import launch_stage
-
         return launch_stage(ctx, "finetune", {"data_uri": data_uri, "pretrain_uri": pretrain_uri})
     result = run_training(
         ctx,

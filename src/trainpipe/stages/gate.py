@@ -3,24 +3,22 @@
 Every rule of ``trainpipe.evaluate.gate.decide`` runs on the evaluate stage's stored metrics and
 comparison, plus one more: the champion evaluation compared against must still be the champion.
 The decision, every rule with its numbers, and the champion (version and etag) it was based on
-go into ``decision.json``; the register stage promotes with compare-and-swap against exactly
+go into ``decision.json``, whose artifact set's URI is the gate's second output: the register
+stage receives it as an input and promotes with compare-and-swap against exactly
 that champion. ``report.html`` is the evaluation report with this final decision.
 """
 
 from __future__ import annotations
 
-from trainpipe.evaluate.gate import PROMOTE, REJECT, champion_unchanged, decide
+from trainpipe.evaluate.gate import champion_unchanged, decide
+from trainpipe.evaluate.histories import load_histories
 from trainpipe.evaluate.report import evaluation_html
 from trainpipe.registry import Registry
 from trainpipe.stages.context import make_context
-from trainpipe.stages.entry import stage_entry
-from trainpipe.stages.evaluate import load_histories
-
-__all__ = ["PROMOTE", "REJECT", "run_gate"]
 
 
-@stage_entry
-def run_gate(config_json: str, run_id: str, evaluate_uri: str, export_uri: str) -> str:
+def run_gate(config_json: str, run_id: str, evaluate_uri: str, export_uri: str) -> tuple[str, str]:
+    """Decide; return ``promote`` or ``reject`` and the URI of the set holding decision.json."""
     ctx = make_context(config_json, run_id)
     cfg = ctx.cfg.gate
     evaluation = ctx.open(evaluate_uri)
@@ -42,13 +40,13 @@ def run_gate(config_json: str, run_id: str, evaluate_uri: str, export_uri: str) 
         scores,
         comparison,
         record,
-        load_histories(ctx, finetuned),
+        load_histories(finetuned, ctx.open),
         min_slice_examples=cfg.min_slice_examples,
     )
     writer = ctx.writer("gate", inputs={"evaluation": evaluate_uri, "export": export_uri})
     writer.put_json("decision.json", record)
     writer.put_text("report.html", html)
-    writer.commit(
+    uri = writer.commit(
         summary={
             "decision": record["decision"],
             "reason": record["reason"],
@@ -61,4 +59,4 @@ def run_gate(config_json: str, run_id: str, evaluate_uri: str, export_uri: str) 
         print(
             f"[gate]   {'pass' if rule.passed else 'FAIL'} {rule.rule}: {rule.detail}", flush=True
         )
-    return record["decision"]
+    return record["decision"], uri

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import torch
 
+from trainpipe.data.stored import load_validated
 from trainpipe.evaluate.plots import learning_curves_png
 from trainpipe.models import build_encoder
 from trainpipe.models.checkpoint import encoder_payload, to_bytes
 from trainpipe.stages.context import make_context
-from trainpipe.stages.data_access import load_validated
-from trainpipe.stages.entry import stage_entry
 from trainpipe.stages.training_run import (
     checkpoint_store,
+    launch_stage,
     put_all,
     run_training,
     setup_world,
@@ -21,12 +21,9 @@ from trainpipe.train.pretraining import pretraining_setup
 from trainpipe.train.trainer import Trainer
 
 
-@stage_entry
 def run_pretrain(config_json: str, run_id: str, data_uri: str, metrics=None) -> str:
     ctx = make_context(config_json, run_id)
     if ctx.cfg.cluster.num_nodes > 1:
-        from trainpipe.train.trainjob import launch_stage
-
         return launch_stage(ctx, "pretrain", {"data_uri": data_uri})
     result = run_training(ctx, "pretrain", ctx.cfg.pretrain, train_pretrain, data_uri=data_uri)
     if metrics is not None and "final_val_loss" in result.summary:

@@ -19,10 +19,9 @@ import json
 import os
 
 from trainpipe import __version__
+from trainpipe.evaluate.gate import PROMOTE
 from trainpipe.registry import Champion, PromotionConflict, Registry, RegistryError
-from trainpipe.stages.context import make_context, run_prefix
-from trainpipe.stages.entry import stage_entry
-from trainpipe.stages.gate import PROMOTE
+from trainpipe.stages.context import make_context
 
 EXPORT_FILES = ("model.onnx", "model.json", "parity.json")
 EVALUATION_FILES = ("metrics.json", "comparison.json", "report.html")
@@ -38,11 +37,12 @@ def _describe(champion: Champion | dict | None) -> str:
     return f"version {version}"
 
 
-@stage_entry
-def run_register(config_json: str, run_id: str, export_uri: str, evaluate_uri: str) -> str:
+def run_register(
+    config_json: str, run_id: str, export_uri: str, evaluate_uri: str, gate_uri: str
+) -> str:
     ctx = make_context(config_json, run_id)
-    gate_uri = ctx.store.uri_for(f"{run_prefix(run_id)}/gate")
-    gate = ctx.open(gate_uri).get_json("decision.json")
+    decided = ctx.open(gate_uri)
+    gate = decided.get_json("decision.json")
     if gate["decision"] != PROMOTE:
         raise RegistryError(f"registry error: the gate rejected run {run_id}: {gate['reason']}")
     registry = Registry(ctx.store, ctx.cfg.registry.model_name)
@@ -66,7 +66,7 @@ def run_register(config_json: str, run_id: str, export_uri: str, evaluate_uri: s
     files |= {name: evaluation.get_bytes(name) for name in EVALUATION_FILES}
     files |= {name: data.get_bytes(name) for name in DATA_FILES if name in data.names()}
     files["model.pt"] = finetuned.get_bytes("model.pt")
-    files["decision.json"] = ctx.open(gate_uri).get_bytes("decision.json")
+    files["decision.json"] = decided.get_bytes("decision.json")
     files["config.json"] = ctx.cfg.to_json().encode()
     lineage = {
         "run_id": run_id,
@@ -92,7 +92,9 @@ def run_register(config_json: str, run_id: str, export_uri: str, evaluate_uri: s
         raise PromotionConflict(
             f"{exc}; version {version} is registered but is not the champion"
         ) from None
-    writer = ctx.writer("register", inputs={"export": export_uri, "evaluation": evaluate_uri})
+    writer = ctx.writer(
+        "register", inputs={"export": export_uri, "evaluation": evaluate_uri, "gate": gate_uri}
+    )
     writer.put_json("champion.json", champion.record)
     writer.commit(
         summary={"version": version, "uri": champion.uri, "previous": champion.previous_version}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 
 import torch
@@ -13,6 +12,7 @@ from trainpipe.train.checkpoint import CheckpointStore
 from trainpipe.train.config import OptimConfig
 from trainpipe.train.distributed import World, init_from_env, launch_torchrun, resolve_nproc
 from trainpipe.train.trainer import resolve_device
+from trainpipe.train.trainjob import CONFIG_ENV, TrainJobRunner, build_trainjob
 
 
 def inside_torchrun() -> bool:
@@ -26,14 +26,30 @@ def run_training(ctx: StageContext, stage: str, cfg: OptimConfig, train_fn, **ar
     """
     nproc = resolve_nproc(cfg.nproc_per_node)
     if nproc > 1 and not inside_torchrun():
+        from trainpipe.stages import pod
+
         launch_torchrun(
             nproc,
-            stage,
-            json.dumps({"config_json": ctx.cfg.to_json(), "run_id": ctx.run_id, **args}),
+            pod.MODULE,
+            pod.command(stage, ctx.run_id, args),
+            env={CONFIG_ENV: ctx.cfg.to_json()},
+            stage=stage,
         )
     else:
         train_fn(config_json=ctx.cfg.to_json(), run_id=ctx.run_id, **args)
     return ctx.open(ctx.store.uri_for(f"{run_prefix(ctx.run_id)}/{stage}"))
+
+
+def launch_stage(ctx: StageContext, stage: str, inputs: dict[str, str], *, runner=None) -> str:
+    """Run ``stage`` of ``ctx.run_id`` as a TrainJob; return the URI of what it committed."""
+    from trainpipe.stages import pod
+
+    entry = ["--module", pod.MODULE, *pod.command(stage, ctx.run_id, inputs)]
+    manifest = build_trainjob(ctx.cfg, stage=stage, run_id=ctx.run_id, entry=entry)
+    (runner or TrainJobRunner()).run(manifest)
+    uri = ctx.store.uri_for(f"{run_prefix(ctx.run_id)}/{stage}")
+    ctx.open(uri)  # the job must have committed its artifacts (manifest present, sha256 checked)
+    return uri
 
 
 def setup_world(cfg: OptimConfig) -> tuple[World, torch.device]:

@@ -13,7 +13,6 @@ from trainpipe.data.datasets import dataset_to_npz, encode, read_source, split_t
 from trainpipe.data.validation import SchemaError, load_schema, schema_to_yaml, validate_dataset
 from trainpipe.errors import ConfigError, DataError
 from trainpipe.stages.context import make_context
-from trainpipe.stages.entry import stage_entry
 
 
 def _write_report(writer, report) -> None:
@@ -22,7 +21,6 @@ def _write_report(writer, report) -> None:
     writer.put_text("summary.md", report.to_markdown())
 
 
-@stage_entry
 def run_validate(
     config_json: str, run_id: str, job_id: str = "", html_report=None
 ) -> tuple[str, str]:

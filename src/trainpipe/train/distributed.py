@@ -2,7 +2,7 @@
 
 A stage that wants more than one process re-launches itself under torchrun:
 
-    torchrun --nproc_per_node=2 -m trainpipe.train.worker <stage> <args.json>
+    torchrun --nproc_per_node=2 -m trainpipe.stages.pod <stage> --run-id ID --input ...
 
 Inside a worker, ``init_from_env()`` joins the process group (NCCL on CUDA, gloo on CPU) from
 torchrun's RANK / WORLD_SIZE / LOCAL_RANK variables; a plain process is world size 1.
@@ -79,8 +79,10 @@ def resolve_nproc(nproc_per_node: int | str) -> int:
     return int(nproc_per_node)
 
 
-def launch_torchrun(nproc: int, stage: str, args_json: str) -> None:
-    """Run ``trainpipe.train.worker`` under torchrun in this pod and wait for it."""
+def launch_torchrun(
+    nproc: int, module: str, args: list[str], *, env: dict[str, str], stage: str
+) -> None:
+    """Run ``python -m module args`` under torchrun in this pod (``env`` added) and wait."""
     command = [
         sys.executable,
         "-m",
@@ -88,11 +90,10 @@ def launch_torchrun(nproc: int, stage: str, args_json: str) -> None:
         "--standalone",
         f"--nproc_per_node={nproc}",
         "-m",
-        "trainpipe.train.worker",
-        stage,
-        args_json,
+        module,
+        *args,
     ]
-    done = subprocess.run(command, check=False)
+    done = subprocess.run(command, check=False, env={**os.environ, **env})
     if done.returncode != 0:
         raise TrainingError(
             f"{stage}: torchrun with {nproc} processes failed (exit {done.returncode}); "

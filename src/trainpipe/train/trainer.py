@@ -68,6 +68,26 @@ class TrainResult:
         return data
 
 
+@dataclass
+class _FitState:
+    """What one ``fit`` carries from step to step (and what a checkpoint restores)."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    steps_per_epoch: int
+    total_steps: int
+    warmup_steps: int
+    result: TrainResult
+    progress: dict = field(
+        default_factory=lambda: {"epoch": 1, "batch": 0, "step": 0, "loss_sum": 0.0, "count": 0.0}
+    )
+    best: dict = field(default_factory=lambda: {"loss": math.inf, "state": None, "stale": 0})
+    recent_losses: deque[float] = field(default_factory=lambda: deque(maxlen=SPIKE_WINDOW_STEPS))
+    started: float = field(default_factory=time.monotonic)
+    lr: float = 0.0
+    bar: Any = None
+
+
 def resolve_device(name: str, world: World | None = None) -> torch.device:
     if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
@@ -194,121 +214,138 @@ class Trainer:
     # -- training -----------------------------------------------------------------------------
 
     def fit(self, train: Split, validation: Split) -> TrainResult:
+        """Restore (from the latest checkpoint, if any), then per epoch: train, validate and
+        decide whether to stop; restore the best weights and write the final checkpoint."""
+        run = self._restore(train)
+        for epoch in range(run.progress["epoch"], self.cfg.epochs + 1):
+            epoch_started = time.monotonic()
+            self._train_epoch(run, epoch)
+            if self._end_epoch(run, epoch, validation, time.monotonic() - epoch_started):
+                break
+        if run.bar is not None:
+            run.bar.close()
+        if run.best["state"] is not None:
+            self._load_model_state(run.best["state"])
+        result = run.result
+        result.steps = run.progress["step"]
+        result.wall_s = time.monotonic() - run.started
+        trained_examples = len(run.y) * len(result.history)
+        result.samples_per_s = trained_examples / max(result.wall_s, 1e-9)
+        self._checkpoint(run.progress, run.best, result)
+        return result
+
+    def _restore(self, train: Split) -> _FitState:
+        """The state a fit starts from: fresh, or the latest checkpoint's (weights, optimizer,
+        loss scaler, RNG, progress within the epoch, best-so-far and history)."""
         cfg, world = self.cfg, self.world
-        x = torch.as_tensor(train.x, device=self.device)
         y = torch.as_tensor(train.y, device=self.device)
         steps_per_epoch = math.ceil(len(y) / cfg.batch_size)
         total_steps = steps_per_epoch * cfg.epochs
-        warmup_steps = int(cfg.warmup_fraction * total_steps)
-        result = TrainResult(metric_name=self.objective.metric_name)
-        progress = {"epoch": 1, "batch": 0, "step": 0, "loss_sum": 0.0, "count": 0.0}
-        best = {"loss": math.inf, "state": None, "stale": 0}
-
+        run = _FitState(
+            x=torch.as_tensor(train.x, device=self.device),
+            y=y,
+            steps_per_epoch=steps_per_epoch,
+            total_steps=total_steps,
+            warmup_steps=int(cfg.warmup_fraction * total_steps),
+            result=TrainResult(metric_name=self.objective.metric_name),
+        )
         resumed = self._resume_source.latest() if self._resume_source else None
         if resumed is not None:
             self._load_model_state(resumed["model"])
             self._load_optimizer_state(resumed["optimizer"])
             self.scaler.load_state_dict(resumed["scaler"])
             restore_rng(resumed["rng"][world.rank] if world.distributed else resumed["rng"][0])
-            progress = resumed["progress"]
-            best = resumed["best"]
-            result = TrainResult(**{**resumed["result"], "history": []})
-            result.history = [EpochRecord(**r) for r in resumed["result"]["history"]]
-            result.resumed_from_step = progress["step"]
-            self._say(f"resumed from step {progress['step']} (epoch {progress['epoch']})")
+            run.progress = resumed["progress"]
+            run.best = resumed["best"]
+            run.result = TrainResult(**{**resumed["result"], "history": []})
+            run.result.history = [EpochRecord(**r) for r in resumed["result"]["history"]]
+            run.result.resumed_from_step = run.progress["step"]
+            self._say(f"resumed from step {run.progress['step']} (epoch {run.progress['epoch']})")
         else:
             torch.manual_seed(cfg.seed + 7919 * world.rank)  # dropout differs across ranks
+        run.bar = self._progress_bar(total_steps, run.progress["step"])
+        return run
 
-        started = time.monotonic()
-        recent_losses: deque[float] = deque(maxlen=SPIKE_WINDOW_STEPS)
-        bar = self._progress_bar(total_steps, progress["step"])
-        lr = 0.0
-        stop = False
-        for epoch in range(progress["epoch"], cfg.epochs + 1):
-            epoch_started = time.monotonic()
-            self.train_model.train()
-            order = _epoch_order(cfg.seed, epoch, len(y)).to(self.device)
-            for batch in range(progress["batch"], steps_per_epoch):
-                step = progress["step"]
-                lr = get_lr(
-                    step,
-                    peak_lr=cfg.lr,
-                    total_steps=total_steps,
-                    warmup_steps=warmup_steps,
-                    schedule=cfg.schedule,
-                    steps_per_epoch=steps_per_epoch,
-                    step_every_epochs=cfg.step_every_epochs,
-                    step_gamma=cfg.step_gamma,
-                )
-                for group in self.optimizer.param_groups:
-                    group["lr"] = lr * self.lr_factor(group, epoch)
-                global_index = order[batch * cfg.batch_size : (batch + 1) * cfg.batch_size]
-                local_index = global_index[world.rank :: world.size]
-                loss_sum = self._optimizer_step(x, y, local_index, step, epoch)
-                if loss_sum is None:
-                    result.skipped_steps.append(step)
-                else:
-                    step_loss = loss_sum / max(len(local_index), 1)
-                    if recent_losses and step_loss > cfg.loss_spike_factor * (
-                        sum(recent_losses) / len(recent_losses)
-                    ):
-                        result.loss_spikes.append(step)
-                        self._say(
-                            f"loss spike at step {step}: {step_loss:.4f} vs recent mean "
-                            f"{sum(recent_losses) / len(recent_losses):.4f}"
-                        )
-                    recent_losses.append(step_loss)
-                    progress["loss_sum"] += loss_sum
-                    progress["count"] += len(local_index)
-                progress["step"] = step + 1
-                progress["batch"] = batch + 1
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(
-                        epoch=epoch, loss=f"{recent_losses[-1]:.4f}" if recent_losses else "-"
-                    )
-                if (
-                    cfg.checkpoint_every_steps
-                    and progress["step"] % cfg.checkpoint_every_steps == 0
-                ):
-                    self._checkpoint(progress, best, result)
-            loss_sum, count = all_reduce_sum([progress["loss_sum"], progress["count"]], self.device)
-            val_loss, val_metric = self.evaluate(validation)
-            record = EpochRecord(
-                epoch=epoch,
-                train_loss=loss_sum / max(count, 1),
-                val_loss=val_loss,
-                val_metric=val_metric,
-                lr=lr,
-                wall_s=time.monotonic() - epoch_started,
+    def _train_epoch(self, run: _FitState, epoch: int) -> None:
+        """The optimizer steps of ``epoch`` from where ``run.progress`` stands."""
+        cfg, world, progress = self.cfg, self.world, run.progress
+        self.train_model.train()
+        order = _epoch_order(cfg.seed, epoch, len(run.y)).to(self.device)
+        recent_losses = run.recent_losses
+        for batch in range(progress["batch"], run.steps_per_epoch):
+            step = progress["step"]
+            run.lr = get_lr(
+                step,
+                peak_lr=cfg.lr,
+                total_steps=run.total_steps,
+                warmup_steps=run.warmup_steps,
+                schedule=cfg.schedule,
+                steps_per_epoch=run.steps_per_epoch,
+                step_every_epochs=cfg.step_every_epochs,
+                step_gamma=cfg.step_gamma,
             )
-            result.history.append(record)
-            if self.on_epoch_end is not None and world.is_main:
-                self.on_epoch_end(record)
-            self._report(record, time.monotonic() - started, bar)
-            if val_loss < best["loss"]:
-                best = {"loss": val_loss, "state": None, "stale": 0}
-                result.best_epoch = epoch
-                if cfg.early_stopping_patience is not None:
-                    best["state"] = self.full_state_dict()
+            for group in self.optimizer.param_groups:
+                group["lr"] = run.lr * self.lr_factor(group, epoch)
+            global_index = order[batch * cfg.batch_size : (batch + 1) * cfg.batch_size]
+            local_index = global_index[world.rank :: world.size]
+            loss_sum = self._optimizer_step(run.x, run.y, local_index, step, epoch)
+            if loss_sum is None:
+                run.result.skipped_steps.append(step)
             else:
-                best["stale"] += 1
-                if cfg.early_stopping_patience and best["stale"] >= cfg.early_stopping_patience:
-                    self._say(f"early stop at epoch {epoch}; restoring epoch {result.best_epoch}")
-                    stop = True
-            progress.update(epoch=epoch + 1, batch=0, loss_sum=0.0, count=0.0)
-            if stop:
-                break
-        if bar is not None:
-            bar.close()
-        if best["state"] is not None:
-            self._load_model_state(best["state"])
-        result.steps = progress["step"]
-        result.wall_s = time.monotonic() - started
-        trained_examples = len(y) * len(result.history)
-        result.samples_per_s = trained_examples / max(result.wall_s, 1e-9)
-        self._checkpoint(progress, best, result)
-        return result
+                step_loss = loss_sum / max(len(local_index), 1)
+                if recent_losses and step_loss > cfg.loss_spike_factor * (
+                    sum(recent_losses) / len(recent_losses)
+                ):
+                    run.result.loss_spikes.append(step)
+                    self._say(
+                        f"loss spike at step {step}: {step_loss:.4f} vs recent mean "
+                        f"{sum(recent_losses) / len(recent_losses):.4f}"
+                    )
+                recent_losses.append(step_loss)
+                progress["loss_sum"] += loss_sum
+                progress["count"] += len(local_index)
+            progress["step"] = step + 1
+            progress["batch"] = batch + 1
+            if run.bar is not None:
+                run.bar.update(1)
+                run.bar.set_postfix(
+                    epoch=epoch, loss=f"{recent_losses[-1]:.4f}" if recent_losses else "-"
+                )
+            if cfg.checkpoint_every_steps and progress["step"] % cfg.checkpoint_every_steps == 0:
+                self._checkpoint(progress, run.best, run.result)
+
+    def _end_epoch(self, run: _FitState, epoch: int, validation: Split, wall_s: float) -> bool:
+        """Validate, record and report the epoch, keep the best weights; True: stop early."""
+        cfg, result = self.cfg, run.result
+        loss_sum, count = all_reduce_sum(
+            [run.progress["loss_sum"], run.progress["count"]], self.device
+        )
+        val_loss, val_metric = self.evaluate(validation)
+        record = EpochRecord(
+            epoch=epoch,
+            train_loss=loss_sum / max(count, 1),
+            val_loss=val_loss,
+            val_metric=val_metric,
+            lr=run.lr,
+            wall_s=wall_s,
+        )
+        result.history.append(record)
+        if self.on_epoch_end is not None and self.world.is_main:
+            self.on_epoch_end(record)
+        self._report(record, time.monotonic() - run.started, run.bar)
+        stop = False
+        if val_loss < run.best["loss"]:
+            run.best = {"loss": val_loss, "state": None, "stale": 0}
+            result.best_epoch = epoch
+            if cfg.early_stopping_patience is not None:
+                run.best["state"] = self.full_state_dict()
+        else:
+            run.best["stale"] += 1
+            if cfg.early_stopping_patience and run.best["stale"] >= cfg.early_stopping_patience:
+                self._say(f"early stop at epoch {epoch}; restoring epoch {result.best_epoch}")
+                stop = True
+        run.progress.update(epoch=epoch + 1, batch=0, loss_sum=0.0, count=0.0)
+        return stop
 
     def _optimizer_step(
         self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, step: int, epoch: int

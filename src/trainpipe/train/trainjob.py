@@ -6,7 +6,7 @@ When ``cluster.num_nodes > 1`` the pretrain/finetune component pod does not trai
     kind: TrainJob                     name: <stage>-<run id>  (deterministic)
     spec.runtimeRef                    ClusterTrainingRuntime cluster.training_runtime
     spec.trainer                       image, numNodes, GPUs per node, env, and the command
-        torchrun --module trainpipe.train.trainjob <stage> --run-id ID --input data_uri=...
+        torchrun --module trainpipe.stages.pod <stage> --run-id ID --input data_uri=...
 
 whose nodes run the same stage with ``num_nodes`` set to 1 (so they train instead of launching
 again), follows the job's conditions (Complete / Failed), streams its pods' logs into the
@@ -14,21 +14,15 @@ step's log, and returns the artifact URI the job committed. A retried component 
 by its name and re-attaches (a create answers 409); only a job that already Failed is deleted
 and created again. Inside the job, the stage's own code writes and commits the artifacts.
 
-The entry point of the job's pods:
-
-    torchrun --module trainpipe.train.trainjob pretrain --run-id R --input data_uri=s3://...
-
-reads the config from $TRAINPIPE_CONFIG_JSON. The trainer is not data-parallel yet, so only
-global rank 0 runs the stage and the other ranks exit at once; the job's shape (nodes, GPUs,
-rendezvous through the PET_* variables the Trainer injects) is already the distributed one.
+The job's pods run the training processes' one entry point (``trainpipe.stages.pod``, whose
+command line the caller passes in as ``entry``); it reads the config from $TRAINPIPE_CONFIG_JSON.
+Every process of every node trains (DDP across the whole TrainJob, rendezvous through the PET_*
+variables the Trainer injects) and global rank 0 commits the stage's artifacts.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
-import json
-import os
 import re
 import sys
 import threading
@@ -48,7 +42,6 @@ JOBSET_LABEL = "jobset.sigs.k8s.io/jobset-name"
 CONFIG_ENV = "TRAINPIPE_CONFIG_JSON"
 RUN_ID_ANNOTATION = "trainpipe.dev/run-id"
 STAGE_LABEL = "trainpipe.dev/stage"
-STAGES = ("pretrain", "finetune")
 # JobSet names pods <jobset>-<job>-<index>-<pod index>-<suffix>; those must stay DNS labels.
 MAX_NAME_CHARS = 40
 
@@ -68,15 +61,14 @@ def _label_value(text: str) -> str:
     return value.strip("-_.")
 
 
-def build_trainjob(cfg, *, stage: str, run_id: str, inputs: dict[str, str]) -> dict[str, Any]:
-    """The TrainJob manifest that runs ``stage`` of ``run_id`` on ``cfg.cluster.num_nodes``."""
+def build_trainjob(cfg, *, stage: str, run_id: str, entry: list[str]) -> dict[str, Any]:
+    """The TrainJob manifest that runs ``stage`` of ``run_id`` on ``cfg.cluster.num_nodes``;
+    each node runs ``torchrun *entry`` (e.g. ``--module trainpipe.stages.pod pretrain ...``)."""
     cluster = cfg.cluster
     single_node = cfg.model_copy(
         update={"cluster": cluster.model_copy(update={"num_nodes": 1})}
     ).to_json()
-    command = ["torchrun", "--module", "trainpipe.train.trainjob", stage, "--run-id", run_id]
-    for key, value in inputs.items():
-        command += ["--input", f"{key}={value}"]
+    command = ["torchrun", *entry]
     env: list[dict[str, Any]] = [
         {"name": CONFIG_ENV, "value": single_node},
         {"name": "PYTHONUNBUFFERED", "value": "1"},  # log lines reach the step as they happen
@@ -362,53 +354,3 @@ class TrainJobRunner:
                 print(f"[trainjob] {namespace}/{name} is suspended (queued); waiting", flush=True)
                 suspended_reported = True
             time.sleep(self.poll_s)
-
-
-def launch_stage(ctx, stage: str, inputs: dict[str, str], *, runner=None) -> str:
-    """Run ``stage`` of ``ctx.run_id`` as a TrainJob; return the URI of what it committed."""
-    from trainpipe.stages.context import run_prefix
-
-    manifest = build_trainjob(ctx.cfg, stage=stage, run_id=ctx.run_id, inputs=inputs)
-    (runner or TrainJobRunner()).run(manifest)
-    uri = ctx.store.uri_for(f"{run_prefix(ctx.run_id)}/{stage}")
-    ctx.open(uri)  # the job must have committed its artifacts (manifest present, sha256 checked)
-    return uri
-
-
-# ---- inside the TrainJob's pods ----------------------------------------------------------
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trainpipe.train.trainjob")
-    parser.add_argument("stage", choices=STAGES)
-    parser.add_argument("--run-id", required=True)
-    parser.add_argument("--input", action="append", default=[], metavar="KEY=URI")
-    args = parser.parse_args(argv)
-    inputs = dict(item.split("=", 1) for item in args.input)
-    config_json = os.environ.get(CONFIG_ENV)
-    if not config_json:
-        print(
-            f"trainpipe: ${CONFIG_ENV} is not set; this entry point runs inside a TrainJob",
-            file=sys.stderr,
-        )
-        return 2
-    if json.loads(config_json)["cluster"]["num_nodes"] != 1:
-        print("trainpipe: the TrainJob's config must have cluster.num_nodes=1", file=sys.stderr)
-        return 2
-    # Every process of every node trains (DDP across the whole TrainJob); rank 0 commits.
-    from trainpipe.stages.finetune import train_finetune
-    from trainpipe.stages.pretrain import train_pretrain
-    from trainpipe.train.distributed import shutdown
-
-    train = train_pretrain if args.stage == "pretrain" else train_finetune
-    try:
-        train(config_json=config_json, run_id=args.run_id, **inputs)
-    finally:
-        shutdown()
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(f"[{args.stage}] committed runs/{args.run_id}/{args.stage}", flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

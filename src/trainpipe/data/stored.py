@@ -1,4 +1,4 @@
-"""Reading the validated splits that validate_data stored."""
+"""Reading the validated splits that the validate_data stage stored."""
 
 from __future__ import annotations
 
