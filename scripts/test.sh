@@ -3,6 +3,7 @@
 #
 #   bash scripts/test.sh                 # the whole suite
 #   bash scripts/test.sh tests/unit -q   # a part of it
+#   LINT=1 bash scripts/test.sh -q       # ruff check + ruff format --check first (what CI runs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,5 +15,9 @@ pip install --quiet --disable-pip-version-check torch==2.13.0
 pip install --quiet --disable-pip-version-check -e '.[dev]'
 if [ -f scripts/install_tools.sh ]; then
     bash scripts/install_tools.sh   # helm, kubectl and kubernetes-validate for the chart tests
+fi
+if [ "${LINT:-0}" = 1 ]; then
+    python -m ruff check .
+    python -m ruff format --check .
 fi
 exec python -m pytest "$@"

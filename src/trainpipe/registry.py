@@ -26,7 +26,7 @@ from typing import Any
 
 from trainpipe.artifacts import ArtifactSet, ArtifactWriter
 from trainpipe.errors import TrainpipeError
-from trainpipe.storage import PreconditionFailed, StorageError, Store
+from trainpipe.storage import PreconditionFailed, StorageError, Store, open_store
 
 CHAMPION_NAME = "champion.json"
 
@@ -47,25 +47,37 @@ class Champion:
     etag: str
     record: dict[str, Any]
 
+    @property
+    def model(self) -> str:
+        """The model name the pointer was written for ('' in a hand-written pointer)."""
+        return str(self.record.get("model", ""))
+
 
 class Registry:
-    def __init__(self, store: Store, model_name: str):
+    def __init__(self, store: Store, model_name: str, *, prefix: str | None = None):
         self.store = store
         self.model_name = model_name
-        self.prefix = f"registry/{model_name}"
+        self.prefix = f"registry/{model_name}" if prefix is None else prefix.strip("/")
+
+    @classmethod
+    def at(cls, model_uri: str, *, endpoint_url: str | None = None) -> Registry:
+        """The registry model whose folder is ``model_uri`` (the one holding champion.json),
+        e.g. ``s3://bucket/ml/registry/digits-classifier`` as a server is given it."""
+        name = model_uri.rstrip("/").rsplit("/", 1)[-1]
+        return cls(open_store(model_uri, endpoint_url=endpoint_url), name, prefix="")
 
     @property
     def uri(self) -> str:
         return self.store.uri_for(self.prefix)
 
     def _key(self, *parts: str) -> str:
-        return "/".join([self.prefix, *parts])
+        return "/".join(p for p in (self.prefix, *parts) if p)
 
     def versions(self) -> list[str]:
         """Committed versions, oldest first."""
         found = set()
         for key in self.store.list(self._key("versions")):
-            parts = key[len(self.prefix) + 1 :].split("/")
+            parts = (key[len(self.prefix) + 1 :] if self.prefix else key).split("/")
             if len(parts) == 3 and parts[2] == "manifest.json":
                 found.add(parts[1])
         return sorted(found, key=int)

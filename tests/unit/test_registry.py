@@ -102,3 +102,20 @@ def test_concurrent_registrations_get_distinct_versions(store):
     registry = Registry(store, "digits")
     for version in results:  # every version reads back intact, none was overwritten
         registry.open_version(version).get_bytes("model.onnx")
+
+
+def test_reader_at_the_model_folder_sees_what_the_pipeline_wrote(store):
+    """The server opens the registry by the model folder's URI; same champion, same checks."""
+    registry = Registry(store, "digits")
+    registry.promote(registry.register(files("a"), run_id="r1", lineage={}, summary={}), reason="")
+    at = Registry.at(registry.uri, endpoint_url=getattr(store, "endpoint_url", None))
+    assert at.versions() == ["1"]
+    champion = at.champion()
+    assert (champion.model, champion.version, champion.etag) == (
+        "digits",
+        "1",
+        registry.champion().etag,
+    )
+    store.put_bytes("registry/digits/champion.json", b'{"model": "digits"}')
+    with pytest.raises(RegistryError, match=r"champion\.json is corrupt"):
+        at.champion()

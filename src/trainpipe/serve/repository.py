@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
 
 from trainpipe.artifacts import MANIFEST_NAME
+from trainpipe.registry import CHAMPION_NAME, Champion, Registry, RegistryError
 from trainpipe.serve.config import ServeConfig
 from trainpipe.serve.errors import ModelLoadError, ModelNotFound, ModelNotReady
 from trainpipe.serve.metrics import ServeMetrics
@@ -24,15 +24,6 @@ from trainpipe.serve.model import LoadedModel, load_model_package
 from trainpipe.storage import StorageError, open_store
 
 log = logging.getLogger("trainpipe.serve")
-
-CHAMPION_FILE = "champion.json"
-
-
-@dataclass(frozen=True)
-class Champion:
-    model: str
-    version: str
-    uri: str
 
 
 class ModelRepository:
@@ -80,7 +71,7 @@ class ModelRepository:
         """Load what ``model_uri`` names; raises ModelLoadError (the server cannot start)."""
         try:
             store = open_store(self.model_uri, endpoint_url=self.config.endpoint_url)
-            if store.exists(CHAMPION_FILE):
+            if store.exists(CHAMPION_NAME):
                 self._follows_registry = True
                 champion = self._read_champion()
                 model = self._load(champion.uri, champion)
@@ -89,7 +80,7 @@ class ModelRepository:
             else:
                 raise ModelLoadError(
                     f"{self.model_uri} is neither a model package (no {MANIFEST_NAME}) nor a "
-                    f"registry model (no {CHAMPION_FILE}); pass a registry version folder, the "
+                    f"registry model (no {CHAMPION_NAME}); pass a registry version folder, the "
                     "registry model folder, or an export stage output"
                 )
         except StorageError as exc:
@@ -98,16 +89,14 @@ class ModelRepository:
         return model
 
     def _read_champion(self) -> Champion:
-        store = open_store(self.model_uri, endpoint_url=self.config.endpoint_url)
-        where = f"{self.model_uri}/{CHAMPION_FILE}"
+        """The pointer, read by the registry's own reader (same checks as the pipeline's)."""
         try:
-            obj = store.get_json(CHAMPION_FILE)
-            return Champion(model=str(obj["model"]), version=str(obj["version"]), uri=obj["uri"])
-        except (KeyError, TypeError) as exc:
-            raise ModelLoadError(
-                f"{where} lacks field {exc}; it needs model, version and uri (promote the "
-                "version again with `trainpipe registry promote`)"
-            ) from exc
+            champion = Registry.at(self.model_uri, endpoint_url=self.config.endpoint_url).champion()
+        except RegistryError as exc:
+            raise ModelLoadError(str(exc)) from exc
+        if champion is None:
+            raise ModelLoadError(f"{self.model_uri}/{CHAMPION_NAME} is gone; promote a version")
+        return champion
 
     def _load(self, uri: str, champion: Champion | None) -> LoadedModel:
         # The model name is only known after model.json is read; label metrics by the champion's
@@ -121,7 +110,7 @@ class ModelRepository:
             ):
                 model.close()
                 raise ModelLoadError(
-                    f"{self.model_uri}/{CHAMPION_FILE} names {champion.model} version "
+                    f"{self.model_uri}/{CHAMPION_NAME} names {champion.model} version "
                     f"{champion.version} but {uri} holds {model.name} version {model.version}; "
                     "point the champion at the right version folder"
                 )
