@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trainpipe.continual.driver import _forgetting_rule
 from trainpipe.continual.lease import (
     LeaseHeld,
     LeaseLost,
@@ -23,6 +22,7 @@ from trainpipe.continual.watermark import (
     read_watermark,
 )
 from trainpipe.data.datasets import Split
+from trainpipe.evaluate.gate import forgetting_bound
 from trainpipe.storage import open_store
 
 
@@ -128,9 +128,14 @@ def test_replay_count_and_sample():
 
 
 def test_forgetting_rule():
-    assert _forgetting_rule(0.95, 0.96, 0.02)[0]
-    assert _forgetting_rule(0.94, 0.96, 0.02)[0]  # exactly the bound is allowed
-    passed, detail = _forgetting_rule(0.80, 0.96, 0.02)
-    assert not passed and "drop +0.1600 > max 0.0200" in detail
-    assert _forgetting_rule(0.10, None, 0.02)[0]  # no champion: nothing to forget
-    assert _forgetting_rule(0.10, 0.96, None)[0]  # disabled
+    def rule(accuracy, champion, bound):
+        metrics = {"fixed_test": {"examples": 100, "accuracy": accuracy}}
+        return forgetting_bound(metrics, {"fixed_test": {"champion_accuracy": champion}}, bound)
+
+    assert rule(0.95, 0.96, 0.02).passed
+    assert rule(0.94, 0.96, 0.02).passed  # exactly the bound is allowed
+    failed = rule(0.80, 0.96, 0.02)
+    assert not failed.passed and "drop +0.1600 > max 0.0200" in failed.detail
+    assert rule(0.10, None, 0.02).passed  # no champion: nothing to forget
+    assert rule(0.10, 0.96, None).passed  # disabled
+    assert forgetting_bound({}, {}, 0.02) is None  # a batch run has no fixed test set

@@ -3,6 +3,7 @@
     lease = acquire_lease(store, "digits-classifier", holder=run_id, ttl_s=3600)  # or LeaseHeld
     lease = renew_lease(store, lease, ttl_s=3600)                                  # or LeaseLost
     release_lease(store, lease)
+    lease = held_lease(store, "digits-classifier", run_id)  # a later step, in another pod
 
 ``continual/<model>/lease.json`` is created with ``if_none_match``; the holder renews it with
 ``if_match`` on its own etag; once ``expires_at`` has passed anyone may take it over with
@@ -86,12 +87,7 @@ def acquire_lease(
             continue  # released and deleted by hand meanwhile; create again
         held = store.get_json(key)
         if held["expires_at"] > now:
-            raise LeaseHeld(
-                f"another run ({held['holder']}) holds the lease of {model} until "
-                f"{_stamp(held['expires_at'])}; nothing to do for this run",
-                held["holder"],
-                held["expires_at"],
-            )
+            raise LeaseHeld(held_message(model, held), held["holder"], held["expires_at"])
         try:  # expired (crashed or released): take it over, unless someone else just did
             info = store.put_json(key, record, if_match=current.etag)
             return Lease(key, holder, record["expires_at"], info.etag)
@@ -117,6 +113,28 @@ def renew_lease(
             "another run took it over); stopping without advancing the watermark"
         ) from None
     return Lease(lease.key, lease.holder, record["expires_at"], info.etag)
+
+
+def held_message(model: str, record: dict) -> str:
+    """What a run that finds ``record`` (a live lease of another run) reports."""
+    return (
+        f"another run ({record['holder']}) holds the lease of {model} until "
+        f"{_stamp(record['expires_at'])}; nothing to do for this run"
+    )
+
+
+def held_lease(store: Store, model: str, holder: str) -> Lease | None:
+    """The lease as ``holder`` holds it now (its current etag), for a step of the same run in
+    another process; None when the lease is someone else's or was released."""
+    key = lease_key(model)
+    info = store.head(key)
+    if info is None:
+        return None
+    record = store.get_json(key)
+    if record.get("holder") != holder or record.get("released"):
+        return None
+    # A record changed after the head fails the if_match of whatever the caller writes next.
+    return Lease(key, holder, record["expires_at"], info.etag)
 
 
 def release_lease(store: Store, lease: Lease, *, clock: Callable[[], float] = time.time) -> None:

@@ -1,9 +1,12 @@
-"""Reading the validated splits that the validate_data stage stored."""
+"""The validated splits as the data stages store them (``validate_data``, and the continual
+pipeline's planning step): ``train|validation|test.npz`` and ``dataset.json``."""
 
 from __future__ import annotations
 
+import numpy as np
+
 from trainpipe.artifacts import ArtifactSet
-from trainpipe.data.datasets import Dataset, split_from_npz
+from trainpipe.data.datasets import Dataset, dataset_to_npz, split_from_npz
 
 
 def load_validated(data: ArtifactSet) -> Dataset:
@@ -20,3 +23,21 @@ def load_validated(data: ArtifactSet) -> Dataset:
         source=info["source"],
         feature_names=info.get("feature_names", []),
     )
+
+
+def write_validated(writer, dataset: Dataset, **extra) -> dict:
+    """Put the splits and ``dataset.json`` (with ``extra`` fields) into ``writer``; returns the
+    ``dataset.json`` record."""
+    for name, blob in dataset_to_npz(dataset).items():
+        writer.put_bytes(name, blob)
+    info = {
+        "source": dataset.source,
+        "label_names": dataset.label_names,
+        "feature_shape": dataset.feature_shape,
+        "feature_names": dataset.feature_names,
+        "split_sizes": {name: len(split) for name, split in dataset.splits().items()},
+        "class_counts_train": np.bincount(dataset.train.y, minlength=dataset.num_classes).tolist(),
+        **extra,
+    }
+    writer.put_json("dataset.json", info)
+    return info

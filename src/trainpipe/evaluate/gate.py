@@ -8,7 +8,8 @@
 stage's ``comparison.json``: the champion it scored on the same test split (or None), its
 metrics and slices, and the bootstrap intervals. The evaluate stage runs ``decide`` to show the
 verdict in its report; the gate stage runs it again on the stored files, adds
-:func:`champion_unchanged`, and its answer is the one the pipeline branches on.
+:func:`champion_unchanged` (and, in continual runs, :func:`forgetting_bound`), and its answer
+is the one the pipeline branches on.
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ class Decision:
         """One line: the failed rules when rejecting, else the headline rules."""
         if self.decision == REJECT:
             return "; ".join(r.detail for r in self.rules if not r.passed)
-        headline = [r.detail for r in self.rules if r.rule in ("min_value", "beats_champion")]
+        shown = ("min_value", "beats_champion", "forgetting")
+        headline = [r.detail for r in self.rules if r.rule in shown]
         return "; ".join(headline)
 
     def with_rule(self, rule: RuleResult) -> Decision:
@@ -227,3 +229,27 @@ def champion_unchanged(
         "against the new champion",
         {"evaluated": was, "current": current_version},
     )
+
+
+def forgetting_bound(metrics: dict, comparison: dict, max_drop: float | None) -> RuleResult | None:
+    """Continual runs: accuracy on the fixed original test set (the first examples of the test
+    split, ``metrics["fixed_test"]``) may fall at most ``max_drop`` below the champion's. None
+    when the evaluation has no fixed test set (batch runs)."""
+    fixed = metrics.get("fixed_test")
+    if fixed is None:
+        return None
+    accuracy, theirs = fixed["accuracy"], comparison.get("fixed_test", {}).get("champion_accuracy")
+    values = {"accuracy": accuracy, "champion": theirs, "max_drop": max_drop}
+    if max_drop is None:
+        return RuleResult("forgetting", True, "forgetting bound disabled", values)
+    if theirs is None:
+        return RuleResult(
+            "forgetting", True, "forgetting: no comparable champion, nothing to forget", values
+        )
+    drop = theirs - accuracy
+    passed = drop <= max_drop + 1e-12
+    detail = (
+        f"forgetting: accuracy on the original test set {theirs:.4f} -> {accuracy:.4f} "
+        f"(drop {drop:+.4f} {'<=' if passed else '>'} max {max_drop:.4f})"
+    )
+    return RuleResult("forgetting", passed, detail, values | {"drop": drop})

@@ -27,6 +27,10 @@ from trainpipe.stages.context import make_context
 KFP_METRICS = HEADLINE
 
 
+def _accuracy(probs: np.ndarray, y: np.ndarray, first: int) -> float:
+    return float((probs[:first].argmax(1) == y[:first]).mean())
+
+
 def run_evaluate(
     config_json: str,
     run_id: str,
@@ -38,7 +42,8 @@ def run_evaluate(
 ) -> str:
     ctx = make_context(config_json, run_id)
     cfg = ctx.cfg.gate
-    dataset = load_validated(ctx.open(data_uri))
+    data = ctx.open(data_uri)
+    dataset = load_validated(data)
     test = dataset.test
     slices = build_slices(
         test.y,
@@ -61,6 +66,11 @@ def run_evaluate(
     if champion is not None and champion.comparable:
         champion_probs = softmax(champion.logits(test.x).astype(np.float64))
     comparison = compare(cfg, test.y, probs, champion, champion_probs, slices)
+    fixed = data.get_json("dataset.json").get("fixed_test_examples")
+    if fixed:  # continual: the forgetting bound's numbers, on the fixed original test set
+        scores["fixed_test"] = {"examples": fixed, "accuracy": _accuracy(probs, test.y, fixed)}
+        theirs = None if champion_probs is None else _accuracy(champion_probs, test.y, fixed)
+        comparison["fixed_test"] = {"examples": fixed, "champion_accuracy": theirs}
     verdict = decide(cfg, scores, comparison).to_dict()
     html = evaluation_html(
         scores,

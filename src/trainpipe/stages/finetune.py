@@ -4,6 +4,13 @@ Besides the model it stores the learning curves (data and picture), their diagno
 linear baseline's training loss, and, when ``compare_with_scratch`` is on, the test accuracy of
 the same architecture trained from scratch on the same labels: the evidence that pretraining
 paid off.
+
+Warm start (``warm_start_uri``, a registry version; the continual pipeline passes the champion)
+initializes the whole classifier from that version's ``model.pt`` instead of the pretrained
+encoder and trains for ``continual.warm_start_epochs`` at ``finetune.lr`` times
+``continual.warm_start_lr_scale`` on every labelled example of the data (the continual planner
+already mixed new and replayed examples); everything else (learning curves, diagnosis, torchrun,
+TrainJob, checkpoints and resume) is the same code path. The scratch comparison is skipped.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import torch
 
 from trainpipe.data.datasets import Dataset, Split, label_subset
 from trainpipe.data.stored import load_validated
+from trainpipe.errors import DataError
 from trainpipe.evaluate.plots import learning_curves_png
 from trainpipe.evaluate.predict import predict_logits
 from trainpipe.models import Classifier, build_encoder
@@ -24,6 +32,7 @@ from trainpipe.models.checkpoint import (
     load_encoder,
     to_bytes,
 )
+from trainpipe.models.config import ModelConfig
 from trainpipe.stages.context import StageContext, make_context
 from trainpipe.stages.training_run import (
     checkpoint_store,
@@ -41,19 +50,20 @@ from trainpipe.train.trainer import Trainer
 
 
 def run_finetune(
-    config_json: str, run_id: str, data_uri: str, pretrain_uri: str, metrics=None
+    config_json: str,
+    run_id: str,
+    data_uri: str,
+    pretrain_uri: str,
+    metrics=None,
+    warm_start_uri: str = "",
 ) -> str:
     ctx = make_context(config_json, run_id)
+    inputs = {"data_uri": data_uri, "pretrain_uri": pretrain_uri}
+    if warm_start_uri:
+        inputs["warm_start_uri"] = warm_start_uri
     if ctx.cfg.cluster.num_nodes > 1:
-        return launch_stage(ctx, "finetune", {"data_uri": data_uri, "pretrain_uri": pretrain_uri})
-    result = run_training(
-        ctx,
-        "finetune",
-        ctx.cfg.finetune,
-        train_finetune,
-        data_uri=data_uri,
-        pretrain_uri=pretrain_uri,
-    )
+        return launch_stage(ctx, "finetune", inputs)
+    result = run_training(ctx, "finetune", ctx.cfg.finetune, train_finetune, **inputs)
     if metrics is not None:
         for record in result.get_json("history.json")["history"]:
             metrics.log_metric(
@@ -80,10 +90,14 @@ def _train_classifier(
     *,
     stage: str,
     checkpoints: bool,
+    cfg: FinetuneConfig,
+    initial: dict | None = None,
 ) -> tuple[Trainer, Classifier, dict]:
-    cfg: FinetuneConfig = ctx.cfg.finetune
+    """``initial``: a whole classifier's state dict to start from (warm start)."""
     torch.manual_seed(cfg.seed)
     model = Classifier(encoder, dataset.num_classes)
+    if initial is not None:
+        model.load_state_dict(initial)
     if cfg.strategy == "linear_probe":
         encoder.requires_grad_(False)
     teacher = None
@@ -112,22 +126,53 @@ def _train_classifier(
     return trainer, model, result.to_dict()
 
 
-def train_finetune(config_json: str, run_id: str, data_uri: str, pretrain_uri: str) -> None:
+def _warm_start(ctx: StageContext, uri: str, dataset: Dataset) -> tuple[ModelConfig, dict]:
+    """The model config and classifier state of the registry version at ``uri``."""
+    payload = from_bytes(ctx.open(uri).get_bytes("model.pt"))
+    if payload["label_names"] != dataset.label_names:
+        raise DataError(
+            f"data error: the warm start model {uri} predicts {payload['label_names']} but the "
+            f"data has {dataset.label_names}; retrain fully (continual.policy "
+            "full_retrain_on_drift) or fix the labels"
+        )
+    return ModelConfig(**payload["model_config"]), load_classifier(payload).state_dict()
+
+
+def train_finetune(
+    config_json: str, run_id: str, data_uri: str, pretrain_uri: str = "", warm_start_uri: str = ""
+) -> None:
     """Train on every rank; rank 0 commits model.pt, curves, diagnosis and the comparison."""
     ctx = make_context(config_json, run_id)
     cfg = ctx.cfg.finetune
+    if warm_start_uri:
+        continual = ctx.cfg.continual
+        cfg = cfg.model_copy(
+            update={
+                "epochs": continual.warm_start_epochs,
+                "lr": cfg.lr * continual.warm_start_lr_scale,
+                "compare_with_scratch": False,
+            }
+        )
     world, _ = setup_world(cfg)
     dataset = load_validated(ctx.open(data_uri))
-    pretrained = from_bytes(ctx.open(pretrain_uri).get_bytes("encoder.pt"))
-    train = label_subset(dataset.train, cfg.label_fraction, cfg.seed)
+    if warm_start_uri:
+        model_cfg, initial = _warm_start(ctx, warm_start_uri, dataset)
+        encoder = build_encoder(model_cfg, dataset.feature_shape)
+        train = dataset.train
+    else:
+        model_cfg, initial = ctx.cfg.model, None
+        encoder = load_encoder(from_bytes(ctx.open(pretrain_uri).get_bytes("encoder.pt")))
+        train = label_subset(dataset.train, cfg.label_fraction, cfg.seed)
     trainer, _, history = _train_classifier(
         ctx,
         world,
-        load_encoder(pretrained),
+        encoder,
         dataset,
         train,
         stage="finetune",
         checkpoints=cfg.checkpoint_every_steps is not None,
+        cfg=cfg,
+        initial=initial,
     )
     state = trainer.full_state_dict()
     comparison = None
@@ -140,13 +185,14 @@ def train_finetune(config_json: str, run_id: str, data_uri: str, pretrain_uri: s
             train,
             stage="finetune-scratch",
             checkpoints=False,
+            cfg=cfg,
         )
         comparison = (scratch_trainer.full_state_dict(), scratch_history)
     if not world.is_main:
         return
 
     # Fresh modules: under FSDP the trained ones hold sharded parameters.
-    final = Classifier(build_encoder(ctx.cfg.model, dataset.feature_shape), dataset.num_classes)
+    final = Classifier(build_encoder(model_cfg, dataset.feature_shape), dataset.num_classes)
     final.load_state_dict(state)
     baseline_loss = linear_baseline_train_loss(train.x, train.y, dataset.num_classes)
     diagnosis = diagnose(
@@ -199,8 +245,13 @@ def train_finetune(config_json: str, run_id: str, data_uri: str, pretrain_uri: s
             f"{payoff['scratch_test_accuracy']:.4f} test accuracy",
             flush=True,
         )
-    writer = ctx.writer("finetune", inputs={"data": data_uri, "pretrain": pretrain_uri})
+    if warm_start_uri:
+        summary["warm_start_from"] = warm_start_uri
+        inputs = {"data": data_uri, "warm_start": warm_start_uri}
+    else:
+        inputs = {"data": data_uri, "pretrain": pretrain_uri}
+    writer = ctx.writer("finetune", inputs=inputs)
     put_all(writer, files)
-    payload = classifier_payload(final, ctx.cfg.model, dataset.feature_shape, dataset.label_names)
+    payload = classifier_payload(final, model_cfg, dataset.feature_shape, dataset.label_names)
     writer.put_bytes("model.pt", to_bytes(payload))
     writer.commit(summary=summary)

@@ -1,7 +1,9 @@
 """gate: decide whether the evaluated, exported model may be registered and deployed.
 
 Every rule of ``trainpipe.evaluate.gate.decide`` runs on the evaluate stage's stored metrics and
-comparison, plus one more: the champion evaluation compared against must still be the champion.
+comparison, plus: the champion evaluation compared against must still be the champion, and
+(continual runs, whose test split starts with the fixed original test set) the forgetting bound
+``continual.max_forgetting`` on that fixed set.
 The decision, every rule with its numbers, and the champion (version and etag) it was based on
 go into ``decision.json``, whose artifact set's URI is the gate's second output: the register
 stage receives it as an input and promotes with compare-and-swap against exactly
@@ -10,7 +12,7 @@ that champion. ``report.html`` is the evaluation report with this final decision
 
 from __future__ import annotations
 
-from trainpipe.evaluate.gate import champion_unchanged, decide
+from trainpipe.evaluate.gate import champion_unchanged, decide, forgetting_bound
 from trainpipe.evaluate.histories import load_histories
 from trainpipe.evaluate.report import evaluation_html
 from trainpipe.registry import Registry
@@ -34,6 +36,9 @@ def run_gate(config_json: str, run_id: str, evaluate_uri: str, export_uri: str) 
             current.etag if current else None,
         )
     )
+    forgetting = forgetting_bound(scores, comparison, ctx.cfg.continual.max_forgetting)
+    if forgetting is not None:
+        decision = decision.with_rule(forgetting)
     record = decision.to_dict()
     finetuned = ctx.open(evaluation.manifest["lineage"]["inputs"]["model"])
     html = evaluation_html(

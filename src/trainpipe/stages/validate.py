@@ -7,9 +7,8 @@ on rejected data and the reason is never lost.
 
 from __future__ import annotations
 
-import numpy as np
-
-from trainpipe.data.datasets import dataset_to_npz, encode, read_source, split_tables
+from trainpipe.data.datasets import encode, read_source, split_tables
+from trainpipe.data.stored import write_validated
 from trainpipe.data.validation import SchemaError, load_schema, schema_to_yaml, validate_dataset
 from trainpipe.errors import ConfigError, DataError
 from trainpipe.stages.context import make_context
@@ -56,22 +55,11 @@ def run_validate(
         raise DataError(f"data rejected: {first}{more}; full report: {uri}/report.html")
 
     writer = ctx.writer("validate_data", inputs={"data": dataset.source})
-    for name, blob in dataset_to_npz(dataset).items():
-        writer.put_bytes(name, blob)
     _write_report(writer, report)
     if report.data_schema is not None:
         # Stored with the run: a user can copy it, tighten it and pass it as data.schema_uri.
         writer.put_text("schema.yaml", schema_to_yaml(report.data_schema))
-    info = {
-        "source": dataset.source,
-        "label_names": dataset.label_names,
-        "feature_shape": dataset.feature_shape,
-        "feature_names": dataset.feature_names,
-        "split_sizes": {name: len(split) for name, split in dataset.splits().items()},
-        "class_counts_train": np.bincount(dataset.train.y, minlength=dataset.num_classes).tolist(),
-        "warnings": [a.message for a in report.warnings],
-    }
-    writer.put_json("dataset.json", info)
+    info = write_validated(writer, dataset, warnings=[a.message for a in report.warnings])
     uri = writer.commit(
         summary={
             "examples": sum(info["split_sizes"].values()),
