@@ -25,9 +25,9 @@ from trainpipe.evaluate.gate import PROMOTE
 S3_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 
 
-def _on_cluster(task: dsl.PipelineTask, cfg: Config, *, gpu: bool, retries: int) -> None:
+def on_cluster(task: dsl.PipelineTask, cfg: Config, *, gpu: bool, retries: int) -> None:
     """Image, S3 credentials and (for training) GPUs, shared memory, node selector,
-    tolerations and retries."""
+    tolerations and retries; the batch and the continual pipeline share it."""
     cluster = cfg.cluster
     task.set_container_image(cluster.image)
     if cluster.s3_secret_name:
@@ -82,12 +82,12 @@ def build_pipeline(cfg: Config, *, retries: int | None = None):
         validated = validate_data(
             config_json=config_json, run_id=run_id, job_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER
         ).set_display_name("validate data")
-        _on_cluster(validated, cfg, gpu=False, retries=0)
+        on_cluster(validated, cfg, gpu=False, retries=0)
         run = validated.outputs["run_id"]
         data_uri = validated.outputs["data_uri"]
 
         pretrained = pretrain(config_json=config_json, run_id=run, data_uri=data_uri)
-        _on_cluster(pretrained, cfg, gpu=train_in_pod, retries=train_retries)
+        on_cluster(pretrained, cfg, gpu=train_in_pod, retries=train_retries)
 
         finetuned = finetune(
             config_json=config_json,
@@ -95,7 +95,7 @@ def build_pipeline(cfg: Config, *, retries: int | None = None):
             data_uri=data_uri,
             pretrain_uri=pretrained.outputs["Output"],
         )
-        _on_cluster(finetuned, cfg, gpu=train_in_pod, retries=train_retries)
+        on_cluster(finetuned, cfg, gpu=train_in_pod, retries=train_retries)
 
         evaluated = evaluate(
             config_json=config_json,
@@ -103,7 +103,7 @@ def build_pipeline(cfg: Config, *, retries: int | None = None):
             data_uri=data_uri,
             finetune_uri=finetuned.outputs["Output"],
         )
-        _on_cluster(evaluated, cfg, gpu=False, retries=0)
+        on_cluster(evaluated, cfg, gpu=False, retries=0)
 
         exported = export_onnx(
             config_json=config_json,
@@ -111,7 +111,7 @@ def build_pipeline(cfg: Config, *, retries: int | None = None):
             data_uri=data_uri,
             finetune_uri=finetuned.outputs["Output"],
         ).set_display_name("export onnx")
-        _on_cluster(exported, cfg, gpu=False, retries=0)
+        on_cluster(exported, cfg, gpu=False, retries=0)
 
         decided = gate(
             config_json=config_json,
@@ -119,7 +119,7 @@ def build_pipeline(cfg: Config, *, retries: int | None = None):
             evaluate_uri=evaluated.outputs["Output"],
             export_uri=exported.output,
         )
-        _on_cluster(decided, cfg, gpu=False, retries=0)
+        on_cluster(decided, cfg, gpu=False, retries=0)
 
         with dsl.If(decided.outputs["Output"] == PROMOTE, name="gate-passed"):
             registered = register(
@@ -129,19 +129,26 @@ def build_pipeline(cfg: Config, *, retries: int | None = None):
                 evaluate_uri=evaluated.outputs["Output"],
                 gate_uri=decided.outputs["decision_uri"],
             )
-            _on_cluster(registered, cfg, gpu=False, retries=0)
+            on_cluster(registered, cfg, gpu=False, retries=0)
             deployed = deploy(
                 config_json=config_json,
                 run_id=run,
                 model_uri=registered.output,
                 data_uri=data_uri,
             )
-            _on_cluster(deployed, cfg, gpu=False, retries=0)
+            on_cluster(deployed, cfg, gpu=False, retries=0)
 
     return training_pipeline
 
 
-def compile_pipeline(cfg: Config, output_path: str) -> None:
+def compile_pipeline(cfg: Config, output_path: str, *, continual: bool = False) -> None:
+    """Write the IR YAML of the batch pipeline, or (``continual``) of the continual one."""
     from kfp import compiler
 
-    compiler.Compiler().compile(build_pipeline(cfg), package_path=output_path)
+    if continual:
+        from trainpipe.pipelines.continual import build_continual_pipeline
+
+        pipeline = build_continual_pipeline(cfg)
+    else:
+        pipeline = build_pipeline(cfg)
+    compiler.Compiler().compile(pipeline, package_path=output_path)

@@ -1,27 +1,35 @@
-"""One scheduled continual run: take the partitions that arrived since the watermark, validate
-them, train, evaluate, gate, register, and advance the watermark — only if all of that finished.
+"""The continual pipeline's own steps: plan a run (lease, partitions, validation, the data set and
+the training mode), and finish it (advance the watermark, record the outcome). Training,
+evaluation, export, the gate (with the forgetting bound) and register are the batch pipeline's
+stages; ``pipelines/continual.py`` wires all of it into one KFP DAG:
 
-    outcome = run_continual(load_config(None, ["continual.source=s3://bucket/incoming"]))
-    print(outcome.message)
+    plan = plan_run(cfg, run_id, clock=...)          # component continual_plan
+    ...  pretrain + finetune, or finetune(warm_start_uri=champion), evaluate, export, gate, register
+    outcome = finish_run(cfg, run_id, plan.plan_uri, ...)   # component continual_finish
+    release_run(cfg, run_id)                         # the DAG's exit handler, success or failure
 
-Steps, under the model's lease (``continual/<model>/lease.json``):
+Planning, under the model's lease (``continual/<model>/lease.json``, holder = the run id):
 
 1. New partitions = those under ``continual.source`` the watermark has not consumed. None: the
-   run ends as "nothing to do" and writes nothing.
+   plan is ``skip``, the lease is released at once (with the message) and nothing is written.
+   A live lease of another run: ``skip`` too, writing nothing at all.
 2. The first run (no watermark state) bootstraps: it infers the accepted schema from the data,
    splits off the fixed validation and test sets, and trains the full pipeline (pretraining
    included). Later runs validate each new partition against the accepted schema with the
    accepted data as drift reference; a partition with blocking anomalies is rejected (recorded
    in the watermark, never retried) and the rest go on.
-3. Training warm-starts from the champion's ``model.pt`` on the new data mixed with a replay
-   sample of earlier accepted data; with ``policy: full_retrain_on_drift`` a drift score above
-   ``drift_threshold`` retrains from scratch (pretrain + finetune) on all accepted data instead.
-4. evaluate / export_onnx / gate / register are the pipeline's own stages, run in this process;
-   the test set is the fixed one plus a held-out part of the new data. Before ``register`` the
-   driver adds the forgetting bound: accuracy on the fixed test set may not fall more than
-   ``max_forgetting`` below the champion's. (Deploy is left to the serving rollout.)
-5. The watermark advances with compare-and-swap. Any exception before that leaves it (and the
-   champion, unless register already ran) unchanged, so the next run retries the same data.
+3. The data set (the layout validate_data writes) trains on the new data mixed with a replay
+   sample of earlier accepted data (``warm_start``: fine-tuning initialized from the champion's
+   registry version) or, with ``policy: full_retrain_on_drift`` and a drift score above
+   ``drift_threshold`` (or without a champion), on all accepted data from scratch
+   (``full_retrain``). Its test split is the fixed test set (``fixed_test_examples`` first) plus
+   a held-out part of the new data, so the gate's forgetting bound compares like with like.
+4. Nothing to train (every partition rejected, or an earlier run already registered a version
+   from exactly these partitions and died before its watermark write): ``advance``.
+
+Finishing advances the watermark with compare-and-swap, only after every step before it
+succeeded; any failure leaves the watermark (and the champion, unless register already ran)
+unchanged, so the next run retries the same data.
 """
 
 from __future__ import annotations
@@ -34,19 +42,20 @@ import numpy as np
 import pyarrow as pa
 
 from trainpipe.config import Config
-from trainpipe.continual.lease import LeaseHeld, acquire_lease, release_lease, renew_lease
+from trainpipe.continual.lease import (
+    LeaseHeld,
+    LeaseLost,
+    acquire_lease,
+    held_lease,
+    release_lease,
+    renew_lease,
+)
 from trainpipe.continual.partitions import Partition, list_partitions, read_partition
 from trainpipe.continual.partitions import new_partitions as unconsumed
 from trainpipe.continual.replay import concat, mix, replay_count, replay_sample
 from trainpipe.continual.watermark import Watermark, advance_watermark, read_watermark
-from trainpipe.data.datasets import (
-    Dataset,
-    Split,
-    dataset_to_npz,
-    split_from_npz,
-    split_indices,
-    table_to_arrays,
-)
+from trainpipe.data.datasets import Dataset, Split, split_from_npz, split_indices, table_to_arrays
+from trainpipe.data.stored import write_validated
 from trainpipe.data.validation import (
     DataReadError,
     infer_schema,
@@ -55,11 +64,6 @@ from trainpipe.data.validation import (
     validate_dataset,
 )
 from trainpipe.errors import ConfigError, DataError, TrainpipeError
-from trainpipe.evaluate.predict import predict_logits
-from trainpipe.local_run import new_run_id, resolve_storage
-from trainpipe.models import Classifier, build_encoder
-from trainpipe.models.checkpoint import classifier_payload, from_bytes, load_classifier, to_bytes
-from trainpipe.models.config import ModelConfig
 from trainpipe.registry import Registry
 from trainpipe.stages.context import StageContext
 from trainpipe.storage import Store, open_store
@@ -70,9 +74,16 @@ REJECTED = "rejected"
 NOTHING_TO_DO = "nothing to do"
 LEASE_HELD = "lease held"
 ALREADY_REGISTERED = "already registered"
+# What the plan tells the DAG to do next (the continual_plan component's output).
+WARM_START = "warm_start"
+FULL_RETRAIN = "full_retrain"
+ADVANCE = "advance"
+SKIP = "skip"
 # Registry versions checked for an earlier run over the same data (the lease makes the newest
 # one the candidate; a few more tolerate versions registered by hand meanwhile).
 RECENT_VERSIONS = 3
+PLAN_STAGE = "continual_plan"
+OUTCOME_STAGE = "continual"
 
 
 @dataclass
@@ -89,6 +100,8 @@ class Outcome:
     champion_before: float | None = None
     """Champion's accuracy on the fixed test set before the run (None: no champion)."""
     champion_after: float | None = None
+    challenger: float | None = None
+    """The trained model's accuracy on the fixed test set (None: nothing was trained)."""
     version: str | None = None
     reasons: list[str] = field(default_factory=list)
 
@@ -96,29 +109,120 @@ class Outcome:
         return asdict(self)
 
 
-def run_continual(
-    cfg: Config, *, run_id: str | None = None, clock: Callable[[], float] = time.time
-) -> Outcome:
+@dataclass(frozen=True)
+class Plan:
+    action: str
+    """warm_start, full_retrain, advance or skip (see the module docstring)."""
+    message: str
+    data_uri: str = ""
+    warm_start_uri: str = ""
+    """The champion's registry version (warm_start only)."""
+    plan_uri: str = ""
+    """The artifact set holding plan.json, for finish_run ('' for skip)."""
+
+
+def resolve_continual(cfg: Config) -> Config:
+    """``cfg`` with absolute local storage; ConfigError without ``continual.source``."""
+    from trainpipe.local_run import resolve_storage
+
     cfg = resolve_storage(cfg)
     if cfg.continual.source is None:
         raise ConfigError(
             "config error: continual.source is not set; set it to the prefix partitions arrive "
             "under (e.g. --set continual.source=s3://bucket/incoming)"
         )
+    return cfg
+
+
+def plan_run(cfg: Config, run_id: str, *, clock: Callable[[], float] = time.time) -> Plan:
+    """Take the lease (holder ``run_id``) and decide what this run does; see the module doc."""
+    cfg = resolve_continual(cfg)
     store = open_store(cfg.storage.uri, endpoint_url=cfg.storage.endpoint_url)
-    model = cfg.registry.model_name
-    run_id = run_id or new_run_id()
     try:
         lease = acquire_lease(
-            store, model, holder=run_id, ttl_s=cfg.continual.lease_ttl_s, clock=clock
+            store,
+            cfg.registry.model_name,
+            holder=run_id,
+            ttl_s=cfg.continual.lease_ttl_s,
+            clock=clock,
         )
     except LeaseHeld as exc:
-        return Outcome(run_id, LEASE_HELD, str(exc))
+        return Plan(SKIP, str(exc))
     run = _Run(cfg, store, run_id, lease, clock)
     try:
-        return run.execute()
-    finally:
+        plan = run.plan()
+    except BaseException:
         release_lease(store, run.lease, clock=clock)
+        raise
+    if plan.action == SKIP:
+        release_lease(store, run.lease, clock=clock, note={"outcome": plan.message})
+    return plan
+
+
+def finish_run(
+    cfg: Config,
+    run_id: str,
+    plan_uri: str,
+    *,
+    evaluate_uri: str = "",
+    gate_uri: str = "",
+    register_uri: str = "",
+    clock: Callable[[], float] = time.time,
+) -> Outcome:
+    """Advance the watermark as planned (only while this run still holds the lease) and store
+    ``runs/<run_id>/continual/outcome.json``."""
+    cfg = resolve_continual(cfg)
+    store = open_store(cfg.storage.uri, endpoint_url=cfg.storage.endpoint_url)
+    model = cfg.registry.model_name
+    lease = held_lease(store, model, run_id)
+    if lease is None:
+        raise LeaseLost(
+            f"continual error: run {run_id} no longer holds the lease of {model} (it expired and "
+            "another run took it over); stopping without advancing the watermark"
+        )
+    lease = renew_lease(store, lease, ttl_s=cfg.continual.lease_ttl_s, clock=clock)
+    ctx = StageContext(cfg, run_id, store)
+    planned = ctx.open(plan_uri).get_json("plan.json")
+    outcome = Outcome(**planned["outcome"])
+    if evaluate_uri:
+        _scores(ctx, outcome, evaluate_uri)
+    if gate_uri:
+        decision = ctx.open(gate_uri).get_json("decision.json")
+        outcome.reasons.append(f"gate {decision['decision']}: {decision['reason']}")
+        outcome.reasons += [r["detail"] for r in decision["rules"] if r["rule"] == "forgetting"]
+        outcome.status = NOT_PROMOTED
+    if register_uri:
+        outcome.status = PROMOTED
+        outcome.version = ctx.open(register_uri).summary["version"]
+        outcome.champion_after = outcome.challenger
+    previous = Watermark(**planned["watermark"])
+    advance_watermark(store, model, previous, Watermark(**planned["next"], run_id=run_id))
+    outcome.message = _headline(outcome)
+    writer = ctx.writer(OUTCOME_STAGE, inputs={"plan": plan_uri})
+    writer.put_json("outcome.json", outcome.to_dict())
+    writer.commit(summary={"status": outcome.status, "version": outcome.version})
+    return outcome
+
+
+def release_run(cfg: Config, run_id: str, *, clock: Callable[[], float] = time.time) -> bool:
+    """Release the lease if ``run_id`` still holds it (the DAG's exit handler, run after
+    success and failure alike); another run's lease is left alone. True when released."""
+    cfg = resolve_continual(cfg)
+    store = open_store(cfg.storage.uri, endpoint_url=cfg.storage.endpoint_url)
+    lease = held_lease(store, cfg.registry.model_name, run_id)
+    if lease is not None:
+        release_lease(store, lease, clock=clock)
+    return lease is not None
+
+
+def _scores(ctx: StageContext, outcome: Outcome, evaluate_uri: str) -> None:
+    """The challenger's and the champion's accuracy on the fixed test set, from evaluate."""
+    evaluation = ctx.open(evaluate_uri)
+    fixed = evaluation.get_json("metrics.json").get("fixed_test", {})
+    champion = evaluation.get_json("comparison.json").get("fixed_test", {})
+    outcome.challenger = fixed.get("accuracy")
+    outcome.champion_before = champion.get("champion_accuracy")
+    outcome.champion_after = outcome.champion_before
 
 
 class _Run:
@@ -132,27 +236,20 @@ class _Run:
         self.source = open_store(cfg.continual.source, endpoint_url=cfg.storage.endpoint_url)
         self.registry = Registry(store, self.model)
         self.ctx = StageContext(cfg, run_id, store)
-        self.config_json = cfg.to_json()
-
-    def renew(self) -> None:
-        self.lease = renew_lease(
-            self.store, self.lease, ttl_s=self.cfg.continual.lease_ttl_s, clock=self.clock
-        )
 
     def key(self, *parts: str) -> str:
         return "/".join(["continual", self.model, *parts])
 
-    # ---- the run ----------------------------------------------------------------------------
+    # ---- the plan ---------------------------------------------------------------------------
 
-    def execute(self) -> Outcome:
+    def plan(self) -> Plan:
         watermark = read_watermark(self.store, self.model)
         self.base_sequence = watermark.sequence
         arrived = unconsumed(list_partitions(self.source), set(watermark.consumed))
         if not arrived:
             since = f"run {watermark.run_id}" if watermark.run_id else "the start"
-            return Outcome(
-                self.run_id,
-                NOTHING_TO_DO,
+            return Plan(
+                SKIP,
                 f"nothing to do: no new partitions under {self.source.uri} since {since} "
                 f"(watermark sequence {watermark.sequence}); nothing was changed",
             )
@@ -164,9 +261,6 @@ class _Run:
             state = watermark.state
             meta = self.store.get_json(f"{state}/meta.json")
             accepted, new_train, holdout = self._admit(arrived, watermark, meta, outcome)
-        fixed_test = split_from_npz(self.store.get_bytes(f"{state}/test.npz"))
-        outcome.champion_before = self._fixed_accuracy_of_champion(champion, fixed_test)
-        outcome.champion_after = outcome.champion_before
 
         accepted_keys = {}
         for name, split in new_train.items():
@@ -175,6 +269,7 @@ class _Run:
             accepted_keys[name] = key
         if outcome.mode == "bootstrap":
             accepted_keys = {name: key for name in accepted}
+        action, data_uri, warm_start_uri = ADVANCE, "", ""
         registered = self._registered_before(watermark, outcome) if accepted else None
         if registered is not None:
             # A run over exactly this data registered a version and died before advancing
@@ -186,30 +281,48 @@ class _Run:
                 "earlier run that stopped before advancing the watermark; not training again"
             )
         elif accepted:
-            self._train_and_gate(watermark, state, meta, new_train, holdout, champion, outcome)
+            action = self._choose_mode(outcome, champion)
+            data_uri = self._write_data(watermark, state, meta, new_train, holdout, outcome)
+            warm_start_uri = champion.uri if action == WARM_START else ""
         else:
             outcome.status = REJECTED
             outcome.reasons.append("every new partition was rejected; the champion is unchanged")
 
         rejected = {n: v.removeprefix("rejected: ") for n, v in outcome.verdicts.items()}
         rejected = {n: why for n, why in rejected.items() if outcome.verdicts[n] != "passed"}
-        advance_watermark(
-            self.store,
-            self.model,
-            watermark,
-            Watermark(
-                consumed=sorted({*watermark.consumed, *outcome.partitions}),
-                accepted={**watermark.accepted, **accepted_keys},
-                rejected={**watermark.rejected, **rejected},
-                state=state,
-                run_id=self.run_id,
-            ),
-        )
+        following = {
+            "consumed": sorted({*watermark.consumed, *outcome.partitions}),
+            "accepted": {**watermark.accepted, **accepted_keys},
+            "rejected": {**watermark.rejected, **rejected},
+            "state": state,
+        }
         outcome.message = _headline(outcome)
-        writer = self.ctx.writer("continual", inputs={"source": self.source.uri})
-        writer.put_json("outcome.json", outcome.to_dict())
-        writer.commit(summary={"status": outcome.status, "version": outcome.version})
-        return outcome
+        self.lease = renew_lease(
+            self.store, self.lease, ttl_s=self.cfg.continual.lease_ttl_s, clock=self.clock
+        )
+        writer = self.ctx.writer(PLAN_STAGE, inputs={"source": self.source.uri})
+        writer.put_json(
+            "plan.json",
+            {
+                "action": action,
+                "data_uri": data_uri,
+                "warm_start_uri": warm_start_uri,
+                "watermark": asdict(watermark),
+                "next": following,
+                "outcome": outcome.to_dict(),
+            },
+        )
+        plan_uri = writer.commit(summary={"action": action, "mode": outcome.mode})
+        return Plan(action, outcome.message, data_uri, warm_start_uri, plan_uri)
+
+    def _choose_mode(self, outcome: Outcome, champion) -> str:
+        cc = self.cfg.continual
+        if outcome.mode == "bootstrap":
+            return FULL_RETRAIN
+        drift = max(outcome.drift.values(), default=0.0)
+        drifted = cc.policy == "full_retrain_on_drift" and drift > cc.drift_threshold
+        outcome.mode = FULL_RETRAIN if drifted or champion is None else WARM_START
+        return outcome.mode
 
     def _registered_before(self, watermark: Watermark, outcome: Outcome) -> str | None:
         """The version an earlier run registered from exactly these partitions on top of
@@ -360,168 +473,49 @@ class _Run:
         keys = sorted(set(watermark.accepted.values()))
         return concat(*(split_from_npz(self.store.get_bytes(k)) for k in keys))
 
-    # ---- training and promotion -------------------------------------------------------------
-
-    def _fixed_accuracy_of_champion(self, champion, fixed_test: Split) -> float | None:
-        if champion is None:
-            return None
-        payload = from_bytes(self.registry.open_version(champion.version).get_bytes("model.pt"))
-        return _accuracy(load_classifier(payload), fixed_test)
-
-    def _train_and_gate(self, watermark, state, meta, new_train, holdout, champion, outcome):
-        from trainpipe.stages.evaluate import run_evaluate
-        from trainpipe.stages.export import run_export
-        from trainpipe.stages.finetune import run_finetune
-        from trainpipe.stages.gate import run_gate
-        from trainpipe.stages.pretrain import run_pretrain
-        from trainpipe.stages.register import run_register
-
+    def _write_data(self, watermark, state, meta, new_train, holdout, outcome) -> str:
+        """The run's data artifact set in the layout validate_data writes: training examples
+        by the mode, the fixed validation set, the fixed test set followed by the holdouts."""
         cc = self.cfg.continual
         fresh = concat(*new_train.values())
-        if outcome.mode != "bootstrap":
-            drift = max(outcome.drift.values(), default=0.0)
-            drifted = cc.policy == "full_retrain_on_drift" and drift > cc.drift_threshold
-            outcome.mode = "full_retrain" if drifted or champion is None else "warm_start"
-        fixed_test = split_from_npz(self.store.get_bytes(f"{state}/test.npz"))
-        if outcome.mode == "warm_start":
+        if outcome.mode == WARM_START:
             pool = self._pool(watermark)
             count = replay_count(len(fresh), len(pool), cc.replay_fraction)
             train = mix(fresh, replay_sample(pool, count, seed=cc.seed))
             outcome.reasons.append(f"warm start on {len(fresh)} new + {count} replayed examples")
-        elif outcome.mode == "full_retrain" and watermark.accepted:
+        elif outcome.mode == FULL_RETRAIN and watermark.accepted:
             train = concat(self._pool(watermark), fresh)
             outcome.reasons.append(f"full retrain on {len(train)} accepted examples")
         else:
             train = fresh
-        test = concat(fixed_test, *holdout.values()) if holdout else fixed_test
+        fixed_test = split_from_npz(self.store.get_bytes(f"{state}/test.npz"))
         dataset = Dataset(
             train,
             split_from_npz(self.store.get_bytes(f"{state}/validation.npz")),
-            test,
+            concat(fixed_test, *holdout.values()) if holdout else fixed_test,
             label_names=meta["label_names"],
             feature_shape=meta["feature_shape"],
             source=self.source.uri,
             feature_names=meta["feature_names"],
         )
-        data_uri = self._write_data(dataset, state, outcome)
-        self.renew()
-        args = {"config_json": self.config_json, "run_id": self.run_id}
-        if outcome.mode == "warm_start":
-            finetune_uri = self._warm_start(dataset, champion, data_uri)
-        else:
-            pretrain_uri = run_pretrain(**args, data_uri=data_uri)
-            finetune_uri = run_finetune(**args, data_uri=data_uri, pretrain_uri=pretrain_uri)
-        self.renew()
-        evaluate_uri = run_evaluate(**args, data_uri=data_uri, finetune_uri=finetune_uri)
-        export_uri = run_export(**args, data_uri=data_uri, finetune_uri=finetune_uri)
-        decision, gate_uri = run_gate(**args, evaluate_uri=evaluate_uri, export_uri=export_uri)
-        gate = self.ctx.open(gate_uri).summary
-        challenger = load_classifier(from_bytes(self.ctx.open(finetune_uri).get_bytes("model.pt")))
-        fixed_accuracy = _accuracy(challenger, fixed_test)
-        forgetting_ok, forgetting = _forgetting_rule(
-            fixed_accuracy, outcome.champion_before, cc.max_forgetting
-        )
-        outcome.reasons.append(f"gate {decision}: {gate['reason']}")
-        outcome.reasons.append(forgetting)
-        if decision != "promote" or not forgetting_ok:
-            outcome.status = NOT_PROMOTED
-            return
-        self.renew()
-        run_register(**args, export_uri=export_uri, evaluate_uri=evaluate_uri, gate_uri=gate_uri)
-        register = self.ctx.open(self.store.uri_for(f"runs/{self.run_id}/register")).summary
-        outcome.version = register["version"]
-        outcome.status = PROMOTED
-        outcome.champion_after = fixed_accuracy
-
-    def _write_data(self, dataset: Dataset, state: str, outcome: Outcome) -> str:
-        """The run's data artifact set, in the layout validate_data writes."""
         writer = self.ctx.writer("validate_data", inputs={"data": self.source.uri})
-        for name, blob in dataset_to_npz(dataset).items():
-            writer.put_bytes(name, blob)
         writer.put_bytes("schema.yaml", self.store.get_bytes(f"{state}/schema.yaml"))
-        sizes = {name: len(split) for name, split in dataset.splits().items()}
-        writer.put_json(
-            "dataset.json",
-            {
-                "source": dataset.source,
-                "label_names": dataset.label_names,
-                "feature_shape": dataset.feature_shape,
-                "feature_names": dataset.feature_names,
-                "split_sizes": sizes,
-                "class_counts_train": np.bincount(
-                    dataset.train.y, minlength=dataset.num_classes
-                ).tolist(),
-                "warnings": [],
-                "partitions": outcome.verdicts,
-                "drift": outcome.drift,
-                "watermark_sequence": self.base_sequence,
-            },
-        )
-        return writer.commit(
-            summary={"examples": sum(sizes.values()), **sizes, "verdict": "passed"}
-        )
-
-    def _warm_start(self, dataset: Dataset, champion, data_uri: str) -> str:
-        from trainpipe.stages.training_run import setup_world
-        from trainpipe.train.finetuning import finetune_lr_factor, finetune_param_groups
-        from trainpipe.train.objectives import Classification
-        from trainpipe.train.trainer import Trainer
-
-        cc = self.cfg.continual
-        payload = from_bytes(self.registry.open_version(champion.version).get_bytes("model.pt"))
-        if payload["label_names"] != dataset.label_names:
-            raise DataError(
-                f"data error: champion v{champion.version} predicts {payload['label_names']}, "
-                f"the accepted data has {dataset.label_names}; use policy full_retrain_on_drift"
-            )
-        model_cfg = ModelConfig(**payload["model_config"])
-        model = load_classifier(payload).train()
-        ft = self.cfg.finetune.model_copy(
-            update={
-                "epochs": cc.warm_start_epochs,
-                "lr": self.cfg.finetune.lr * cc.warm_start_lr_scale,
-                "checkpoint_every_steps": None,
-            }
-        )
-        world, _ = setup_world(ft)
-        torch_seed(ft.seed)
-        trainer = Trainer(
-            ft,
-            model,
-            Classification(ft.label_smoothing, augment=ft.augment),
-            stage="finetune",
-            world=world,
-            param_groups=finetune_param_groups(model, ft),
-            lr_factor=finetune_lr_factor(ft),
-        )
-        result = trainer.fit(dataset.train, dataset.validation)
-        final = Classifier(build_encoder(model_cfg, dataset.feature_shape), dataset.num_classes)
-        final.load_state_dict(trainer.full_state_dict())
-        history = result.to_dict()
-        last = history["history"][-1]
-        writer = self.ctx.writer("finetune", inputs={"data": data_uri, "warm_start": champion.uri})
-        writer.put_json("history.json", history)
-        writer.put_bytes(
-            "model.pt",
-            to_bytes(
-                classifier_payload(final, model_cfg, dataset.feature_shape, dataset.label_names)
-            ),
+        info = write_validated(
+            writer,
+            dataset,
+            warnings=[],
+            partitions=outcome.verdicts,
+            drift=outcome.drift,
+            watermark_sequence=self.base_sequence,
+            fixed_test_examples=len(fixed_test),
         )
         return writer.commit(
             summary={
-                "warm_start_from": champion.version,
-                "labelled_examples": len(dataset.train),
-                "epochs": len(history["history"]),
-                "final_val_loss": last["val_loss"],
-                "final_val_accuracy": last["val_metric"],
+                "examples": sum(info["split_sizes"].values()),
+                **info["split_sizes"],
+                "verdict": "passed",
             }
         )
-
-
-def torch_seed(seed: int) -> None:
-    import torch
-
-    torch.manual_seed(seed)
 
 
 def _npz(split: Split) -> bytes:
@@ -530,26 +524,6 @@ def _npz(split: Split) -> bytes:
     buffer = io.BytesIO()
     np.savez(buffer, x=split.x, y=split.y)
     return buffer.getvalue()
-
-
-def _accuracy(model, split: Split) -> float:
-    return float((predict_logits(model.eval(), split.x).argmax(1) == split.y).mean())
-
-
-def _forgetting_rule(
-    accuracy: float, champion_accuracy: float | None, bound: float | None
-) -> tuple[bool, str]:
-    """Accuracy on the fixed test set may fall at most ``bound`` below the champion's."""
-    if bound is None:
-        return True, "forgetting bound disabled"
-    if champion_accuracy is None:
-        return True, "forgetting: no champion yet, nothing to forget"
-    drop = champion_accuracy - accuracy
-    passed = drop <= bound + 1e-12
-    return passed, (
-        f"forgetting: accuracy on the original test set {champion_accuracy:.4f} -> "
-        f"{accuracy:.4f} (drop {drop:+.4f} {'<=' if passed else '>'} max {bound:.4f})"
-    )
 
 
 def _headline(outcome: Outcome) -> str:

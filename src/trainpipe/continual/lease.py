@@ -137,9 +137,16 @@ def held_lease(store: Store, model: str, holder: str) -> Lease | None:
     return Lease(key, holder, record["expires_at"], info.etag)
 
 
-def release_lease(store: Store, lease: Lease, *, clock: Callable[[], float] = time.time) -> None:
-    """Expire our lease now; a lease someone else took over is left alone."""
+def release_lease(
+    store: Store,
+    lease: Lease,
+    *,
+    clock: Callable[[], float] = time.time,
+    note: dict | None = None,
+) -> None:
+    """Expire our lease now; a lease someone else took over is left alone. ``note`` is kept in
+    the released record (a run that wrote nothing else says why there)."""
     now = clock()
-    record = _record(lease.holder, now, 0.0) | {"released": True}
+    record = _record(lease.holder, now, 0.0) | {"released": True} | (note or {})
     with contextlib.suppress(PreconditionFailed):
         store.put_json(lease.key, record, if_match=lease.etag)

@@ -5,7 +5,8 @@
 The built-in digits are shuffled and cut into an initial partition and later ones: clean data,
 data with injected drift (inverted pixels), a corrupt partition (a truncated Parquet file) and
 more clean data. Each arrival is written under ``<output>/incoming/`` and one continual run
-(:func:`trainpipe.continual.driver.run_continual`) consumes it; a last run finds nothing new.
+(the continual DAG through kfp.local, :func:`trainpipe.continual.local.run_continual`)
+consumes it; a last run finds nothing new.
 The table at the end shows what each run decided.
 """
 
@@ -19,7 +20,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from trainpipe.config import Config
-from trainpipe.continual.driver import Outcome, run_continual
+from trainpipe.continual.driver import Outcome
+from trainpipe.continual.local import run_continual
 from trainpipe.data.config import BUILTIN_DIGITS
 from trainpipe.data.datasets import read_source
 from trainpipe.data.validation import array_field
@@ -89,14 +91,15 @@ def simulate(cfg: Config, output: Path) -> list[tuple[str, str, Outcome]]:
         }
     )
     incoming = open_store(source)
+    kfp_root = output / "kfp-local"
     rows = []
     for name, kind, data in arrival_files(cfg, seed=cfg.continual.seed):
         incoming.put_bytes(f"{name}.parquet", data)
         print(f"[continual] {name}.parquet arrived ({kind}); running", flush=True)
-        outcome = run_continual(cfg)
+        outcome = run_continual(cfg, kfp_root=kfp_root)
         print(f"[continual] {outcome.message}", flush=True)
         rows.append((f"{name}.parquet", kind, outcome))
-    outcome = run_continual(cfg)
+    outcome = run_continual(cfg, kfp_root=kfp_root)
     print(f"[continual] {outcome.message}", flush=True)
     rows.append(("-", "no arrival", outcome))
     return rows
@@ -139,7 +142,7 @@ def continual_command(cfg: Config, output: Path) -> int:
         rows = simulate(cfg, output)
         print("\n" + format_table(rows))
         return 0
-    outcome = run_continual(cfg)
+    outcome = run_continual(cfg, kfp_root=output / "kfp-local")
     print(outcome.message)
     for reason in outcome.reasons:
         print(f"  {reason}")

@@ -55,8 +55,7 @@ class Decision:
         """One line: the failed rules when rejecting, else the headline rules."""
         if self.decision == REJECT:
             return "; ".join(r.detail for r in self.rules if not r.passed)
-        shown = ("min_value", "beats_champion", "forgetting")
-        headline = [r.detail for r in self.rules if r.rule in shown]
+        headline = [r.detail for r in self.rules if r.rule in ("min_value", "beats_champion")]
         return "; ".join(headline)
 
     def with_rule(self, rule: RuleResult) -> Decision:
