@@ -66,8 +66,9 @@ def cmd_compile(args: argparse.Namespace) -> int:
     from trainpipe.pipelines.training import compile_pipeline
 
     cfg = _load(args)
-    compile_pipeline(cfg, args.output)
-    print(f"wrote {args.output} (pipeline {cfg.pipeline_name!r}, image {cfg.cluster.image})")
+    compile_pipeline(cfg, args.output, continual=args.continual)
+    name = f"{cfg.pipeline_name}-continual" if args.continual else cfg.pipeline_name
+    print(f"wrote {args.output} (pipeline {name!r}, image {cfg.cluster.image})")
     return 0
 
 
@@ -229,6 +230,11 @@ def build_parser() -> argparse.ArgumentParser:
     comp = sub.add_parser("compile", help="write the KFP IR YAML for a cluster")
     _add_config_args(comp)
     comp.add_argument("--output", required=True, metavar="FILE")
+    comp.add_argument(
+        "--continual",
+        action="store_true",
+        help="the continual pipeline (new partitions, watermark, lease) instead of the batch one",
+    )
     comp.set_defaults(func=cmd_compile)
 
     # Listed for `trainpipe --help` only: main() hands `validate ...` to the validator's own

@@ -40,6 +40,11 @@ def _bool(text: str) -> bool:
 def _add_common(parser: argparse.ArgumentParser, add_config_args: AddArgs) -> None:
     parser.add_argument("--host", required=True, help="KFP API URL, e.g. http://localhost:8888")
     add_config_args(parser)
+    parser.add_argument(
+        "--continual",
+        action="store_true",
+        help="the continual pipeline (new partitions, watermark, lease) instead of the batch one",
+    )
     parser.add_argument("--experiment", help="KFP experiment (default: the pipeline name)")
     parser.add_argument("--namespace", help="profile namespace (multi-user Kubeflow only)")
     parser.add_argument(
@@ -84,7 +89,11 @@ def add_schedule_parser(subparsers, add_config_args: AddArgs) -> argparse.Argume
     )
     _add_common(parser, add_config_args)
     parser.add_argument("--cron", required=True, metavar="EXPR", help="e.g. '0 3 * * *'")
-    parser.add_argument("--name", help="recurring run name (default: '<pipeline> retraining')")
+    parser.add_argument(
+        "--name",
+        help="recurring run name (default: '<pipeline> retraining', with --continual "
+        "'<pipeline> continual retraining')",
+    )
     parser.add_argument(
         "--max-concurrency",
         type=int,
@@ -119,6 +128,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         experiment=experiment,
         run_name=args.run_name or default_run_name(cfg),
         namespace=args.namespace,
+        continual=args.continual,
     )
     print(
         f"submitted run {run_id} to experiment {experiment!r} ({auth.describe()}): "
@@ -139,7 +149,7 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     auth = resolve_auth(args.token, args.token_file)
     client = connect(args.host, auth, args.namespace)
     host = args.host.rstrip("/")
-    name = args.name or f"{cfg.pipeline_name} retraining"
+    name = args.name or f"{cfg.pipeline_name} {'continual ' if args.continual else ''}retraining"
     experiment = args.experiment or cfg.pipeline_name
     if note:
         print(note)
@@ -153,6 +163,7 @@ def cmd_schedule(args: argparse.Namespace) -> int:
         namespace=args.namespace,
         max_concurrency=args.max_concurrency,
         catchup=args.catchup,
+        continual=args.continual,
     )
     print(
         f"scheduled {name!r} ({job.recurring_run_id}) at {cron!r} in experiment {experiment!r}: "

@@ -234,11 +234,11 @@ def _api_errors(host: str, action: str):
         ) from None
 
 
-def compile_to(cfg, directory: str) -> str:
+def compile_to(cfg, directory: str, *, continual: bool = False) -> str:
     from trainpipe.pipelines.training import compile_pipeline
 
     path = str(Path(directory) / "pipeline.yaml")
-    compile_pipeline(cfg, path)
+    compile_pipeline(cfg, path, continual=continual)
     return path
 
 
@@ -246,10 +246,19 @@ def default_run_name(cfg) -> str:
     return f"{cfg.pipeline_name} {datetime.now(UTC):%Y-%m-%d %H:%M:%S}"
 
 
-def submit(cfg, client, host: str, *, experiment: str, run_name: str, namespace: str | None):
+def submit(
+    cfg,
+    client,
+    host: str,
+    *,
+    experiment: str,
+    run_name: str,
+    namespace: str | None,
+    continual: bool = False,
+):
     """Compile, create (or find) the experiment and create the run; returns the run id."""
     with tempfile.TemporaryDirectory(prefix="trainpipe-submit-") as tmp:
-        package = compile_to(cfg, tmp)
+        package = compile_to(cfg, tmp, continual=continual)
         with _api_errors(host, f"create a run in experiment {experiment!r}"):
             result = client.create_run_from_pipeline_package(
                 package, run_name=run_name, experiment_name=experiment, namespace=namespace
@@ -306,8 +315,10 @@ def schedule(
     namespace: str | None,
     max_concurrency: int,
     catchup: bool,
+    continual: bool = False,
 ):
-    """Create a recurring run; refuses a second one of the same name in the experiment."""
+    """Create a recurring run of the batch (or ``continual``) pipeline; refuses a second one of
+    the same name in the experiment."""
     with _api_errors(host, f"find or create experiment {experiment!r}"):
         experiment_id = client.create_experiment(experiment, namespace=namespace).experiment_id
     name_filter = json.dumps(
@@ -331,12 +342,13 @@ def schedule(
                 f"(id {job.recurring_run_id}); delete it in the KFP UI or pass another --name"
             )
     with tempfile.TemporaryDirectory(prefix="trainpipe-schedule-") as tmp:
-        package = compile_to(cfg, tmp)
+        package = compile_to(cfg, tmp, continual=continual)
+        what = "continual retraining" if continual else "retraining"
         with _api_errors(host, f"create recurring run {name!r}"):
             return client.create_recurring_run(
                 experiment_id=experiment_id,
                 job_name=name,
-                description=f"Scheduled retraining of {cfg.pipeline_name} ({cron})",
+                description=f"Scheduled {what} of {cfg.pipeline_name} ({cron})",
                 cron_expression=cron,
                 max_concurrency=max_concurrency,
                 no_catchup=not catchup,

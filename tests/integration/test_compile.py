@@ -41,25 +41,24 @@ def walk_tasks(spec: dict) -> dict[str, dict]:
     return found
 
 
+CLUSTER = [
+    "cluster.image=registry.example.com/ml/trainpipe:9.9.9",
+    "cluster.gpus_per_node=4",
+    "cluster.shm_size=8Gi",
+    "cluster.retries=3",
+    "cluster.s3_secret_name=my-s3",
+    "storage.uri=s3://bucket/prefix",
+    "storage.endpoint_url=http://minio.minio:9000",
+    'cluster.node_selector={"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}',
+    "cluster.tolerations=[{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule},"
+    " {key: spot, value: 'true', effect: NoExecute, tolerationSeconds: 30}]",
+]
+
+
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory):
-    cfg = load_config(
-        None,
-        [
-            "cluster.image=registry.example.com/ml/trainpipe:9.9.9",
-            "cluster.gpus_per_node=4",
-            "cluster.shm_size=8Gi",
-            "cluster.retries=3",
-            "cluster.s3_secret_name=my-s3",
-            "storage.uri=s3://bucket/prefix",
-            "storage.endpoint_url=http://minio.minio:9000",
-            'cluster.node_selector={"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}',
-            "cluster.tolerations=[{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule},"
-            " {key: spot, value: 'true', effect: NoExecute, tolerationSeconds: 30}]",
-        ],
-    )
     path = tmp_path_factory.mktemp("ir") / "pipeline.yaml"
-    compile_pipeline(cfg, str(path))
+    compile_pipeline(load_config(None, CLUSTER), str(path))
     return load_ir(path)
 
 
@@ -205,3 +204,49 @@ def test_compile_cli_writes_ir(tmp_path):
     spec, _ = load_ir(out)
     assert spec["pipelineInfo"]["name"] == "trainpipe"
     assert spec["root"]["inputDefinitions"]["parameters"]["config_json"]["defaultValue"]
+
+
+def test_continual_ir_has_the_batch_cluster_settings_and_an_exit_handler(tmp_path):
+    """The continual DAG's steps get the same image, GPUs, /dev/shm, retries and secrets as the
+    batch ones (one helper shapes both); the lease release is an exit handler."""
+    path = tmp_path / "continual.yaml"
+    compile_pipeline(load_config(None, CLUSTER), str(path), continual=True)
+    spec, platform = load_ir(path)
+    assert spec["pipelineInfo"]["name"] == "trainpipe-continual"
+    tasks = {
+        name: task
+        for name, task in walk_tasks(spec).items()
+        if not name.startswith(("condition", "exit-handler"))
+    }
+    training = {name for name in tasks if name.startswith(("pretrain", "finetune"))}
+    assert training == {"pretrain", "finetune", "finetune-2"}  # warm start and full retrain
+    assert {"continual-plan", "continual-release", "evaluate", "export-onnx", "gate"} < set(tasks)
+    assert {"register", "continual-finish", "continual-finish-2", "continual-finish-3"} < set(tasks)
+    for name, task in tasks.items():
+        container = executor_for(spec, name)
+        k8s = k8s_executor_for(spec, platform, name)
+        assert container["image"] == "registry.example.com/ml/trainpipe:9.9.9"
+        assert k8s["secretAsEnv"][0]["secretName"] == "my-s3"
+        accelerator = container.get("resources", {}).get("accelerator")
+        shm = [m for m in k8s.get("emptyDirMounts", []) if m["mountPath"] == "/dev/shm"]
+        if name in training:
+            assert int(accelerator["resourceCount"]) == 4 and shm[0]["sizeLimit"] == "8Gi"
+            assert task["retryPolicy"]["maxRetryCount"] == 3
+        else:
+            assert accelerator is None and not shm and "retryPolicy" not in task
+    release = spec["root"]["dag"]["tasks"]["continual-release"]
+    assert release["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
+    assert release["dependentTasks"] == ["exit-handler-1"]
+
+
+def test_compile_cli_writes_the_continual_ir(tmp_path):
+    out = tmp_path / "c.yaml"
+    done = subprocess.run(
+        [sys.executable, "-m", "trainpipe", "compile", "--continual", "--output", str(out)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "'trainpipe-continual'" in done.stdout
+    spec, _ = load_ir(out)
+    assert spec["pipelineInfo"]["name"] == "trainpipe-continual"

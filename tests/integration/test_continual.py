@@ -1,5 +1,5 @@
-"""Scheduled continual retraining, end to end on real files: the driver runs the pipeline's own
-stages in this process on the built-in digits cut into partitions (see
+"""Scheduled continual retraining, end to end: the continual DAG through kfp.local (every step a
+subprocess, as on a cluster) on the built-in digits cut into partitions (see
 ``trainpipe.continual.simulate``). One bootstrap run is shared; each test works on a copy."""
 
 from __future__ import annotations
@@ -23,14 +23,16 @@ from trainpipe.continual.driver import (
     NOTHING_TO_DO,
     PROMOTED,
     REJECTED,
-    run_continual,
+    Outcome,
 )
 from trainpipe.continual.lease import acquire_lease, release_lease
+from trainpipe.continual.local import run_continual
 from trainpipe.continual.simulate import arrival_files, parquet_bytes
 from trainpipe.continual.watermark import read_watermark
 from trainpipe.data.validation import array_field, read_table
+from trainpipe.local_run import PipelineFailed
 from trainpipe.registry import Registry
-from trainpipe.storage import ChecksumMismatch, open_store
+from trainpipe.storage import open_store
 
 pytestmark = pytest.mark.slow
 
@@ -58,6 +60,11 @@ def config(root: Path, *extra: str):
     )
 
 
+def run(cfg, root: Path) -> Outcome:
+    """One continual DAG run; kfp.local's own files go beside ``root``, not into it."""
+    return run_continual(cfg, kfp_root=root.with_name(root.name + "-kfp"))
+
+
 @pytest.fixture(scope="module")
 def arrivals():
     return {
@@ -70,7 +77,7 @@ def arrivals():
 def bootstrapped(tmp_path_factory, arrivals) -> Path:
     root = tmp_path_factory.mktemp("continual-template")
     open_store(f"file://{root}/incoming").put_bytes("part-0000.parquet", arrivals["initial"])
-    outcome = run_continual(config(root))
+    outcome = run(config(root), root)
     assert outcome.status == PROMOTED, outcome.reasons
     assert outcome.mode == "bootstrap" and outcome.version == "1"
     return root
@@ -97,7 +104,7 @@ def publish(root: Path, name: str, data: bytes) -> None:
 
 def test_nothing_to_do_changes_nothing(root):
     before = snapshot(root)
-    outcome = run_continual(config(root))
+    outcome = run(config(root), root)
     assert outcome.status == NOTHING_TO_DO
     assert outcome.message.startswith("nothing to do: no new partitions")
     assert "nothing was changed" in outcome.message
@@ -107,7 +114,7 @@ def test_nothing_to_do_changes_nothing(root):
 def test_warm_start_with_replay_and_idempotence(root, arrivals):
     publish(root, "part-0001.parquet", arrivals["part-0001"])
     cfg = config(root, "continual.replay_fraction=0.5")
-    first = run_continual(cfg)
+    first = run(cfg, root)
     assert first.mode == "warm_start" and first.status in (PROMOTED, NOT_PROMOTED)
     assert first.verdicts == {"part-0001.parquet": "passed"}
     store = open_store(cfg.storage.uri)
@@ -121,7 +128,7 @@ def test_warm_start_with_replay_and_idempotence(root, arrivals):
     finetune = store.get_json(f"runs/{first.run_id}/finetune/manifest.json")
     assert finetune["lineage"]["inputs"]["warm_start"].endswith("/versions/1")
 
-    second = run_continual(cfg)
+    second = run(cfg, root)
     assert second.status == NOTHING_TO_DO
     versions = Registry(store, MODEL).versions()
     assert len(versions) <= 2  # two runs over the same data: at most one new version
@@ -142,17 +149,17 @@ def test_crash_between_register_and_watermark_registers_no_second_version(root, 
     mark = root / "artifacts/continual" / MODEL / "watermark.json"
     sidecar = mark.with_name(".watermark.json.sha256")
     saved = mark.read_bytes(), sidecar.read_bytes()
-    first = run_continual(cfg)
+    first = run(cfg, root)
     assert first.status == PROMOTED and first.version == "2", first.reasons
     mark.write_bytes(saved[0])
     sidecar.write_bytes(saved[1])
 
-    again = run_continual(cfg)
+    again = run(cfg, root)
     assert again.status == ALREADY_REGISTERED and again.version == "2"
     assert again.mode == ""  # nothing was trained
     assert Registry(store, MODEL).versions() == ["1", "2"]
     assert "part-0001.parquet" in read_watermark(store, MODEL).consumed
-    assert run_continual(cfg).status == NOTHING_TO_DO
+    assert run(cfg, root).status == NOTHING_TO_DO
 
 
 def test_watermark_advances_only_on_success(root, arrivals):
@@ -163,16 +170,16 @@ def test_watermark_advances_only_on_success(root, arrivals):
     model_pt = root / "artifacts/registry" / MODEL / "versions/1/model.pt"
     good = model_pt.read_bytes()
     model_pt.write_bytes(good[:-10] + b"corrupted!")  # the champion can no longer be trusted
-    with pytest.raises(ChecksumMismatch):
-        run_continual(cfg)
+    with pytest.raises(PipelineFailed, match="watermark did not advance"):
+        run(cfg, root)  # the warm start refuses the champion's model.pt
     after_failure = read_watermark(store, MODEL)
     assert after_failure.etag == before.etag and after_failure.consumed == before.consumed
     assert Registry(store, MODEL).versions() == ["1"]
-    probe = acquire_lease(store, MODEL, holder="probe", ttl_s=60)  # the failed run released it
+    probe = acquire_lease(store, MODEL, holder="probe", ttl_s=60)  # the exit handler released it
     release_lease(store, probe)
 
     model_pt.write_bytes(good)
-    outcome = run_continual(cfg)
+    outcome = run(cfg, root)
     assert outcome.status in (PROMOTED, NOT_PROMOTED)
     advanced = read_watermark(store, MODEL)
     assert advanced.sequence == before.sequence + 1
@@ -192,7 +199,7 @@ def test_corrupt_partitions_are_rejected_without_changing_the_champion(root, arr
     field, array = array_field("pixels", pixels, [1, 8, 8])
     publish(root, "part-0002.parquet", parquet_bytes(clean.set_column(0, field, array)))
 
-    outcome = run_continual(cfg)
+    outcome = run(cfg, root)
     assert outcome.status == REJECTED
     assert outcome.verdicts["part-0001.parquet"].startswith("rejected: unreadable")
     assert outcome.verdicts["part-0002.parquet"].startswith("rejected:")
@@ -203,7 +210,7 @@ def test_corrupt_partitions_are_rejected_without_changing_the_champion(root, arr
     assert outcome.champion_after == outcome.champion_before
     watermark = read_watermark(store, MODEL)
     assert set(watermark.rejected) == {"part-0001.parquet", "part-0002.parquet"}
-    assert run_continual(cfg).status == NOTHING_TO_DO  # rejected data is not retried
+    assert run(cfg, root).status == NOTHING_TO_DO  # rejected data is not retried
 
 
 def test_a_model_that_forgets_is_not_promoted(root, arrivals):
@@ -224,12 +231,15 @@ def test_a_model_that_forgets_is_not_promoted(root, arrivals):
     )
     store = open_store(cfg.storage.uri)
     champion = Registry(store, MODEL).champion()
-    outcome = run_continual(cfg)
+    outcome = run(cfg, root)
     assert outcome.mode == "warm_start"
     assert outcome.status == NOT_PROMOTED, outcome.reasons
-    assert any(r.startswith("gate promote") for r in outcome.reasons)
     forgetting = next(r for r in outcome.reasons if r.startswith("forgetting"))
     assert "> max 0.0500" in forgetting
+    # The bound is a gate rule: the gate's own decision says reject, with the reason.
+    decision = store.get_json(f"runs/{outcome.run_id}/gate/decision.json")
+    assert decision["decision"] == "reject" and forgetting in decision["reason"]
+    assert [r["rule"] for r in decision["rules"] if not r["passed"]] == ["forgetting"]
     assert Registry(store, MODEL).champion().etag == champion.etag
 
 
@@ -237,7 +247,7 @@ def test_overlapping_scheduled_run_exits_cleanly(root):
     cfg = config(root)
     store = open_store(cfg.storage.uri)
     acquire_lease(store, MODEL, holder="scheduled-run-1", ttl_s=600)
-    assert run_continual(cfg).status == LEASE_HELD
+    assert run(cfg, root).status == LEASE_HELD
     done = subprocess.run(
         [
             sys.executable,
@@ -245,6 +255,8 @@ def test_overlapping_scheduled_run_exits_cleanly(root):
             "trainpipe",
             "run",
             "--continual",
+            "--output",
+            str(root.with_name("cli-output")),
             "--set",
             f"storage.uri={cfg.storage.uri}",
             "--set",
@@ -252,28 +264,32 @@ def test_overlapping_scheduled_run_exits_cleanly(root):
         ],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,
         env=dict(os.environ),
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "another run (scheduled-run-1) holds the lease of digits-classifier until" in done.stdout
 
 
-def test_lease_and_nothing_to_do_on_s3(s3_bucket, tmp_path, arrivals):
-    """The driver's lease and watermark reads against the moto S3 server."""
+def test_lease_and_nothing_to_do_on_s3(s3_bucket, s3_endpoint, tmp_path, arrivals):
+    """The DAG's lease and watermark reads against the moto S3 server."""
     cfg = load_config(
         None,
-        [f"storage.uri={s3_bucket}/tp", f"continual.source=file://{tmp_path}/incoming"],
+        [
+            f"storage.uri={s3_bucket}/tp",
+            f"storage.endpoint_url={s3_endpoint}",
+            f"continual.source=file://{tmp_path}/incoming",
+        ],
     )
     store = open_store(cfg.storage.uri)
     held = acquire_lease(store, MODEL, holder="scheduled-run-1", ttl_s=600)
     publish(tmp_path, "part-0000.parquet", arrivals["initial"])
-    outcome = run_continual(cfg)
+    outcome = run(cfg, tmp_path / "site")
     assert outcome.status == LEASE_HELD and "until" in outcome.message
     assert read_watermark(store, MODEL).etag is None  # the refused run wrote nothing
     release_lease(store, held)
     (tmp_path / "incoming/part-0000.parquet").unlink()
-    outcome = run_continual(cfg)
+    outcome = run(cfg, tmp_path / "site")
     assert outcome.status == NOTHING_TO_DO
     assert store.list("continual") == [f"continual/{MODEL}/lease.json"]
     assert store.list("runs") == []

@@ -154,6 +154,28 @@ def test_schedule_creates_one_recurring_run_with_kfp_cron(kfp, capsys):
     assert len(kfp.recurring_runs) == 1
 
 
+def test_schedule_continual_creates_a_recurring_run_of_the_continual_dag(kfp, capsys):
+    argv = ["schedule", "--host", kfp.url, "--token", TOKEN, "--cron", "0 * * * *"]
+    source = "continual.source=s3://bucket/incoming"
+    assert main([*argv, "--continual", "--set", source]) == 0, capsys.readouterr().err
+    (created,) = kfp.server.matching("POST", "/apis/v2beta1/recurringruns")
+    job = created.body
+    assert job["display_name"] == "trainpipe continual retraining"
+    assert job["trigger"]["cron_schedule"]["cron"] == "0 0 * * * *"
+    assert int(job["max_concurrency"]) == 1 and job["no_catchup"] is True
+    spec = job["pipeline_spec"]["pipeline_spec"]
+    assert spec["pipelineInfo"]["name"] == "trainpipe-continual"
+    assert "continual-release" in spec["root"]["dag"]["tasks"]  # the exit handler
+    defaults = spec["root"]["inputDefinitions"]["parameters"]["config_json"]["defaultValue"]
+    assert '"source":"s3://bucket/incoming"' in defaults
+    # The batch pipeline may be scheduled beside it: the default names differ.
+    assert main(argv) == 0
+    assert {j["display_name"] for j in kfp.recurring_runs.values()} == {
+        "trainpipe continual retraining",
+        "trainpipe retraining",
+    }
+
+
 def test_schedule_catchup_and_concurrency_are_passed(kfp):
     argv = ["schedule", "--host", kfp.url, "--token", TOKEN, "--cron", "0 0 */6 * * *"]
     assert main([*argv, "--name", "six-hourly", "--catchup", "true", "--max-concurrency", "2"]) == 0

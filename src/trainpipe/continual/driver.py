@@ -283,7 +283,8 @@ class _Run:
         elif accepted:
             action = self._choose_mode(outcome, champion)
             data_uri = self._write_data(watermark, state, meta, new_train, holdout, outcome)
-            warm_start_uri = champion.uri if action == WARM_START else ""
+            if action == WARM_START:
+                warm_start_uri = self.registry.version_uri(champion.version)
         else:
             outcome.status = REJECTED
             outcome.reasons.append("every new partition was rejected; the champion is unchanged")
