@@ -35,7 +35,7 @@ def _values(scenario: str) -> dict[str, Any]:
 
 
 def test_scenarios_exist() -> None:
-    assert {"default-values.yaml", "full-values.yaml"} <= set(SCENARIOS)
+    assert {"default-values.yaml", "full-values.yaml", "continual-values.yaml"} <= set(SCENARIOS)
 
 
 def test_chart_version_is_the_package_version() -> None:
@@ -201,6 +201,9 @@ def test_retraining_cronjob(render, scenario: str) -> None:
         "/etc/trainpipe/config.yaml",
         "--wait",
     ]
+    # retraining.pipeline chooses the DAG each scheduled run submits.
+    continual = retraining.get("pipeline", "batch") == "continual"
+    assert ("--continual" in submit["args"]) is continual
     assert {"name": "config", "mountPath": "/etc/trainpipe", "readOnly": True} in submit[
         "volumeMounts"
     ]
@@ -306,6 +309,7 @@ def test_helm_test_pod_calls_ready_on_the_service(render) -> None:
         ("serving.image.tag=latest", "/serving/image/tag"),
         ("containerSecurityContext.allowPrivilegeEscalation=true", "allowPrivilegeEscalation"),
         ("podSecurityContext.runAsUser=0", "runAsUser"),
+        ("retraining.pipeline=nightly", "/retraining/pipeline"),
     ],
 )
 def test_schema_rejects_bad_values(helm: Path, override: str, message: str) -> None:
@@ -330,6 +334,19 @@ def test_schema_rejects_bad_values(helm: Path, override: str, message: str) -> N
         (
             ("--set", "serving.modelUri=s3://b/registry/m", "--set", "retraining.enabled=true"),
             "retraining.kfpHost is required",
+        ),
+        (
+            (
+                *(
+                    "--set",
+                    "serving.modelUri=s3://b/registry/m",
+                    "--set",
+                    "retraining.enabled=true",
+                ),
+                *("--set", "retraining.kfpHost=http://kfp:8888"),
+                *("--set", "retraining.pipeline=continual"),
+            ),
+            "needs pipelineConfig.continual.source",
         ),
     ],
 )
