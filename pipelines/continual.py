@@ -21,16 +21,12 @@ from kfp import dsl
 from trainpipe.components.continual_finish.component import continual_finish
 from trainpipe.components.continual_plan.component import continual_plan
 from trainpipe.components.continual_release.component import continual_release
-from trainpipe.components.evaluate.component import evaluate
-from trainpipe.components.export_onnx.component import export_onnx
 from trainpipe.components.finetune.component import finetune
-from trainpipe.components.gate.component import gate
 from trainpipe.components.pretrain.component import pretrain
-from trainpipe.components.register.component import register
 from trainpipe.config import Config
 from trainpipe.continual.driver import ADVANCE, SKIP, WARM_START
 from trainpipe.evaluate.gate import PROMOTE
-from trainpipe.pipelines.training import on_cluster
+from trainpipe.pipelines.training import judge, on_cluster, promote
 
 
 def build_continual_pipeline(cfg: Config, *, retries: int | None = None):
@@ -91,37 +87,11 @@ def build_continual_pipeline(cfg: Config, *, retries: int | None = None):
                         on_cluster(full, cfg, gpu=train_in_pod, retries=train_retries)
                     finetune_uri = dsl.OneOf(warm.outputs["Output"], full.outputs["Output"])
 
-                    evaluated = evaluate(
-                        config_json=config_json,
-                        run_id=run,
-                        data_uri=data_uri,
-                        finetune_uri=finetune_uri,
+                    evaluated, exported, decided = judge(
+                        cfg, config_json, run, data_uri, finetune_uri
                     )
-                    on_cluster(evaluated, cfg, gpu=False, retries=0)
-                    exported = export_onnx(
-                        config_json=config_json,
-                        run_id=run,
-                        data_uri=data_uri,
-                        finetune_uri=finetune_uri,
-                    ).set_display_name("export onnx")
-                    on_cluster(exported, cfg, gpu=False, retries=0)
-                    decided = gate(
-                        config_json=config_json,
-                        run_id=run,
-                        evaluate_uri=evaluated.outputs["Output"],
-                        export_uri=exported.output,
-                    )
-                    on_cluster(decided, cfg, gpu=False, retries=0)
-
                     with dsl.If(decided.outputs["Output"] == PROMOTE, name="gate-passed"):
-                        registered = register(
-                            config_json=config_json,
-                            run_id=run,
-                            export_uri=exported.output,
-                            evaluate_uri=evaluated.outputs["Output"],
-                            gate_uri=decided.outputs["decision_uri"],
-                        )
-                        on_cluster(registered, cfg, gpu=False, retries=0)
+                        registered = promote(cfg, config_json, run, evaluated, exported, decided)
                         promoted = continual_finish(
                             config_json=config_json,
                             run_id=run,

@@ -64,6 +64,40 @@ def on_cluster(task: dsl.PipelineTask, cfg: Config, *, gpu: bool, retries: int) 
         task.set_retry(num_retries=retries, backoff_duration=f"{cluster.retry_backoff_s}s")
 
 
+def judge(cfg: Config, config_json, run, data_uri, finetune_uri):
+    """evaluate, export_onnx and gate of a fine-tuned model, as both DAGs wire them; returns
+    the three tasks."""
+    evaluated = evaluate(
+        config_json=config_json, run_id=run, data_uri=data_uri, finetune_uri=finetune_uri
+    )
+    on_cluster(evaluated, cfg, gpu=False, retries=0)
+    exported = export_onnx(
+        config_json=config_json, run_id=run, data_uri=data_uri, finetune_uri=finetune_uri
+    ).set_display_name("export onnx")
+    on_cluster(exported, cfg, gpu=False, retries=0)
+    decided = gate(
+        config_json=config_json,
+        run_id=run,
+        evaluate_uri=evaluated.outputs["Output"],
+        export_uri=exported.output,
+    )
+    on_cluster(decided, cfg, gpu=False, retries=0)
+    return evaluated, exported, decided
+
+
+def promote(cfg: Config, config_json, run, evaluated, exported, decided) -> dsl.PipelineTask:
+    """register, inside the gate-passed branch: the gate's decision.json is its input."""
+    registered = register(
+        config_json=config_json,
+        run_id=run,
+        export_uri=exported.output,
+        evaluate_uri=evaluated.outputs["Output"],
+        gate_uri=decided.outputs["decision_uri"],
+    )
+    on_cluster(registered, cfg, gpu=False, retries=0)
+    return registered
+
+
 def build_pipeline(cfg: Config, *, retries: int | None = None):
     """The pipeline function with ``cfg`` baked in as its default config.
 
@@ -97,39 +131,12 @@ def build_pipeline(cfg: Config, *, retries: int | None = None):
         )
         on_cluster(finetuned, cfg, gpu=train_in_pod, retries=train_retries)
 
-        evaluated = evaluate(
-            config_json=config_json,
-            run_id=run,
-            data_uri=data_uri,
-            finetune_uri=finetuned.outputs["Output"],
+        evaluated, exported, decided = judge(
+            cfg, config_json, run, data_uri, finetuned.outputs["Output"]
         )
-        on_cluster(evaluated, cfg, gpu=False, retries=0)
-
-        exported = export_onnx(
-            config_json=config_json,
-            run_id=run,
-            data_uri=data_uri,
-            finetune_uri=finetuned.outputs["Output"],
-        ).set_display_name("export onnx")
-        on_cluster(exported, cfg, gpu=False, retries=0)
-
-        decided = gate(
-            config_json=config_json,
-            run_id=run,
-            evaluate_uri=evaluated.outputs["Output"],
-            export_uri=exported.output,
-        )
-        on_cluster(decided, cfg, gpu=False, retries=0)
 
         with dsl.If(decided.outputs["Output"] == PROMOTE, name="gate-passed"):
-            registered = register(
-                config_json=config_json,
-                run_id=run,
-                export_uri=exported.output,
-                evaluate_uri=evaluated.outputs["Output"],
-                gate_uri=decided.outputs["decision_uri"],
-            )
-            on_cluster(registered, cfg, gpu=False, retries=0)
+            registered = promote(cfg, config_json, run, evaluated, exported, decided)
             deployed = deploy(
                 config_json=config_json,
                 run_id=run,
