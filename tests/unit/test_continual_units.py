@@ -10,6 +10,7 @@ from trainpipe.continual.lease import (
     LeaseHeld,
     LeaseLost,
     acquire_lease,
+    held_lease,
     release_lease,
     renew_lease,
 )
@@ -139,3 +140,20 @@ def test_forgetting_rule():
     assert rule(0.10, None, 0.02).passed  # no champion: nothing to forget
     assert rule(0.10, 0.96, None).passed  # disabled
     assert forgetting_bound({}, {}, 0.02) is None  # a batch run has no fixed test set
+
+
+def test_a_later_step_finds_its_own_lease_only(store):
+    """A step of the same run in another pod (finish, the exit handler) finds the lease by
+    holder; another run's lease, or a released one, is not its to renew or release."""
+    lease = acquire_lease(store, "m1", holder="run-a", ttl_s=60)
+    found = held_lease(store, "m1", "run-a")
+    assert found is not None and found.etag == lease.etag
+    assert held_lease(store, "m1", "run-b") is None
+    renewed = renew_lease(store, found, ttl_s=60)
+    release_lease(store, renewed, note={"outcome": "nothing to do: no new partitions"})
+    assert held_lease(store, "m1", "run-a") is None
+    assert store.get_json("continual/m1/lease.json")["outcome"].startswith("nothing to do")
+    taken = acquire_lease(store, "m1", holder="run-b", ttl_s=60)  # released: free at once
+    assert held_lease(store, "m1", "run-a") is None
+    release_lease(store, found)  # run-a's stale etag cannot release run-b's lease
+    assert held_lease(store, "m1", "run-b").etag == taken.etag

@@ -180,7 +180,7 @@ def finish_run(
             f"continual error: run {run_id} no longer holds the lease of {model} (it expired and "
             "another run took it over); stopping without advancing the watermark"
         )
-    lease = renew_lease(store, lease, ttl_s=cfg.continual.lease_ttl_s, clock=clock)
+    renew_lease(store, lease, ttl_s=cfg.continual.lease_ttl_s, clock=clock)  # or LeaseLost
     ctx = StageContext(cfg, run_id, store)
     planned = ctx.open(plan_uri).get_json("plan.json")
     outcome = Outcome(**planned["outcome"])
