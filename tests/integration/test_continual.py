@@ -243,32 +243,49 @@ def test_a_model_that_forgets_is_not_promoted(root, arrivals):
     assert Registry(store, MODEL).champion().etag == champion.etag
 
 
+def cli_run(cfg, output: Path) -> subprocess.Popen:
+    """`trainpipe run --continual` in its own process, as a scheduled run starts it."""
+    overrides = [
+        *FAST,
+        f"storage.uri={cfg.storage.uri}",
+        f"continual.source={cfg.continual.source}",
+    ]
+    return subprocess.Popen(
+        [sys.executable, "-m", "trainpipe", "run", "--continual", "--output", str(output)]
+        + [arg for o in overrides for arg in ("--set", o)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ),
+    )
+
+
 def test_overlapping_scheduled_run_exits_cleanly(root):
     cfg = config(root)
     store = open_store(cfg.storage.uri)
     acquire_lease(store, MODEL, holder="scheduled-run-1", ttl_s=600)
     assert run(cfg, root).status == LEASE_HELD
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "trainpipe",
-            "run",
-            "--continual",
-            "--output",
-            str(root.with_name("cli-output")),
-            "--set",
-            f"storage.uri={cfg.storage.uri}",
-            "--set",
-            f"continual.source={cfg.continual.source}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=dict(os.environ),
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "another run (scheduled-run-1) holds the lease of digits-classifier until" in done.stdout
+    cli = cli_run(cfg, root.with_name("cli-output"))
+    out, err = cli.communicate(timeout=300)
+    assert cli.returncode == 0, err[-2000:]
+    assert "another run (scheduled-run-1) holds the lease of digits-classifier until" in out
+
+
+def test_two_runs_started_together_train_once(root, arrivals):
+    """Two scheduled runs start at the same moment on one new partition: the lease lets one
+    train; the other ends at once (lease held) or, if it came second, finds nothing new."""
+    publish(root, "part-0001.parquet", arrivals["part-0001"])
+    cfg = config(root)
+    runs = [cli_run(cfg, root.with_name(f"cli-{i}")) for i in range(2)]
+    outputs = [r.communicate(timeout=600) for r in runs]
+    assert [r.returncode for r in runs] == [0, 0], [err[-2000:] for _, err in outputs]
+    trained = [out for out, _ in outputs if "part-0001.parquet passed" in out]
+    assert len(trained) == 1
+    (other,) = [out for out, _ in outputs if out not in trained]
+    assert "holds the lease of digits-classifier" in other or "nothing to do" in other
+    store = open_store(cfg.storage.uri)
+    assert len(Registry(store, MODEL).versions()) <= 2
+    assert read_watermark(store, MODEL).consumed == ["part-0000.parquet", "part-0001.parquet"]
 
 
 def test_lease_and_nothing_to_do_on_s3(s3_bucket, s3_endpoint, tmp_path, arrivals):
