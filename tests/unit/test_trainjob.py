@@ -265,3 +265,14 @@ def test_stage_hook_runs_the_stage_in_the_trainjob_and_returns_its_artifacts(
     assert uri == f"file://{tmp_path}/artifacts/runs/hooked-run/pretrain"
     assert os.path.exists(f"{tmp_path}/artifacts/runs/hooked-run/pretrain/encoder.pt")
     assert len(kube.server.matching("POST", JOBS)) == 1
+
+
+def test_pod_entry_point_needs_a_single_node_config(monkeypatch, capsys):
+    """The one entry point of training processes refuses, in one line, to run without the
+    config or with a config that would launch another TrainJob."""
+    monkeypatch.delenv(CONFIG_ENV, raising=False)
+    assert pod.main(["pretrain", "--run-id", "r", "--input", "data_uri=file:///d"]) == 2
+    assert capsys.readouterr().err.strip().endswith("runs under torchrun or inside a TrainJob")
+    monkeypatch.setenv(CONFIG_ENV, multi_node_config().to_json())
+    assert pod.main(["finetune", "--run-id", "r"]) == 2
+    assert "cluster.num_nodes=1" in capsys.readouterr().err

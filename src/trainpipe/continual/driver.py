@@ -189,7 +189,8 @@ def finish_run(
     if gate_uri:
         decision = ctx.open(gate_uri).get_json("decision.json")
         outcome.reasons.append(f"gate {decision['decision']}: {decision['reason']}")
-        outcome.reasons += [r["detail"] for r in decision["rules"] if r["rule"] == "forgetting"]
+        forgetting = [r["detail"] for r in decision["rules"] if r["rule"] == "forgetting"]
+        outcome.reasons += [line for line in forgetting if line not in decision["reason"]]
         outcome.status = NOT_PROMOTED
     if register_uri:
         outcome.status = PROMOTED
