@@ -135,6 +135,25 @@ def test_warm_start_with_replay_and_idempotence(root, arrivals):
     assert read_watermark(store, MODEL).consumed == ["part-0000.parquet", "part-0001.parquet"]
 
 
+def test_drifted_partition_retrains_from_scratch_on_all_accepted_data(root, arrivals):
+    """full_retrain_on_drift: inverted pixels score far above the threshold, so the DAG takes
+    the pretrain + finetune branch on every accepted example instead of the warm start."""
+    publish(root, "part-0001.parquet", arrivals["drift"])
+    cfg = config(root, "continual.policy=full_retrain_on_drift", "continual.drift_threshold=0.3")
+    outcome = run(cfg, root)
+    assert outcome.verdicts == {"part-0001.parquet": "passed"}
+    assert outcome.drift["part-0001.parquet"] > 0.3
+    assert outcome.mode == "full_retrain" and outcome.status in (PROMOTED, NOT_PROMOTED)
+    store = open_store(cfg.storage.uri)
+    finetune = store.get_json(f"runs/{outcome.run_id}/finetune/manifest.json")
+    assert finetune["lineage"]["inputs"]["pretrain"].endswith(f"runs/{outcome.run_id}/pretrain")
+    assert "warm_start" not in finetune["lineage"]["inputs"]
+    accepted = read_table(f"file://{root}/incoming/part-0000.parquet")
+    sizes = store.get_json(f"runs/{outcome.run_id}/validate_data/dataset.json")["split_sizes"]
+    assert sizes["train"] > 0.5 * len(accepted)  # the earlier accepted data is trained on too
+    assert read_watermark(store, MODEL).consumed == ["part-0000.parquet", "part-0001.parquet"]
+
+
 def test_crash_between_register_and_watermark_registers_no_second_version(root, arrivals):
     """The run registers, then "dies" before its watermark write (the old watermark file is put
     back byte for byte); the next run recognizes its data and does not train again."""
