@@ -1,7 +1,9 @@
 """The trainpipe DAG.
 
-    validate_data -> pretrain -> finetune -> evaluate -> export_onnx -> gate
-        -> dsl.If(decision == "promote"): register -> deploy
+    validate_data -> pretrain -> [tune, when tune.enabled] -> finetune -> evaluate
+        -> export_onnx -> gate -> dsl.If(decision == "promote"): register -> deploy
+
+(with pretraining keys in tune.space the tune step comes before pretrain instead).
 
 ``build_pipeline(cfg)`` returns a ``@dsl.pipeline`` function whose defaults are the given
 config, ready for ``kfp.local`` (``trainpipe run``) or the compiler (``trainpipe compile``).
@@ -21,6 +23,8 @@ from trainpipe.components.register.component import register
 from trainpipe.components.validate_data.component import validate_data
 from trainpipe.config import Config
 from trainpipe.evaluate.gate import PROMOTE
+from trainpipe.pipelines.tuning import tune_search_component
+from trainpipe.tune.space import searches_pretraining
 
 S3_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 
@@ -98,6 +102,57 @@ def promote(cfg: Config, config_json, run, evaluated, exported, decided) -> dsl.
     return registered
 
 
+def validate_pretrain_tune(
+    cfg: Config,
+    config_json,
+    run_id,
+    *,
+    train_retries: int,
+    tune_search=None,
+    pretrain_needed: bool = True,
+):
+    """The DAG up to fine-tuning, shared by the training and the tuning pipeline:
+    validate_data -> pretrain -> [tune], or validate_data -> tune -> pretrain when the search
+    covers pretraining keys (each trial pretrains; pretrain then takes the best of them).
+
+    Returns the run id, the validated data's URI, the pretrain task (None when the tuning
+    pipeline does not need it) and the tune result's URI ("" without a search)."""
+    validated = validate_data(
+        config_json=config_json, run_id=run_id, job_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER
+    ).set_display_name("validate data")
+    on_cluster(validated, cfg, gpu=False, retries=0)
+    run = validated.outputs["run_id"]
+    data_uri = validated.outputs["data_uri"]
+
+    def search(pretrain_uri):
+        return (
+            tune_search(
+                config_json=config_json, run_id=run, data_uri=data_uri, pretrain_uri=pretrain_uri
+            )
+            .set_display_name("tune")
+            .output
+        )
+
+    tune_uri = ""
+    tune_first = tune_search is not None and searches_pretraining(cfg.tune.space)
+    if tune_first:
+        tune_uri = search("")
+        if not pretrain_needed:
+            return run, data_uri, None, tune_uri
+    pretrained = pretrain(
+        config_json=config_json,
+        run_id=run,
+        data_uri=data_uri,
+        **({"tune_uri": tune_uri} if tune_first else {}),
+    )
+    # With several nodes the training pods are the TrainJob's; the component pod only launches
+    # and watches it, so it must not hold GPUs (or wait for GPU nodes) meanwhile.
+    on_cluster(pretrained, cfg, gpu=cfg.cluster.num_nodes == 1, retries=train_retries)
+    if tune_search is not None and not tune_first:
+        tune_uri = search(pretrained.outputs["Output"])
+    return run, data_uri, pretrained, tune_uri
+
+
 def build_pipeline(cfg: Config, *, retries: int | None = None):
     """The pipeline function with ``cfg`` baked in as its default config.
 
@@ -107,27 +162,30 @@ def build_pipeline(cfg: Config, *, retries: int | None = None):
     # With several nodes the training pods are the TrainJob's; the component pod only launches
     # and watches it, so it must not hold GPUs (or wait for GPU nodes) meanwhile.
     train_in_pod = cfg.cluster.num_nodes == 1
+    # The tune step is in the DAG when the config enables it (decided when the pipeline is
+    # built, like the cluster settings).
+    tune_search = (
+        # Trial workers train in their own pods even when fine-tuning is a multi-node TrainJob.
+        tune_search_component(cfg, on_cluster, gpu=True, retries=train_retries)
+        if cfg.tune.enabled
+        else None
+    )
 
     @dsl.pipeline(
         name=cfg.pipeline_name,
         description="Validate, pretrain, fine-tune, evaluate, export, gate, register, deploy.",
     )
     def training_pipeline(config_json: str = cfg.to_json(), run_id: str = ""):
-        validated = validate_data(
-            config_json=config_json, run_id=run_id, job_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER
-        ).set_display_name("validate data")
-        on_cluster(validated, cfg, gpu=False, retries=0)
-        run = validated.outputs["run_id"]
-        data_uri = validated.outputs["data_uri"]
-
-        pretrained = pretrain(config_json=config_json, run_id=run, data_uri=data_uri)
-        on_cluster(pretrained, cfg, gpu=train_in_pod, retries=train_retries)
+        run, data_uri, pretrained, tune_uri = validate_pretrain_tune(
+            cfg, config_json, run_id, train_retries=train_retries, tune_search=tune_search
+        )
 
         finetuned = finetune(
             config_json=config_json,
             run_id=run,
             data_uri=data_uri,
             pretrain_uri=pretrained.outputs["Output"],
+            tune_uri=tune_uri,
         )
         on_cluster(finetuned, cfg, gpu=train_in_pod, retries=train_retries)
 

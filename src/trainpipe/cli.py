@@ -1,6 +1,7 @@
 """The ``trainpipe`` command.
 
     trainpipe run [--config FILE] [--set key=value ...] [--output DIR]
+    trainpipe tune [--config FILE] [--set key=value ...] [--output DIR]
     trainpipe compile --output pipeline.yaml [--config FILE] [--set key=value ...]
     trainpipe validate DATA [--schema FILE] [--reference DATA] [--report FILE]
     trainpipe serve --model URI [--host H] [--port P]
@@ -59,6 +60,26 @@ def cmd_run(args: argparse.Namespace) -> int:
         return continual_command(cfg, output)
     summary = run_locally(cfg, kfp_root=output / "kfp-local")
     print("\n" + format_summary(summary))
+    return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    """validate_data -> pretrain -> tune through kfp.local; prints the best parameters."""
+    from trainpipe.local_run import format_summary, run_locally
+
+    args.overrides = [
+        *([f"storage.uri={args.output}"] if args.output else []),
+        "tune.enabled=true",
+        *args.overrides,
+    ]
+    cfg = _load(args)
+    summary = run_locally(
+        cfg, kfp_root=Path(args.output or "trainpipe-runs") / "kfp-local", tune_only=True
+    )
+    print("\n" + format_summary(summary))
+    tuned = summary.stage("tune")
+    params = " ".join(f"--set {k}={v}" for k, v in tuned.summary["params"].items())
+    print(f"report: {tuned.uri}/report.html\ntrain with them: trainpipe run {params}")
     return 0
 
 
@@ -226,6 +247,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="one scheduled continual run on continual.source, or (unset) simulate arrivals",
     )
     run.set_defaults(func=cmd_run)
+
+    tune = sub.add_parser(
+        "tune", help="search fine-tuning hyperparameters (validate, pretrain, tune) locally"
+    )
+    _add_config_args(tune)
+    tune.add_argument("--output", metavar="DIR", help="artifact root (default ./trainpipe-runs)")
+    tune.set_defaults(func=cmd_tune)
 
     comp = sub.add_parser("compile", help="write the KFP IR YAML for a cluster")
     _add_config_args(comp)

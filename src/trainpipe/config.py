@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from trainpipe.cluster import ClusterConfig
 from trainpipe.configbase import Section
@@ -25,6 +25,8 @@ from trainpipe.evaluate.config import GateConfig
 from trainpipe.export.config import ExportConfig
 from trainpipe.models.config import ModelConfig
 from trainpipe.train.config import FinetuneConfig, PretrainConfig
+from trainpipe.tune.config import TuneConfig
+from trainpipe.tune.space import check_space
 
 
 class StorageConfig(Section):
@@ -63,6 +65,13 @@ class Config(Section):
     deploy: DeployConfig = DeployConfig()
     cluster: ClusterConfig = ClusterConfig()
     continual: ContinualConfig = ContinualConfig()
+    tune: TuneConfig = TuneConfig()
+
+    @model_validator(mode="after")
+    def _tune_space_fits(self) -> Config:
+        if self.tune.enabled:
+            check_space(self)
+        return self
 
     def to_json(self) -> str:
         return self.model_dump_json()
@@ -82,6 +91,8 @@ def _format_error(exc: ValidationError) -> str:
         return f"config error: unknown key {key!r}; allowed keys here: {allowed}"
     message = error["msg"].removeprefix("Value error, ")
     value = error.get("input")
+    if not error["loc"]:
+        return f"config error: {message}"
     if isinstance(value, dict):
         return f"config error: {key}: {message}"
     return f"config error: {key}={value!r}: {message}"

@@ -20,6 +20,7 @@ from trainpipe.errors import TrainpipeError
 from trainpipe.kfp_output import readable_kfp_output
 from trainpipe.stages.context import STAGES, run_prefix
 from trainpipe.storage import ArtifactNotFound, open_store
+from trainpipe.tune.space import searches_pretraining
 
 
 class PipelineFailed(TrainpipeError):
@@ -42,7 +43,7 @@ class RunSummary:
     wall_s: float
 
     def stage(self, name: str) -> StageResult:
-        return next(s for s in self.stages if s.stage == name)
+        return next((s for s in self.stages if s.stage == name), StageResult(name, "not run"))
 
     def to_dict(self) -> dict:
         return {
@@ -65,20 +66,35 @@ def resolve_storage(cfg: Config) -> Config:
     return cfg.model_copy(update={"storage": cfg.storage.model_copy(update={"uri": absolute})})
 
 
-def run_locally(cfg: Config, *, kfp_root: Path, run_id: str | None = None) -> RunSummary:
-    """Preflight, run the DAG with kfp.local, and summarize what the stages committed."""
+def stages_of(cfg: Config, *, tune_only: bool = False) -> tuple[str, ...]:
+    """The stages a run has: when enabled, tune sits before finetune (before pretrain when
+    it searches pretraining keys)."""
+    if not (cfg.tune.enabled or tune_only):
+        return STAGES
+    at = 1 if searches_pretraining(cfg.tune.space) else 2
+    stages = (*STAGES[:at], "tune", *STAGES[at:])
+    return stages[: stages.index("tune") + 1] if tune_only else stages
+
+
+def run_locally(
+    cfg: Config, *, kfp_root: Path, run_id: str | None = None, tune_only: bool = False
+) -> RunSummary:
+    """Preflight, run the DAG with kfp.local, and summarize what the stages committed.
+
+    ``tune_only`` runs validate_data, pretrain and tune only (``trainpipe tune``)."""
     import time
 
     from kfp import local
 
     from trainpipe.pipelines.training import build_pipeline
+    from trainpipe.pipelines.tuning import build_tuning_pipeline
 
     cfg = resolve_storage(cfg)
     check_source(cfg.data, endpoint_url=cfg.storage.endpoint_url)  # fail before anything runs
     run_id = run_id or new_run_id()
     kfp_root.mkdir(parents=True, exist_ok=True)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(kfp_root))
-    pipeline = build_pipeline(cfg, retries=0)
+    pipeline = (build_tuning_pipeline if tune_only else build_pipeline)(cfg, retries=0)
     started = time.monotonic()
     failure: Exception | None = None
     try:
@@ -86,7 +102,9 @@ def run_locally(cfg: Config, *, kfp_root: Path, run_id: str | None = None) -> Ru
             pipeline(config_json=cfg.to_json(), run_id=run_id)
     except RuntimeError as exc:
         failure = exc
-    summary = collect_summary(cfg, run_id, time.monotonic() - started)
+    summary = collect_summary(
+        cfg, run_id, time.monotonic() - started, stages=stages_of(cfg, tune_only=tune_only)
+    )
     if failure is not None:
         failed = next((s.stage for s in summary.stages if s.status == "missing"), "unknown")
         raise PipelineFailed(
@@ -95,10 +113,12 @@ def run_locally(cfg: Config, *, kfp_root: Path, run_id: str | None = None) -> Ru
     return summary
 
 
-def collect_summary(cfg: Config, run_id: str, wall_s: float) -> RunSummary:
+def collect_summary(
+    cfg: Config, run_id: str, wall_s: float, *, stages: tuple[str, ...] | None = None
+) -> RunSummary:
     store = open_store(cfg.storage.uri, endpoint_url=cfg.storage.endpoint_url)
     results = []
-    for stage in STAGES:
+    for stage in stages or stages_of(cfg):
         uri = store.uri_for(f"{run_prefix(run_id)}/{stage}")
         try:
             artifacts = ArtifactSet.open(uri, endpoint_url=cfg.storage.endpoint_url)
@@ -108,7 +128,7 @@ def collect_summary(cfg: Config, run_id: str, wall_s: float) -> RunSummary:
         results.append(
             StageResult(stage, "done", artifacts.manifest["wall_s"], uri, artifacts.summary)
         )
-    gate = next(r for r in results if r.stage == "gate")
+    gate = next((r for r in results if r.stage == "gate"), StageResult("gate", "not run"))
     if gate.status == "done" and gate.summary.get("decision") != "promote":
         for result in results:
             if result.stage in ("register", "deploy") and result.status == "missing":
@@ -131,6 +151,9 @@ def format_summary(summary: RunSummary) -> str:
             f"test accuracy {evaluation['accuracy']:.4f}   macro-F1 {evaluation['macro_f1']:.4f}"
             f"   log loss {evaluation['log_loss']:.4f}   ({evaluation['num_examples']} examples)",
         ]
+    tuned = summary.stage("tune").summary
+    if tuned:
+        lines.append(format_tune(tuned))
     finetuned = summary.stage("finetune").summary
     if "scratch_test_accuracy" in finetuned:
         lines.append(
@@ -153,3 +176,19 @@ def format_summary(summary: RunSummary) -> str:
             f"{deployed['smoke_latency_ms']} ms (server ready in {deployed['ready_s']} s)"
         )
     return "\n".join(lines)
+
+
+def format_tune(tuned: dict) -> str:
+    """The search in two lines: the best trial against the untuned default, and its params."""
+    against = ""
+    if tuned.get("gain") is not None:
+        against = f" vs default {tuned['baseline_value']:.4f} (gain {tuned['gain']:+.4f})"
+    params = ", ".join(
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in tuned["params"].items()
+    )
+    return (
+        f"tune: best trial #{tuned['trial']} of {tuned['trials']} ({tuned['strategy']}): "
+        f"validation {tuned['metric'].removeprefix('val_')} {tuned['value']:.4f}{against}; "
+        f"{tuned['pruned']} pruned, {tuned['failed']} failed, "
+        f"{tuned['epochs_run']}/{tuned['epochs_budget']} epochs\n  best: {params}"
+    )

@@ -27,6 +27,7 @@ TRAINING_STACK = (
     "onnxscript",
     "matplotlib",
     "tqdm",
+    "optuna",
 )
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import trainpipe
 
 PACKAGE = Path(trainpipe.__file__).parent
-LOWER_LAYERS = ("train", "deploy", "evaluate", "data", "serve")
+LOWER_LAYERS = ("train", "deploy", "evaluate", "data", "serve", "tune")
 
 
 def stage_imports(source: str, module: str) -> list[str]:

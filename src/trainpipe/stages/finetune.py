@@ -41,12 +41,13 @@ from trainpipe.stages.training_run import (
     run_training,
     setup_world,
 )
+from trainpipe.stages.tuned import tuned_context, tuned_summary
 from trainpipe.train.config import FinetuneConfig
 from trainpipe.train.diagnosis import diagnose, linear_baseline_train_loss
 from trainpipe.train.distributed import World
-from trainpipe.train.finetuning import finetune_lr_factor, finetune_param_groups
-from trainpipe.train.objectives import Classification
+from trainpipe.train.finetuning import classifier_trainer
 from trainpipe.train.trainer import Trainer
+from trainpipe.tune.space import fresh_encoder
 
 
 def run_finetune(
@@ -56,11 +57,17 @@ def run_finetune(
     pretrain_uri: str,
     metrics=None,
     warm_start_uri: str = "",
+    tune_uri: str = "",
 ) -> str:
+    """``tune_uri``: the tune stage's artifact set, whose best parameters replace the config's."""
     ctx = make_context(config_json, run_id)
+    if tune_uri:
+        ctx, _ = tuned_context(ctx, tune_uri)
     inputs = {"data_uri": data_uri, "pretrain_uri": pretrain_uri}
     if warm_start_uri:
         inputs["warm_start_uri"] = warm_start_uri
+    if tune_uri:
+        inputs["tune_uri"] = tune_uri
     if ctx.cfg.cluster.num_nodes > 1:
         return launch_stage(ctx, "finetune", inputs)
     result = run_training(ctx, "finetune", ctx.cfg.finetune, train_finetune, **inputs)
@@ -98,30 +105,17 @@ def _train_classifier(
     model = Classifier(encoder, dataset.num_classes)
     if initial is not None:
         model.load_state_dict(initial)
-    if cfg.strategy == "linear_probe":
-        encoder.requires_grad_(False)
     teacher = None
     if cfg.teacher_uri:
         teacher = load_classifier(from_bytes(ctx.open(cfg.teacher_uri).get_bytes("model.pt")))
-    objective = Classification(
-        cfg.label_smoothing,
-        teacher=teacher,
-        distill_weight=cfg.distill_weight,
-        distill_temperature=cfg.distill_temperature,
-        augment=cfg.augment,
-    )
-    trainer = Trainer(
+    trainer = classifier_trainer(
         cfg,
         model,
-        objective,
         stage=stage,
         world=world,
+        teacher=teacher,
         checkpoints=checkpoint_store(ctx, stage, cfg) if checkpoints else None,
-        param_groups=finetune_param_groups(model, cfg),
-        lr_factor=finetune_lr_factor(cfg),
     )
-    if teacher is not None:
-        teacher.to(trainer.device)
     result = trainer.fit(train, dataset.validation)
     return trainer, model, result.to_dict()
 
@@ -139,7 +133,12 @@ def _warm_start(ctx: StageContext, uri: str, dataset: Dataset) -> tuple[ModelCon
 
 
 def train_finetune(
-    config_json: str, run_id: str, data_uri: str, pretrain_uri: str = "", warm_start_uri: str = ""
+    config_json: str,
+    run_id: str,
+    data_uri: str,
+    pretrain_uri: str = "",
+    warm_start_uri: str = "",
+    tune_uri: str = "",
 ) -> None:
     """Train on every rank; rank 0 commits model.pt, curves, diagnosis and the comparison."""
     ctx = make_context(config_json, run_id)
@@ -161,7 +160,13 @@ def train_finetune(
         train = dataset.train
     else:
         model_cfg, initial = ctx.cfg.model, None
-        encoder = load_encoder(from_bytes(ctx.open(pretrain_uri).get_bytes("encoder.pt")))
+        if tune_uri and fresh_encoder(ctx.cfg.tune.space) and not ctx.cfg.pretrain.enabled:
+            # The search changed the architecture and nothing was pretrained: a fresh
+            # encoder, as in the trials.
+            torch.manual_seed(cfg.seed)
+            encoder = build_encoder(ctx.cfg.model, dataset.feature_shape)
+        else:
+            encoder = load_encoder(from_bytes(ctx.open(pretrain_uri).get_bytes("encoder.pt")))
         train = label_subset(dataset.train, cfg.label_fraction, cfg.seed)
     trainer, _, history = _train_classifier(
         ctx,
@@ -250,6 +255,9 @@ def train_finetune(
         inputs = {"data": data_uri, "warm_start": warm_start_uri}
     else:
         inputs = {"data": data_uri, "pretrain": pretrain_uri}
+    if tune_uri:
+        inputs["tune"] = tune_uri
+        summary |= tuned_summary(ctx.open(tune_uri).get_json("best.json"))
     writer = ctx.writer("finetune", inputs=inputs)
     put_all(writer, files)
     payload = classifier_payload(final, model_cfg, dataset.feature_shape, dataset.label_names)

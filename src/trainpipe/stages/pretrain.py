@@ -16,22 +16,30 @@ from trainpipe.stages.training_run import (
     run_training,
     setup_world,
 )
+from trainpipe.stages.tuned import tuned_context, tuned_summary
 from trainpipe.train.diagnosis import diagnose
 from trainpipe.train.pretraining import pretraining_setup
 from trainpipe.train.trainer import Trainer
 
 
-def run_pretrain(config_json: str, run_id: str, data_uri: str, metrics=None) -> str:
+def run_pretrain(
+    config_json: str, run_id: str, data_uri: str, metrics=None, tune_uri: str = ""
+) -> str:
+    """``tune_uri``: a search over pretraining keys ran first; its best parameters apply."""
     ctx = make_context(config_json, run_id)
+    inputs = {"data_uri": data_uri}
+    if tune_uri:
+        ctx, _ = tuned_context(ctx, tune_uri)
+        inputs["tune_uri"] = tune_uri
     if ctx.cfg.cluster.num_nodes > 1:
-        return launch_stage(ctx, "pretrain", {"data_uri": data_uri})
-    result = run_training(ctx, "pretrain", ctx.cfg.pretrain, train_pretrain, data_uri=data_uri)
+        return launch_stage(ctx, "pretrain", inputs)
+    result = run_training(ctx, "pretrain", ctx.cfg.pretrain, train_pretrain, **inputs)
     if metrics is not None and "final_val_loss" in result.summary:
         metrics.log_metric("pretrain_val_loss", result.summary["final_val_loss"])
     return result.uri
 
 
-def train_pretrain(config_json: str, run_id: str, data_uri: str) -> None:
+def train_pretrain(config_json: str, run_id: str, data_uri: str, tune_uri: str = "") -> None:
     """Train on every rank; rank 0 commits encoder.pt, history and the diagnosis."""
     ctx = make_context(config_json, run_id)
     cfg = ctx.cfg
@@ -85,7 +93,11 @@ def train_pretrain(config_json: str, run_id: str, data_uri: str) -> None:
     # A fresh module: under FSDP the trained one holds sharded parameters.
     trained = build_encoder(cfg.model, dataset.feature_shape)
     trained.load_state_dict(encoder_state)
-    writer = ctx.writer("pretrain", inputs={"data": data_uri})
+    inputs = {"data": data_uri}
+    if tune_uri:
+        inputs["tune"] = tune_uri
+        summary |= tuned_summary(ctx.open(tune_uri).get_json("best.json"))
+    writer = ctx.writer("pretrain", inputs=inputs)
     put_all(writer, extra_files)
     writer.put_bytes(
         "encoder.pt", to_bytes(encoder_payload(trained, cfg.model, dataset.feature_shape))

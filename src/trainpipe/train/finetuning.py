@@ -11,9 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
+
 from trainpipe.models import Classifier
+from trainpipe.train.checkpoint import CheckpointStore
 from trainpipe.train.config import FinetuneConfig
+from trainpipe.train.distributed import World
+from trainpipe.train.objectives import Classification
 from trainpipe.train.optim import decay_groups
+from trainpipe.train.trainer import EpochRecord, Trainer
 
 
 def finetune_param_groups(model: Classifier, cfg: FinetuneConfig) -> list[dict]:
@@ -46,3 +52,40 @@ def finetune_lr_factor(cfg: FinetuneConfig) -> Callable[[dict, int], float]:
         return group["lr_scale"]
 
     return factor
+
+
+def classifier_trainer(
+    cfg: FinetuneConfig,
+    model: Classifier,
+    *,
+    stage: str,
+    world: World | None = None,
+    teacher: torch.nn.Module | None = None,
+    checkpoints: CheckpointStore | None = None,
+    on_epoch_end: Callable[[EpochRecord], None] | None = None,
+) -> Trainer:
+    """The fine-tuning Trainer: strategy, distillation and layer-wise rates from ``cfg``; the
+    finetune stage and the tune stage's trials both train through it."""
+    if cfg.strategy == "linear_probe":
+        model.encoder.requires_grad_(False)
+    objective = Classification(
+        cfg.label_smoothing,
+        teacher=teacher,
+        distill_weight=cfg.distill_weight,
+        distill_temperature=cfg.distill_temperature,
+        augment=cfg.augment,
+    )
+    trainer = Trainer(
+        cfg,
+        model,
+        objective,
+        stage=stage,
+        world=world,
+        checkpoints=checkpoints,
+        param_groups=finetune_param_groups(model, cfg),
+        lr_factor=finetune_lr_factor(cfg),
+        on_epoch_end=on_epoch_end,
+    )
+    if teacher is not None:
+        teacher.to(trainer.device)
+    return trainer

@@ -1,0 +1,1 @@
+"""Hyperparameter search: space, study in the artifact store, trial workers, PBT, report."""
