@@ -55,9 +55,11 @@ def s3_endpoint() -> Iterator[str]:
         raise RuntimeError(f"the moto S3 server did not start (printed {line!r})")
     endpoint = f"http://127.0.0.1:{int(line.split()[1])}"
     saved = {k: os.environ.get(k) for k in _AWS_ENV}
+    # The endpoint is NOT exported (AWS_ENDPOINT_URL): users set it in config, so tests pass
+    # it the same way and a code path that drops it fails here instead of reaching AWS.
+    os.environ.pop("AWS_ENDPOINT_URL", None)
     os.environ.update(
         {
-            "AWS_ENDPOINT_URL": endpoint,
             # moto accepts any credentials; these are test values, not secrets.
             "AWS_ACCESS_KEY_ID": "testing",
             "AWS_SECRET_ACCESS_KEY": "testing",

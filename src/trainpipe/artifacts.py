@@ -8,7 +8,7 @@ folder and checks every file against the manifest.
     writer = ArtifactWriter(open_store(uri), "runs/r1/pretrain", stage="pretrain", run_id="r1")
     writer.put_bytes("encoder.pt", data)
     writer.commit(summary={"final_loss": 0.12})
-    encoder = ArtifactSet.open(writer.uri).get_bytes("encoder.pt")
+    encoder = ArtifactSet.open_in(store, "runs/r1/pretrain").get_bytes("encoder.pt")
 """
 
 from __future__ import annotations
@@ -110,7 +110,17 @@ class ArtifactSet:
 
     @classmethod
     def open(cls, uri: str, *, endpoint_url: str | None = None) -> ArtifactSet:
-        store = open_store(uri, endpoint_url=endpoint_url)
+        return cls.from_store(open_store(uri, endpoint_url=endpoint_url))
+
+    @classmethod
+    def open_in(cls, store: Store, prefix: str) -> ArtifactSet:
+        """The artifact set under ``prefix`` of ``store``, with the store's settings (endpoint)."""
+        return cls.from_store(store.child(prefix))
+
+    @classmethod
+    def from_store(cls, store: Store) -> ArtifactSet:
+        """The artifact set rooted at ``store``."""
+        uri = store.uri
         try:
             manifest = store.get_json(MANIFEST_NAME)
         except ArtifactNotFound as exc:

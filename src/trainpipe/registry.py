@@ -94,7 +94,7 @@ class Registry:
                 f"registry error: {self.model_name} has no version {version!r} "
                 f"(versions: {', '.join(self.versions()) or 'none'})"
             )
-        return ArtifactSet.open(self.version_uri(version))
+        return ArtifactSet.open_in(self.store, self._key("versions", version))
 
     def register(
         self, files: dict[str, bytes], *, run_id: str, lineage: dict[str, str], summary: dict

@@ -17,20 +17,38 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import posixpath
+import random
 import tempfile
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 from trainpipe.errors import TrainpipeError
 
 SHA256_METADATA_KEY = "sha256"
+_T = TypeVar("_T")
 _CHUNK_BYTES = 8 * 1024 * 1024
+
+log = logging.getLogger("trainpipe.storage")
+
+READ_ATTEMPTS = 6
+"""Tries per S3 read whose body arrives truncated, reset or corrupt (each verified by sha256)."""
+
+RETRY_BASE_S = 0.2
+"""First backoff between read attempts; doubles each time, with full jitter, capped below."""
+
+RETRY_CAP_S = 5.0
+"""Longest single backoff between read attempts."""
+
+REQUEST_ATTEMPTS = 10
+"""botocore's own tries per S3 request (503 SlowDown, 5xx, resets before a response arrives)."""
 
 
 class StorageError(TrainpipeError):
@@ -47,6 +65,15 @@ class ChecksumMismatch(StorageError):
 
 class PreconditionFailed(StorageError):
     """A conditional write lost: the object changed (or appeared) since it was read."""
+
+
+class TransientReadError(StorageError):
+    """A read was cut short (truncated body, reset connection); trying again may succeed."""
+
+
+def backoff_s(attempt: int) -> float:
+    """Full-jitter exponential backoff before retry number ``attempt`` (1-based)."""
+    return random.uniform(0, min(RETRY_CAP_S, RETRY_BASE_S * 2 ** (attempt - 1)))
 
 
 @dataclass(frozen=True)
@@ -79,6 +106,10 @@ class Store(ABC):
     """A rooted key space. Keys are relative POSIX paths; ``uri_for(key)`` names them."""
 
     uri: str
+    endpoint_url: str | None = None
+    """S3 endpoint this store talks to; carried into every store reopened from its URIs."""
+    read_attempts: int = 1
+    """Tries per read; local files are not retried (a mismatch there is real corruption)."""
 
     @abstractmethod
     def put_bytes(
@@ -115,31 +146,63 @@ class Store(ABC):
 
     def child(self, prefix: str) -> Store:
         """The same store rooted one level down."""
-        return open_store(self.uri_for(prefix), **self._open_kwargs())
+        return self.reopen(self.uri_for(prefix))
 
-    def _open_kwargs(self) -> dict[str, Any]:
-        return {}
+    def reopen(self, uri: str) -> Store:
+        """A store for another URI with this store's settings (the S3 endpoint)."""
+        return open_store(uri, endpoint_url=self.endpoint_url)
+
+    def _retrying(self, key: str, read: Callable[[], _T]) -> _T:
+        """``read()`` with bounded retries on cut-short bodies and on bytes that do not match
+        the sha256 recorded with the object (a corrupt transfer, not a corrupt object, when a
+        later try matches). A mismatch against a manifest is never retried: that is final."""
+        for attempt in range(1, self.read_attempts + 1):
+            try:
+                return read()
+            except (TransientReadError, _StoredChecksumMismatch) as exc:
+                if attempt == self.read_attempts:
+                    if isinstance(exc, _StoredChecksumMismatch):
+                        raise ChecksumMismatch(str(exc)) from None
+                    raise
+                delay = backoff_s(attempt)
+                log.warning(
+                    "read of %s failed (%s); retry %d/%d in %.2f s",
+                    self.uri_for(key),
+                    exc,
+                    attempt,
+                    self.read_attempts - 1,
+                    delay,
+                )
+                time.sleep(delay)
+        raise AssertionError("unreachable: the loop returns or raises")
 
     def get_bytes(self, key: str, *, sha256: str | None = None) -> bytes:
         """Read and verify against the recorded sha256 (and ``sha256`` when given)."""
-        data, info = self._read(key)
-        actual = sha256_bytes(data)
-        _verify(self.uri_for(key), actual, info.sha256, sha256)
-        return data
+
+        def read() -> bytes:
+            data, info = self._read(key)
+            _verify(self.uri_for(key), sha256_bytes(data), info.sha256, sha256)
+            return data
+
+        return self._retrying(key, read)
 
     def get_editable_bytes(self, key: str) -> bytes:
         """Read a file people are meant to edit by hand (a schema, a config) without the sha256
         check: its recorded digest goes stale with every edit. Never use it for artifacts."""
-        return self._read(key)[0]
+        return self._retrying(key, lambda: self._read(key)[0])
 
     def get_file(self, key: str, path: str | Path, *, sha256: str | None = None) -> ObjectInfo:
         """Download to ``path`` atomically and verify; a bad download leaves nothing behind."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        with _atomic_local_path(path) as tmp:
-            info = self._download(key, tmp)
-            _verify(self.uri_for(key), sha256_file(tmp), info.sha256, sha256)
-        return info
+
+        def download() -> ObjectInfo:
+            with _atomic_local_path(path) as tmp:
+                info = self._download(key, tmp)
+                _verify(self.uri_for(key), sha256_file(tmp), info.sha256, sha256)
+            return info
+
+        return self._retrying(key, download)
 
     def put_json(self, key: str, obj: Any, **conditions: Any) -> ObjectInfo:
         data = json.dumps(obj, indent=2, sort_keys=True).encode()
@@ -159,9 +222,14 @@ class Store(ABC):
         return self.head(key) is not None
 
 
+class _StoredChecksumMismatch(ChecksumMismatch):
+    """The bytes read do not match the digest stored with the object: retried, since a
+    transfer cut short or garbled in flight looks the same as corruption at rest."""
+
+
 def _verify(uri: str, actual: str, recorded: str, expected: str | None) -> None:
     if recorded and actual != recorded:
-        raise ChecksumMismatch(
+        raise _StoredChecksumMismatch(
             f"{uri} is corrupt: sha256 {actual[:12]}… does not match the recorded "
             f"{recorded[:12]}…; rerun the stage that wrote it"
         )
@@ -321,17 +389,24 @@ class S3Store(Store):
     ``endpoint_url`` or AWS_ENDPOINT_URL. The sha256 is stored as object metadata.
     """
 
+    read_attempts = READ_ATTEMPTS
+
     def __init__(self, bucket: str, prefix: str = "", *, endpoint_url: str | None = None):
         import boto3
+        from botocore.config import Config
 
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.endpoint_url = endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None
         self.uri = f"s3://{bucket}/{self.prefix}".rstrip("/")
-        self._client = boto3.client("s3", endpoint_url=self.endpoint_url)
-
-    def _open_kwargs(self) -> dict[str, Any]:
-        return {"endpoint_url": self.endpoint_url}
+        # "standard" retries 503 SlowDown, other 5xx and connections reset before an answer,
+        # with jittered exponential backoff; body reads are retried by Store._retrying.
+        config = Config(
+            retries={"mode": "standard", "total_max_attempts": REQUEST_ATTEMPTS},
+            connect_timeout=10,
+            read_timeout=60,
+        )
+        self._client = boto3.client("s3", endpoint_url=self.endpoint_url, config=config)
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}".lstrip("/") if self.prefix else key
@@ -373,12 +448,40 @@ class S3Store(Store):
 
     @contextlib.contextmanager
     def _errors(self, key: str) -> Iterator[None]:
-        from botocore.exceptions import BotoCoreError, ClientError
+        from botocore.exceptions import (
+            BotoCoreError,
+            ClientError,
+            ConnectionClosedError,
+            IncompleteReadError,
+            ReadTimeoutError,
+            ResponseStreamingError,
+        )
+        from urllib3.exceptions import HTTPError as URLLib3Error
 
         try:
             yield
+        except (
+            IncompleteReadError,
+            ResponseStreamingError,
+            ConnectionClosedError,
+            ReadTimeoutError,
+            URLLib3Error,
+            ConnectionError,
+        ) as exc:
+            uri = self.uri_for(key)
+            raise TransientReadError(f"S3 read of {uri} was cut short: {exc}") from exc
         except (ClientError, BotoCoreError) as exc:
             raise self._translate(exc, key) from exc
+
+    def _conditional_write_landed(self, key: str, digest: str) -> ObjectInfo | None:
+        """After PreconditionFailed: the object when it already holds exactly our bytes.
+
+        A conditional write the server applied but whose answer was lost gets retried by
+        botocore, and the retry loses against our own first write. Our callers' records carry
+        timestamps and run ids, so equal bytes mean it is our write, and it succeeded.
+        """
+        info = self.head(key)
+        return info if info is not None and info.sha256 == digest else None
 
     def put_bytes(
         self, key: str, data: bytes, *, if_none_match: bool = False, if_match: str | None = None
@@ -389,36 +492,62 @@ class S3Store(Store):
             kwargs["IfNoneMatch"] = "*"
         if if_match is not None:
             kwargs["IfMatch"] = if_match
-        with self._errors(key):
-            response = self._client.put_object(
-                Bucket=self.bucket, Key=self._key(key), Body=data, **kwargs
-            )
+        try:
+            with self._errors(key):
+                response = self._client.put_object(
+                    Bucket=self.bucket, Key=self._key(key), Body=data, **kwargs
+                )
+        except PreconditionFailed:
+            landed = self._conditional_write_landed(key, digest)
+            if landed is None:
+                raise
+            return landed
+        except TransientReadError as exc:
+            # The answer to a write was lost: the write may or may not have been applied.
+            landed = self._conditional_write_landed(key, digest)
+            if landed is None:
+                raise StorageError(f"S3 write of {self.uri_for(key)} failed: {exc}") from exc
+            return landed
         return ObjectInfo(key, len(data), digest, response["ETag"])
 
     def put_file(self, key: str, path: str | Path) -> ObjectInfo:
         # upload_file switches to multipart for large files; S3 makes the object visible only
         # when the upload completes, which is the atomicity we need.
+        from boto3.exceptions import S3UploadFailedError
+
         digest = sha256_file(path)
-        with self._errors(key):
-            self._client.upload_file(
-                str(path),
-                self.bucket,
-                self._key(key),
-                ExtraArgs={"Metadata": {SHA256_METADATA_KEY: digest}},
-            )
+        try:
+            with self._errors(key):
+                self._client.upload_file(
+                    str(path),
+                    self.bucket,
+                    self._key(key),
+                    ExtraArgs={"Metadata": {SHA256_METADATA_KEY: digest}},
+                )
+        except (S3UploadFailedError, TransientReadError) as exc:
+            raise StorageError(f"S3 upload of {self.uri_for(key)} failed: {exc}") from exc
         info = self.head(key)
         assert info is not None, "object must exist right after a completed upload"
         return info
 
     def head(self, key: str) -> ObjectInfo | None:
+        return self._retrying(key, lambda: self._head(key))
+
+    def _head(self, key: str) -> ObjectInfo | None:
         from botocore.exceptions import ClientError
 
         try:
-            response = self._client.head_object(Bucket=self.bucket, Key=self._key(key))
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            with self._errors(key):
+                response = self._client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except StorageError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, ClientError) and cause.response.get("Error", {}).get("Code") in (
+                "404",
+                "NoSuchKey",
+                "NotFound",
+            ):
                 return None
-            raise self._translate(exc, key) from exc
+            raise
         return ObjectInfo(
             key,
             response["ContentLength"],
@@ -429,7 +558,13 @@ class S3Store(Store):
     def _read(self, key: str) -> tuple[bytes, ObjectInfo]:
         with self._errors(key):
             response = self._client.get_object(Bucket=self.bucket, Key=self._key(key))
-            data = response["Body"].read()
+            with contextlib.closing(response["Body"]) as body:
+                data = body.read()
+        if len(data) != response["ContentLength"]:
+            raise TransientReadError(
+                f"S3 read of {self.uri_for(key)} returned {len(data)} of "
+                f"{response['ContentLength']} bytes"
+            )
         info = ObjectInfo(
             key,
             len(data),
@@ -442,11 +577,19 @@ class S3Store(Store):
         info = self.head(key)
         if info is None:
             raise self._translate(_not_found_error(), key)
-        with self._errors(key):
-            self._client.download_file(self.bucket, self._key(key), str(path))
+        from s3transfer.exceptions import RetriesExceededError
+
+        try:
+            with self._errors(key):
+                self._client.download_file(self.bucket, self._key(key), str(path))
+        except RetriesExceededError as exc:
+            raise TransientReadError(f"S3 download of {self.uri_for(key)} failed: {exc}") from exc
         return info
 
     def list(self, prefix: str = "") -> list[str]:
+        return self._retrying(prefix, lambda: self._list(prefix))
+
+    def _list(self, prefix: str) -> list[str]:
         full_prefix = self._key(prefix)
         strip = f"{self.prefix}/" if self.prefix else ""
         keys: list[str] = []

@@ -318,7 +318,7 @@ def test_lease_and_nothing_to_do_on_s3(s3_bucket, s3_endpoint, tmp_path, arrival
             f"continual.source=file://{tmp_path}/incoming",
         ],
     )
-    store = open_store(cfg.storage.uri)
+    store = open_store(cfg.storage.uri, endpoint_url=s3_endpoint)
     held = acquire_lease(store, MODEL, holder="scheduled-run-1", ttl_s=600)
     publish(tmp_path, "part-0000.parquet", arrivals["initial"])
     outcome = run(cfg, tmp_path / "site")

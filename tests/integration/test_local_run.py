@@ -96,17 +96,24 @@ def test_default_run_on_digits(tmp_path):
     assert '<img alt="confusion matrix"' in evaluation.get_bytes("report.html").decode()
 
 
-def test_table_run_on_s3(tmp_path, s3_bucket):
-    """A user's Parquet table from S3, artifacts in S3: the same DAG, nothing local."""
+def test_table_run_on_s3(tmp_path, s3_bucket, s3_endpoint):
+    """A user's Parquet table from S3, artifacts in S3: the same DAG, nothing local.
+
+    The endpoint is only in config (the suite does not export AWS_ENDPOINT_URL), so every
+    stage, the champion loading and the registry must carry it."""
     table = tmp_path / "grades.parquet"
     write_table(table)
-    open_store(s3_bucket).put_bytes("data/grades.parquet", table.read_bytes())
+    open_store(s3_bucket, endpoint_url=s3_endpoint).put_bytes(
+        "data/grades.parquet", table.read_bytes()
+    )
     done = trainpipe(
         "run",
         "--output",
         str(tmp_path / "local"),
         "--set",
         f"storage.uri={s3_bucket}/pipe",
+        "--set",
+        f"storage.endpoint_url={s3_endpoint}",
         "--set",
         f"data.source={s3_bucket}/data/grades.parquet",
         "--set",
@@ -119,10 +126,10 @@ def test_table_run_on_s3(tmp_path, s3_bucket):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "gate: PROMOTE" in done.stdout
-    store = open_store(f"{s3_bucket}/pipe")
+    store = open_store(f"{s3_bucket}/pipe", endpoint_url=s3_endpoint)
     champion = Registry(store, "grades").champion()
     assert champion is not None and champion.uri.startswith("s3://")
-    metadata = ArtifactSet.open(champion.uri).get_json("model.json")
+    metadata = ArtifactSet.open(champion.uri, endpoint_url=s3_endpoint).get_json("model.json")
     assert metadata["labels"] == ["high", "low", "mid"]
     assert metadata["inputs"][0]["shape"] == [-1, 6]
     run_id = run_id_of(done.stdout)

@@ -57,9 +57,11 @@ def exported(tmp_path_factory) -> tuple[bytes, torch.nn.Module]:
     return path.read_bytes(), model
 
 
-def _package(store_uri: str, prefix: str, model_bytes: bytes, version: str) -> str:
+def _package(
+    store_uri: str, prefix: str, model_bytes: bytes, version: str, endpoint_url: str | None = None
+) -> str:
     return write_model_package(
-        open_store(store_uri),
+        open_store(store_uri, endpoint_url=endpoint_url),
         prefix,
         model_bytes,
         name=MODEL,
@@ -345,9 +347,10 @@ def test_tampered_package_is_refused(tmp_path, exported, kind):
         start_in_background(uri, _config())
 
 
-def test_model_from_s3(s3_bucket, exported):
-    uri = _package(s3_bucket, "registry/digits-classifier/versions/3", exported[0], "3")
-    with start_in_background(uri, _config()) as running:
+def test_model_from_s3(s3_bucket, s3_endpoint, exported):
+    prefix = "registry/digits-classifier/versions/3"
+    uri = _package(s3_bucket, prefix, exported[0], "3", s3_endpoint)
+    with start_in_background(uri, _config(endpoint_url=s3_endpoint)) as running:
         x = _images(2, seed=3)
         np.testing.assert_allclose(
             client.infer(running.url, MODEL, x), _expected(exported[1], x), rtol=1e-4, atol=1e-5

@@ -31,7 +31,10 @@ from trainpipe.storage import open_store
 def store(request, tmp_path):
     if request.param == "file":
         return open_store(f"file://{tmp_path}/store")
-    return open_store(request.getfixturevalue("s3_bucket") + "/artifacts")
+    return open_store(
+        request.getfixturevalue("s3_bucket") + "/artifacts",
+        endpoint_url=request.getfixturevalue("s3_endpoint"),
+    )
 
 
 class Clock:

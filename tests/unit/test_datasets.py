@@ -78,12 +78,14 @@ def test_presplit_folder(tmp_path):
     assert (len(dataset.train), len(dataset.validation), len(dataset.test)) == (60, 60, 60)
 
 
-def test_parquet_from_s3(s3_bucket):
+def test_parquet_from_s3(s3_bucket, s3_endpoint):
     buffer = io.BytesIO()
     pq.write_table(make_table(), buffer)
-    open_store(s3_bucket).put_bytes("data/animals.parquet", buffer.getvalue())
+    open_store(s3_bucket, endpoint_url=s3_endpoint).put_bytes(
+        "data/animals.parquet", buffer.getvalue()
+    )
     cfg = DataConfig(source=f"{s3_bucket}/data/animals.parquet", label_column="species")
-    assert load_dataset(cfg).num_classes == 3
+    assert load_dataset(cfg, endpoint_url=s3_endpoint).num_classes == 3
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,10 @@ from trainpipe.storage import open_store
 def store(request, tmp_path):
     if request.param == "file":
         return open_store(str(tmp_path / "store"))
-    return open_store(request.getfixturevalue("s3_bucket") + "/team")
+    return open_store(
+        request.getfixturevalue("s3_bucket") + "/team",
+        endpoint_url=request.getfixturevalue("s3_endpoint"),
+    )
 
 
 def files(tag: str) -> dict[str, bytes]:
@@ -71,7 +74,9 @@ def test_concurrent_promotions_leave_exactly_one_winner(store):
 
     def promote(version: str) -> None:
         try:
-            Registry(open_store(store.uri), "digits").promote(version, reason="race", expected=base)
+            Registry(store.reopen(store.uri), "digits").promote(
+                version, reason="race", expected=base
+            )
             outcomes.append(version)
         except PromotionConflict:
             outcomes.append("lost")
@@ -90,7 +95,7 @@ def test_concurrent_registrations_get_distinct_versions(store):
     results: list[str] = []
 
     def register(i: int) -> None:
-        registry = Registry(open_store(store.uri), "digits")
+        registry = Registry(store.reopen(store.uri), "digits")
         results.append(registry.register(files(str(i)), run_id=f"r{i}", lineage={}, summary={}))
 
     threads = [threading.Thread(target=register, args=(i,)) for i in range(4)]

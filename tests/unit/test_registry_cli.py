@@ -10,22 +10,34 @@ from trainpipe.cli import main
 from trainpipe.registry import Registry
 from trainpipe.storage import open_store
 
+ENDPOINTS: dict[str, str] = {}
+"""S3 endpoint per store URI: given as config (--set storage.endpoint_url), as users do."""
+
 
 @pytest.fixture(params=["file", "s3"])
 def store_uri(request, tmp_path):
     if request.param == "file":
         return str(tmp_path / "store")
-    return request.getfixturevalue("s3_bucket") + "/team"
+    uri = request.getfixturevalue("s3_bucket") + "/team"
+    ENDPOINTS[uri] = request.getfixturevalue("s3_endpoint")
+    return uri
 
 
 def registry_cli(store_uri: str, *args: str, capsys) -> tuple[int, str, str]:
-    code = main(["registry", *args, "--set", f"storage.uri={store_uri}", "--model", "digits"])
+    settings = ["--set", f"storage.uri={store_uri}"]
+    if store_uri in ENDPOINTS:
+        settings += ["--set", f"storage.endpoint_url={ENDPOINTS[store_uri]}"]
+    code = main(["registry", *args, *settings, "--model", "digits"])
     out, err = capsys.readouterr()
     return code, out, err
 
 
+def open_test_store(store_uri: str):
+    return open_store(store_uri, endpoint_url=ENDPOINTS.get(store_uri))
+
+
 def seed(store_uri: str) -> Registry:
-    registry = Registry(open_store(store_uri), "digits")
+    registry = Registry(open_test_store(store_uri), "digits")
     for i, accuracy in enumerate((0.91, 0.95), start=1):
         files = {
             "model.onnx": f"onnx-{i}".encode(),
@@ -89,7 +101,7 @@ def test_mistakes_end_with_one_clear_line(store_uri, capsys):
 
 def test_corrupt_pointer_is_reported_and_repaired_only_by_force(store_uri, capsys):
     registry = seed(store_uri)
-    store = open_store(store_uri)
+    store = open_test_store(store_uri)
     store.put_bytes("registry/digits/champion.json", b"[1, 2]")
 
     code, out, err = registry_cli(store_uri, "list", capsys=capsys)

@@ -24,8 +24,14 @@ def store_uri(request, tmp_path) -> str:
     return request.getfixturevalue("s3_bucket") + "/some/prefix"
 
 
-def test_round_trip_records_sha256(store_uri):
-    store = open_store(store_uri)
+@pytest.fixture
+def endpoint(store_uri, request) -> str | None:
+    """The S3 endpoint, passed as config passes it (the suite does not export it)."""
+    return request.getfixturevalue("s3_endpoint") if store_uri.startswith("s3://") else None
+
+
+def test_round_trip_records_sha256(store_uri, endpoint):
+    store = open_store(store_uri, endpoint_url=endpoint)
     info = store.put_bytes("a/b.bin", b"hello")
     assert info.sha256 == sha256_bytes(b"hello")
     assert store.get_bytes("a/b.bin") == b"hello"
@@ -34,16 +40,16 @@ def test_round_trip_records_sha256(store_uri):
     assert store.head("missing") is None
 
 
-def test_missing_key_names_the_uri(store_uri):
-    store = open_store(store_uri)
+def test_missing_key_names_the_uri(store_uri, endpoint):
+    store = open_store(store_uri, endpoint_url=endpoint)
     with pytest.raises(ArtifactNotFound, match=r"missing artifact: .*nope\.bin does not exist"):
         store.get_bytes("nope.bin")
 
 
-def test_put_file_and_get_file(store_uri, tmp_path):
+def test_put_file_and_get_file(store_uri, tmp_path, endpoint):
     src = tmp_path / "src.bin"
     src.write_bytes(b"x" * 100_000)
-    store = open_store(store_uri)
+    store = open_store(store_uri, endpoint_url=endpoint)
     info = store.put_file("big.bin", src)
     assert info.size_bytes == 100_000
     out = tmp_path / "out" / "copy.bin"
@@ -51,8 +57,8 @@ def test_put_file_and_get_file(store_uri, tmp_path):
     assert out.read_bytes() == src.read_bytes()
 
 
-def test_expected_sha256_mismatch_is_refused_and_leaves_no_file(store_uri, tmp_path):
-    store = open_store(store_uri)
+def test_expected_sha256_mismatch_is_refused_and_leaves_no_file(store_uri, tmp_path, endpoint):
+    store = open_store(store_uri, endpoint_url=endpoint)
     store.put_bytes("m.bin", b"model")
     with pytest.raises(ChecksumMismatch, match="does not match its manifest"):
         store.get_bytes("m.bin", sha256="0" * 64)
@@ -71,22 +77,22 @@ def test_corrupted_file_is_detected(tmp_path):
         store.get_bytes("w.pt")
 
 
-def test_corrupted_s3_object_is_detected(s3_bucket):
+def test_corrupted_s3_object_is_detected(s3_bucket, s3_endpoint):
     import boto3
 
-    store = open_store(s3_bucket)
+    store = open_store(s3_bucket, endpoint_url=s3_endpoint)
     store.put_bytes("w.pt", b"weights")
     bucket = s3_bucket.removeprefix("s3://")
     # Overwrite the bytes but keep the old recorded sha256, as a bad copy would.
-    boto3.client("s3").put_object(
+    boto3.client("s3", endpoint_url=s3_endpoint).put_object(
         Bucket=bucket, Key="w.pt", Body=b"weightz", Metadata={"sha256": sha256_bytes(b"weights")}
     )
     with pytest.raises(ChecksumMismatch):
         store.get_bytes("w.pt")
 
 
-def test_conditional_writes(store_uri):
-    store = open_store(store_uri)
+def test_conditional_writes(store_uri, endpoint):
+    store = open_store(store_uri, endpoint_url=endpoint)
     first = store.put_bytes("ptr.json", b"1", if_none_match=True)
     with pytest.raises(PreconditionFailed):
         store.put_bytes("ptr.json", b"2", if_none_match=True)
@@ -97,14 +103,15 @@ def test_conditional_writes(store_uri):
     assert second.etag != first.etag
 
 
-def test_concurrent_compare_and_swap_has_one_winner(store_uri):
-    store = open_store(store_uri)
+def test_concurrent_compare_and_swap_has_one_winner(store_uri, endpoint):
+    store = open_store(store_uri, endpoint_url=endpoint)
     base = store.put_bytes("ptr.json", b"0")
     results: list[str] = []
 
     def contender(value: bytes) -> None:
         try:
-            open_store(store_uri).put_bytes("ptr.json", value, if_match=base.etag)
+            other = open_store(store_uri, endpoint_url=endpoint)
+            other.put_bytes("ptr.json", value, if_match=base.etag)
             results.append("won")
         except PreconditionFailed:
             results.append("lost")
@@ -117,13 +124,13 @@ def test_concurrent_compare_and_swap_has_one_winner(store_uri):
     assert sorted(results) == ["lost"] * 5 + ["won"]
 
 
-def test_artifact_set_commit_and_verify(store_uri):
-    store = open_store(store_uri)
+def test_artifact_set_commit_and_verify(store_uri, endpoint):
+    store = open_store(store_uri, endpoint_url=endpoint)
     writer = ArtifactWriter(store, "runs/r1/stage", stage="stage", run_id="r1")
     writer.put_bytes("a.bin", b"aaa")
     writer.put_json("b.json", {"k": 1})
     uri = writer.commit(summary={"accuracy": 0.9})
-    artifacts = ArtifactSet.open(uri)
+    artifacts = ArtifactSet.open(uri, endpoint_url=endpoint)
     assert artifacts.get_bytes("a.bin") == b"aaa"
     assert artifacts.get_json("b.json") == {"k": 1}
     assert artifacts.summary == {"accuracy": 0.9}
@@ -132,16 +139,16 @@ def test_artifact_set_commit_and_verify(store_uri):
         ArtifactWriter(store, "runs/r1/stage", stage="stage", run_id="r1")
 
 
-def test_uncommitted_artifact_set_is_never_read(store_uri):
-    store = open_store(store_uri)
+def test_uncommitted_artifact_set_is_never_read(store_uri, endpoint):
+    store = open_store(store_uri, endpoint_url=endpoint)
     writer = ArtifactWriter(store, "runs/r2/stage", stage="stage", run_id="r2")
     writer.put_bytes("a.bin", b"half")
     with pytest.raises(ArtifactNotFound, match="not a complete artifact set"):
-        ArtifactSet.open(store.uri_for("runs/r2/stage"))
+        ArtifactSet.open_in(store, "runs/r2/stage")
 
 
 def test_missing_bucket_is_a_clear_error(s3_endpoint):
-    store = open_store("s3://no-such-bucket-here/x")
+    store = open_store("s3://no-such-bucket-here/x", endpoint_url=s3_endpoint)
     with pytest.raises(StorageError, match="bucket 'no-such-bucket-here' does not exist"):
         store.put_bytes("k", b"v")
 

@@ -99,22 +99,23 @@ def test_missing_file_is_a_read_error(tmp_path: Path):
         read_table(str(tmp_path / "nope.parquet"))
 
 
-def test_s3_reading_through_storage(s3_bucket: str):
+def test_s3_reading_through_storage(s3_bucket: str, s3_endpoint: str):
     train, test = example_table(300, seed=1), example_table(200, seed=2)
-    write_table(train, f"{s3_bucket}/data/train.parquet")
-    write_table(test, f"{s3_bucket}/data/test.jsonl")
-    assert read_table(f"{s3_bucket}/data/train.parquet").equals(train)
+    write_table(train, f"{s3_bucket}/data/train.parquet", endpoint_url=s3_endpoint)
+    write_table(test, f"{s3_bucket}/data/test.jsonl", endpoint_url=s3_endpoint)
+    assert read_table(f"{s3_bucket}/data/train.parquet", endpoint_url=s3_endpoint).equals(train)
     report = validate_dataset(
         {"train": f"{s3_bucket}/data/train.parquet", "test": f"{s3_bucket}/data/test.jsonl"},
         reference=f"{s3_bucket}/data/train.parquet",
         label_column="label",
+        endpoint_url=s3_endpoint,
     )
     assert report.passed, [a.message for a in report.anomalies]
     assert report.splits["test"].num_rows == 200
 
 
-def test_s3_missing_object_is_an_unreadable_anomaly(s3_bucket: str):
-    report = validate_dataset({"train": f"{s3_bucket}/nope.parquet"})
+def test_s3_missing_object_is_an_unreadable_anomaly(s3_bucket: str, s3_endpoint: str):
+    report = validate_dataset({"train": f"{s3_bucket}/nope.parquet"}, endpoint_url=s3_endpoint)
     (anomaly,) = report.anomalies
     assert anomaly.check == "unreadable"
     assert "does not exist" in anomaly.message

@@ -40,7 +40,9 @@ def new_partitions(partitions: list[Partition], consumed: set[str]) -> list[Part
 
 
 def read_partition(store: Store, partition: Partition) -> pa.Table:
-    tables = [read_table(store.uri_for(key)) for key in partition.keys]
+    tables = [
+        read_table(store.uri_for(key), endpoint_url=store.endpoint_url) for key in partition.keys
+    ]
     try:
         return pa.concat_tables(tables, promote_options="default")
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:

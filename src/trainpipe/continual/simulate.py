@@ -90,7 +90,7 @@ def simulate(cfg: Config, output: Path) -> list[tuple[str, str, Outcome]]:
             ),
         }
     )
-    incoming = open_store(source)
+    incoming = open_store(source, endpoint_url=cfg.storage.endpoint_url)
     kfp_root = output / "kfp-local"
     rows = []
     for name, kind, data in arrival_files(cfg, seed=cfg.continual.seed):

@@ -137,7 +137,7 @@ def _read(store: Store, name: str) -> pa.Table:
     if name.endswith(".npz"):
         return _npz_table(store.get_bytes(name), name)
     try:
-        return read_table(uri)
+        return read_table(uri, endpoint_url=store.endpoint_url)
     except DataReadError as exc:
         raise DataError(f"data error: {exc}") from None
 

@@ -30,10 +30,11 @@ def run_validate(
         raise DataError("validate_data needs a run_id or the KFP job id; pass run_id")
     ctx = make_context(config_json, run_id)
     cfg = ctx.cfg.data
-    raw = read_source(cfg, endpoint_url=ctx.cfg.storage.endpoint_url)
+    endpoint_url = ctx.cfg.storage.endpoint_url
+    raw = read_source(cfg, endpoint_url=endpoint_url)
     dataset = encode(raw, cfg)
     try:
-        schema = load_schema(cfg.schema_uri) if cfg.schema_uri else None
+        schema = load_schema(cfg.schema_uri, endpoint_url=endpoint_url) if cfg.schema_uri else None
     except SchemaError as exc:
         raise ConfigError(f"config error: data.schema_uri: {exc}") from None
     report = validate_dataset(
@@ -41,6 +42,7 @@ def run_validate(
         schema,
         reference=cfg.reference_uri,
         label_column=raw.label_column,
+        endpoint_url=endpoint_url,
     )
     if html_report is not None:
         with open(html_report.path, "w") as f:

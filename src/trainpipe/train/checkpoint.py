@@ -90,8 +90,8 @@ class CheckpointStore:
         steps = self.complete_steps()
         if not steps:
             return None
-        folder = self.store.uri_for(f"{self.prefix}/step-{steps[-1]}")
-        return from_bytes(ArtifactSet.open(folder).get_bytes(STATE_NAME))
+        folder = f"{self.prefix}/step-{steps[-1]}"
+        return from_bytes(ArtifactSet.open_in(self.store, folder).get_bytes(STATE_NAME))
 
     def _prune(self) -> None:
         for step in self.complete_steps()[: -self.keep]:

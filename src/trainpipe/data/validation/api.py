@@ -33,6 +33,7 @@ def validate_dataset(
     *,
     label_column: str | None = None,
     reference_embeddings: np.ndarray | None = None,
+    endpoint_url: str | None = None,
     embeddings: Mapping[str, np.ndarray] | None = None,
 ) -> ValidationReport:
     """Check every split; returns a report whose ``blocking`` anomalies reject the data.
@@ -42,18 +43,21 @@ def validate_dataset(
     ``reference``, or else from the first readable split (then only data-quality problems and
     differences between splits can show). ``reference`` (table or URI; unreadable raises
     DataReadError) enables drift checks. ``embeddings`` per split plus ``reference_embeddings``
-    (encoder outputs, (n, d) arrays) enable embedding drift.
+    (encoder outputs, (n, d) arrays) enable embedding drift. ``endpoint_url`` is the S3
+    endpoint (from config) for ``s3://`` URIs.
     """
     if isinstance(splits, pa.Table | str):
         splits = {"data": splits}
     if isinstance(reference, str):
-        reference = read_table(reference)
+        reference = read_table(reference, endpoint_url=endpoint_url)
     anomalies: list[Anomaly] = []
     evaluated: set[str] = {"unreadable"}
     tables: dict[str, pa.Table | None] = {}
     for name, source in splits.items():
         try:
-            tables[name] = read_table(source) if isinstance(source, str) else source
+            tables[name] = (
+                read_table(source, endpoint_url=endpoint_url) if isinstance(source, str) else source
+            )
         except DataReadError as exc:
             tables[name] = None
             anomalies.append(make_anomaly(schema, "unreadable", str(exc), split=name))

@@ -46,23 +46,24 @@ class DataReadError(Exception):
     """A dataset could not be read; the message names the file, the problem and the fix."""
 
 
-def read_table(uri: str, *, format: str | None = None) -> pa.Table:
+def read_table(uri: str, *, format: str | None = None, endpoint_url: str | None = None) -> pa.Table:
     """Read one dataset: a file, a folder of files of one format, or ``digits``.
 
-    ``format`` ("parquet", "csv", "jsonl") overrides the guess from the file name.
+    ``format`` ("parquet", "csv", "jsonl") overrides the guess from the file name;
+    ``endpoint_url`` is the S3 endpoint (from config) for ``s3://`` URIs.
     """
     if uri in (BUILTIN_DIGITS, f"builtin:{BUILTIN_DIGITS}"):
         return load_digits_table()
     base, name = split_uri(uri)
     try:
-        store = open_store(base)
+        store = open_store(base, endpoint_url=endpoint_url)
         try:
             return _read_bytes(uri, store.get_bytes(name), format)
         except ArtifactNotFound:
-            keys = [k for k in open_store(uri).list() if _format_of(k, format, strict=False)]
+            folder = store.reopen(uri)
+            keys = [k for k in folder.list() if _format_of(k, format, strict=False)]
             if not keys:
                 raise
-            folder = open_store(uri)
             tables = [_read_bytes(folder.uri_for(k), folder.get_bytes(k), format) for k in keys]
             try:
                 return pa.concat_tables(tables, promote_options="permissive")
@@ -196,7 +197,7 @@ def load_digits_table() -> pa.Table:
     )
 
 
-def write_table(table: pa.Table, uri: str) -> None:
+def write_table(table: pa.Table, uri: str, *, endpoint_url: str | None = None) -> None:
     """Write ``table`` as Parquet, CSV or JSONL (by its extension) through storage."""
     base, name = split_uri(uri)
     fmt = _format_of(name, None)
@@ -208,4 +209,4 @@ def write_table(table: pa.Table, uri: str) -> None:
     else:
         for row in table.to_pylist():
             sink.write(json.dumps(row).encode() + b"\n")
-    open_store(base).put_bytes(name, sink.getvalue())
+    open_store(base, endpoint_url=endpoint_url).put_bytes(name, sink.getvalue())

@@ -480,11 +480,11 @@ def save_schema(schema: Schema, uri: str) -> str:
     return store.uri_for(name)
 
 
-def load_schema(uri: str) -> Schema:
+def load_schema(uri: str, *, endpoint_url: str | None = None) -> Schema:
     """Read and validate a schema file; any problem is a one-line :class:`SchemaError`."""
     base, name = split_uri(uri)
     try:
-        store = open_store(base)
+        store = open_store(base, endpoint_url=endpoint_url)
         # A schema is meant to be edited by hand after trainpipe wrote it, so the sha256
         # recorded at write time goes stale; its integrity check is the validation below.
         data = store.get_editable_bytes(name)
