@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -39,10 +40,28 @@ class StorageConfig(Section):
     @field_validator("uri")
     @classmethod
     def _known_scheme(cls, uri: str) -> str:
+        if not uri.strip():
+            raise ValueError(
+                "is empty, which would write into the current directory; give a path, "
+                "file:///abs/path or s3://bucket/prefix"
+            )
         scheme = uri.split("://", 1)[0] if "://" in uri else ""
         if scheme not in ("", "file", "s3"):
             raise ValueError(f"scheme {scheme!r} is not supported; use a path, file:// or s3://")
         return uri
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _http_url(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(
+                "is not an http(s) URL; give the S3 endpoint like http://minio.minio:9000, "
+                "or leave it unset for AWS"
+            )
+        return url
 
 
 class RegistryConfig(Section):
@@ -140,9 +159,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     raw: dict[str, Any] = {}
     if path is not None:
         try:
-            text = Path(path).read_text()
+            text = Path(path).read_bytes().decode("utf-8")
         except OSError as exc:
             raise ConfigError(f"config error: cannot read {path}: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"config error: {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8 YAML"
+            ) from None
         try:
             loaded = yaml.safe_load(text)
         except yaml.YAMLError as exc:

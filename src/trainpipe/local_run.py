@@ -8,6 +8,8 @@ where every artifact is.
 
 from __future__ import annotations
 
+import contextlib
+import re
 import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -19,8 +21,11 @@ from trainpipe.data.datasets import check_source
 from trainpipe.errors import TrainpipeError
 from trainpipe.kfp_output import readable_kfp_output
 from trainpipe.stages.context import STAGES, run_prefix
-from trainpipe.storage import ArtifactNotFound, open_store
+from trainpipe.storage import ArtifactNotFound, StorageError, open_store
 from trainpipe.tune.space import searches_pretraining
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_FAILED_TASK = re.compile(r"Inner task failed: '([^']+)'")
 
 
 class PipelineFailed(TrainpipeError):
@@ -102,15 +107,24 @@ def run_locally(
             pipeline(config_json=cfg.to_json(), run_id=run_id)
     except RuntimeError as exc:
         failure = exc
-    summary = collect_summary(
-        cfg, run_id, time.monotonic() - started, stages=stages_of(cfg, tune_only=tune_only)
+    stages = stages_of(cfg, tune_only=tune_only)
+    if failure is None:
+        return collect_summary(cfg, run_id, time.monotonic() - started, stages=stages)
+    with contextlib.suppress(StorageError):  # the failure is the news, not the summary
+        collect_summary(cfg, run_id, time.monotonic() - started, stages=stages)
+    raise PipelineFailed(
+        f"the pipeline failed at stage {failed_stage(failure)!r} (run {run_id}); "
+        "its error line is above"
     )
-    if failure is not None:
-        failed = next((s.stage for s in summary.stages if s.status == "missing"), "unknown")
-        raise PipelineFailed(
-            f"the pipeline failed at stage {failed!r} (run {run_id}); its error line is above"
-        )
-    return summary
+
+
+def failed_stage(failure: Exception) -> str:
+    """The stage kfp.local names as the failed task (its message is colored)."""
+    found = _FAILED_TASK.search(_ANSI.sub("", str(failure)))
+    if found is None:
+        return "unknown"
+    task = found.group(1).replace("-", "_")
+    return next((stage for stage in STAGES if task.startswith(stage)), task)
 
 
 def collect_summary(

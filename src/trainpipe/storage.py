@@ -38,7 +38,7 @@ _CHUNK_BYTES = 8 * 1024 * 1024
 
 log = logging.getLogger("trainpipe.storage")
 
-READ_ATTEMPTS = 6
+READ_ATTEMPTS = 8
 """Tries per S3 read whose body arrives truncated, reset or corrupt (each verified by sha256)."""
 
 RETRY_BASE_S = 0.2

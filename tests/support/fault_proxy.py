@@ -39,11 +39,21 @@ _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connectio
 
 
 class FaultProxy:
-    def __init__(self, upstream: str, *, rate: float, seed: int, faults: tuple[str, ...] = FAULTS):
+    def __init__(
+        self,
+        upstream: str,
+        *,
+        rate: float,
+        seed: int,
+        faults: tuple[str, ...] = FAULTS,
+        limit: int | None = None,
+    ):
+        """``limit``: inject at most this many faults, then pass everything through."""
         parts = urlsplit(upstream)
         self.upstream = (parts.hostname or "127.0.0.1", parts.port or 80)
         self.rate = rate
         self.faults = faults
+        self.limit = limit
         self.counts: Counter[str] = Counter()
         self._random = random.Random(seed)
         self._lock = threading.Lock()
@@ -59,6 +69,11 @@ class FaultProxy:
         with self._lock:
             self.counts["requests"] += 1
             if self._random.random() >= self.rate:
+                return None
+            if (
+                self.limit is not None
+                and self.counts.total() - self.counts["requests"] >= self.limit
+            ):
                 return None
             fault = self._random.choice(self.faults)
             self.counts[fault] += 1

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from trainpipe.configbase import Section
 
@@ -41,6 +41,16 @@ class DataConfig(Section):
     reference_uri: str | None = None
     """Reference data (the last accepted data, or training data when checking serving data)
     to measure drift against; None skips drift checks."""
+
+    @field_validator("source")
+    @classmethod
+    def _not_empty(cls, source: str) -> str:
+        if not source.strip():
+            raise ValueError(
+                "is empty; give 'digits', a .parquet/.csv/.jsonl/.npz file or a folder of "
+                "split files (a path, file:// or s3:// URI)"
+            )
+        return source
 
     @model_validator(mode="after")
     def _check_fractions(self) -> DataConfig:

@@ -153,6 +153,16 @@ def _npz_table(data: bytes, name: str) -> pa.Table:
             x, y = np.asarray(arrays["x"], dtype=np.float32), np.asarray(arrays["y"])
     except (ValueError, OSError) as exc:
         raise DataError(f"data error: cannot read {name}: {exc}") from None
+    if x.ndim < 2 or y.ndim != 1:
+        raise DataError(
+            f"data error: {name} has x of shape {list(x.shape)} and y of shape {list(y.shape)}; "
+            "x needs one row per example (2-D or more) and y one label per example (1-D)"
+        )
+    if len(x) != len(y):
+        raise DataError(
+            f"data error: {name} has {len(x)} rows in x but {len(y)} labels in y; "
+            "they must have the same length"
+        )
     field_, array = array_field("x", x, list(x.shape[1:]))
     schema = pa.schema([field_, ("y", pa.from_numpy_dtype(y.dtype))])
     return pa.Table.from_arrays([array, pa.array(y)], schema=schema)
@@ -227,6 +237,12 @@ def encode(raw: RawSource, cfg: DataConfig) -> Dataset:
         for name, table in raw.tables.items()
     }
     label_values = np.unique(np.concatenate([labels for _, labels, _ in converted.values()]))
+    if len(label_values) < 2:
+        found = f"only the class {label_values[0]!s}" if len(label_values) else "no classes"
+        raise DataError(
+            f"data error: {raw.uri} has {found} in {raw.label_column!r}; a classifier needs "
+            "examples of at least 2 classes (check data.label_column and the data)"
+        )
     label_names = [str(v) for v in label_values]
     feature_shape = converted[names[0]][2]
     feature_names = [] if len(features) == 1 and len(feature_shape) > 1 else features

@@ -37,13 +37,16 @@ def run_validate(
         schema = load_schema(cfg.schema_uri, endpoint_url=endpoint_url) if cfg.schema_uri else None
     except SchemaError as exc:
         raise ConfigError(f"config error: data.schema_uri: {exc}") from None
-    report = validate_dataset(
-        split_tables(raw, dataset),
-        schema,
-        reference=cfg.reference_uri,
-        label_column=raw.label_column,
-        endpoint_url=endpoint_url,
-    )
+    try:
+        report = validate_dataset(
+            split_tables(raw, dataset),
+            schema,
+            reference=cfg.reference_uri,
+            label_column=raw.label_column,
+            endpoint_url=endpoint_url,
+        )
+    except SchemaError as exc:  # a column type the data checks cannot describe
+        raise DataError(f"data error: {cfg.source}: {exc}") from None
     if html_report is not None:
         with open(html_report.path, "w") as f:
             f.write(report.to_html())

@@ -100,7 +100,9 @@ def _read_bytes(uri: str, data: bytes, format: str | None) -> pa.Table:
         source = pa.CompressedInputStream(source, "gzip")
     try:
         if fmt == "parquet":
-            table = pq.read_table(source)
+            # ParquetFile reads files with repeated column names (read_table refuses them
+            # with a puzzling message); they are reported below.
+            table = pq.ParquetFile(source).read()
         elif fmt == "csv":
             table = pa_csv.read_csv(source)
         else:
@@ -111,6 +113,13 @@ def _read_bytes(uri: str, data: bytes, format: str | None) -> pa.Table:
             f"{uri} is unreadable as {fmt} ({len(data)} bytes): {detail}; the file is "
             "truncated or not in that format, rewrite it from its source"
         ) from exc
+    names = table.column_names
+    duplicated = sorted({name for name in names if names.count(name) > 1})
+    if duplicated:
+        raise DataReadError(
+            f"{uri} has duplicate column names {duplicated}; rename them so every column "
+            "name is unique"
+        )
     return normalize_arrays(table)
 
 
