@@ -96,22 +96,59 @@ class Registry:
             )
         return ArtifactSet.open_in(self.store, self._key("versions", version))
 
+    def verify_version(self, version: str) -> ArtifactSet:
+        """The version, after checking it can be served: its manifest is committed, every file
+        matches its recorded sha256, and model.onnx (when it has one) loads in ONNX Runtime.
+        Raises RegistryError (or ChecksumMismatch) naming what is wrong."""
+        artifacts = self.open_version(version)
+        for name in artifacts.names():
+            data = artifacts.get_bytes(name)  # ChecksumMismatch when it does not match
+            if name == "model.onnx":
+                _check_onnx_loads(data, f"{artifacts.uri}/model.onnx")
+        return artifacts
+
+    def _unfinished_claim(self, run_id: str) -> str | None:
+        """A version number this run claimed before but never committed (the register was
+        killed): the run reuses it instead of leaving a gap and a half-written folder."""
+        committed = set(self.versions())
+        for version in reversed(self._claimed()):
+            if version in committed:
+                continue
+            try:
+                claim = self.store.get_json(self._key("claims", version))
+            except StorageError:
+                continue
+            if isinstance(claim, dict) and claim.get("run_id") == run_id:
+                return version
+        return None
+
+    def _clear_version_folder(self, version: str) -> None:
+        """Remove what a killed register left under versions/<v> (no manifest: never read)."""
+        for key in self.store.list(self._key("versions", version)):
+            self.store.delete(key)
+        self.store.discard_temporaries(self._key("versions", version))
+
     def register(
         self, files: dict[str, bytes], *, run_id: str, lineage: dict[str, str], summary: dict
     ) -> str:
         """Write a new immutable version; returns its number.
 
         The number is claimed first with a create-only write, so two pipelines registering at
-        once never write into the same folder.
+        once never write into the same folder. A run that registers again after being killed
+        mid-way reuses its own unfinished claim.
         """
         for _attempt in range(100):
-            existing = self._claimed()
-            version = str(int(existing[-1]) + 1 if existing else 1)
-            claim = {"run_id": run_id, "claimed_at": datetime.now(UTC).isoformat()}
-            try:
-                self.store.put_json(self._key("claims", version), claim, if_none_match=True)
-            except PreconditionFailed:
-                continue  # another pipeline holds this number; try the next one
+            version = self._unfinished_claim(run_id)
+            if version is not None:
+                self._clear_version_folder(version)
+            else:
+                existing = self._claimed()
+                version = str(int(existing[-1]) + 1 if existing else 1)
+                claim = {"run_id": run_id, "claimed_at": datetime.now(UTC).isoformat()}
+                try:
+                    self.store.put_json(self._key("claims", version), claim, if_none_match=True)
+                except PreconditionFailed:
+                    continue  # another pipeline holds this number; try the next one
             writer = ArtifactWriter(
                 self.store,
                 self._key("versions", version),
@@ -168,9 +205,9 @@ class Registry:
         ``expected`` is the champion the caller based its decision on (None: there was none);
         by default the current one is read now. If it changed meanwhile, PromotionConflict.
         ``force`` is for people repairing a corrupt pointer: it overwrites whatever is there,
-        without compare-and-swap.
+        without compare-and-swap. Either way the version is verified first (verify_version).
         """
-        self.open_version(version)  # refuses unknown or uncommitted versions
+        self.verify_version(version)
         if force:
             return self._force(version, reason)
         current = self.champion() if expected == "read" else expected
@@ -192,7 +229,7 @@ class Registry:
         try:
             current = self.champion()
         except RegistryError:
-            current = None  # the pointer is what is being repaired
+            current = self._last_recorded(other_than=version)  # the pointer is being repaired
         record = self._pointer(version, current, f"{reason} (forced)")
         info = self.store.put_json(self._key(CHAMPION_NAME), record)
         self._record_history(record)
@@ -204,6 +241,20 @@ class Registry:
 
     def history(self) -> list[dict]:
         return [self.store.get_json(k) for k in self.store.list(self._key("history"))]
+
+    def _last_recorded(self, *, other_than: str) -> Champion | None:
+        """The champion the history says was last promoted (other than ``other_than``), when
+        the pointer itself is unreadable: a forced repair keeps it as previous_version, so a
+        rollback still works."""
+        for key in reversed(self.store.list(self._key("history"))):
+            try:
+                record = self.store.get_json(key)
+                version = str(record["version"])
+            except (StorageError, KeyError, TypeError):
+                continue
+            if version != other_than:
+                return Champion(version, record.get("uri", ""), None, "", record)
+        return None
 
     def rollback(self) -> Champion:
         """Make the previous champion the champion again."""
@@ -217,6 +268,18 @@ class Registry:
             reason=f"rollback from version {current.version}",
             expected=current,
         )
+
+
+def _check_onnx_loads(data: bytes, uri: str) -> None:
+    import onnxruntime as ort
+
+    try:
+        ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # ORT raises its own unexported exception types
+        raise RegistryError(
+            f"registry error: {uri} does not load in ONNX Runtime ({_first_line(exc)}); "
+            "nothing was changed, promote another version or re-register this one"
+        ) from None
 
 
 def _first_line(exc: Exception) -> str:

@@ -141,6 +141,11 @@ class Store(ABC):
     def delete(self, key: str) -> None:
         """Remove one key; a missing key is not an error."""
 
+    @abstractmethod
+    def discard_temporaries(self, prefix: str) -> int:
+        """Remove what killed writers left under ``prefix`` (temp files, unfinished uploads);
+        only for a prefix no live writer uses. Returns how many were removed."""
+
     def uri_for(self, key: str) -> str:
         return join_uri(self.uri, key)
 
@@ -381,6 +386,15 @@ class FileStore(Store):
         path.unlink(missing_ok=True)
         self._sidecar(path).unlink(missing_ok=True)
 
+    def discard_temporaries(self, prefix: str) -> int:
+        base = self._path(prefix)
+        if not base.is_dir():
+            return 0
+        stale = [p for p in base.rglob(".*.tmp") if p.is_file()]
+        for path in stale:
+            path.unlink(missing_ok=True)
+        return len(stale)
+
 
 class S3Store(Store):
     """An S3 bucket and prefix through boto3 (AWS, MinIO, SeaweedFS, Ceph, moto).
@@ -603,6 +617,19 @@ class S3Store(Store):
     def delete(self, key: str) -> None:
         with self._errors(key):
             self._client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+    def discard_temporaries(self, prefix: str) -> int:
+        # S3's temp files are multipart uploads that never completed: invisible, but billed.
+        with self._errors(prefix):
+            listed = self._client.list_multipart_uploads(
+                Bucket=self.bucket, Prefix=self._key(prefix)
+            )
+            uploads = listed.get("Uploads", [])
+            for upload in uploads:
+                self._client.abort_multipart_upload(
+                    Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                )
+        return len(uploads)
 
 
 def _not_found_error() -> Exception:

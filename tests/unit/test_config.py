@@ -39,6 +39,10 @@ def test_yaml_and_overrides_compose(tmp_path):
         (["data.test_fraction=0.45", "data.validation_fraction=0.4"], "leaves under 20%"),
         (["registry.model_name=Bad_Name"], "registry.model_name='Bad_Name'"),
         (["lr"], "--set 'lr' is not key=value"),
+        (["storage.uri="], "storage.uri='': is empty, which would write into the current"),
+        (["data.source="], "data.source='': is empty; give 'digits'"),
+        (["storage.endpoint_url=notaurl"], "storage.endpoint_url='notaurl': is not an http(s)"),
+        (["storage.endpoint_url=ftp://x:21"], "give the S3 endpoint like http://minio.minio:9000"),
     ],
 )
 def test_bad_values_name_key_value_and_rule(overrides, expected):
@@ -56,6 +60,10 @@ def test_unreadable_and_invalid_yaml(tmp_path):
     bad.write_text("model: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML at line"):
         load_config(bad)
+    latin1 = tmp_path / "latin1.yaml"
+    latin1.write_bytes("storage:\n  uri: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin1.yaml is not UTF-8 text \(byte 19\)"):
+        load_config(latin1)
     listy = tmp_path / "list.yaml"
     listy.write_text("- a\n- b\n")
     with pytest.raises(ConfigError, match="must hold a mapping"):

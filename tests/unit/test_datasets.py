@@ -98,6 +98,11 @@ def test_parquet_from_s3(s3_bucket, s3_endpoint):
         ("garbage", "garbage.parquet is unreadable as parquet"),
         ("incomplete_split", "has no validation.parquet/.csv/.jsonl/.npz"),
         ("bad_shape", "cannot take data.feature_shape [2, 2]"),
+        ("one_class", "has only the class cat in 'species'; a classifier needs examples of at"),
+        ("duplicate_columns", "has duplicate column names ['f1']; rename them"),
+        ("duplicate_columns_csv", "has duplicate column names ['f1']; rename them"),
+        ("npz_1d_x", "has x of shape [30] and y of shape [30]; x needs one row per example"),
+        ("npz_lengths", "has 30 rows in x but 20 labels in y; they must have the same length"),
     ],
 )
 def test_bad_data_is_one_clear_error(tmp_path, setup, message):
@@ -121,6 +126,25 @@ def test_bad_data_is_one_clear_error(tmp_path, setup, message):
     elif setup == "incomplete_split":
         pq.write_table(table, tmp_path / "train.parquet")
         source = str(tmp_path)
+    elif setup == "one_class":
+        species = pa.array(["cat"] * len(table))
+        pq.write_table(
+            table.set_column(table.schema.get_field_index("species"), "species", species),
+            tmp_path / "t.parquet",
+        )
+        source = str(tmp_path / "t.parquet")
+    elif setup == "duplicate_columns":
+        names = ["f1" if name == "f2" else name for name in table.column_names]
+        pq.write_table(table.rename_columns(names), tmp_path / "t.parquet")
+        source = str(tmp_path / "t.parquet")
+    elif setup == "duplicate_columns_csv":
+        (tmp_path / "t.csv").write_text("f1,f1,species\n1,2,cat\n3,4,dog\n")
+        source = str(tmp_path / "t.csv")
+    elif setup.startswith("npz"):
+        x = np.zeros(30) if setup == "npz_1d_x" else np.zeros((30, 4))
+        y = np.arange(30) % 2 if setup == "npz_1d_x" else np.arange(20) % 2
+        np.savez(tmp_path / "t.npz", x=x, y=y)
+        source = str(tmp_path / "t.npz")
     else:
         pq.write_table(table, tmp_path / "t.parquet")
         source = str(tmp_path / "t.parquet")

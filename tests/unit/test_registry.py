@@ -7,8 +7,9 @@ import threading
 
 import pytest
 
+from tests.support.tiny_onnx import tiny_onnx
 from trainpipe.registry import PromotionConflict, Registry, RegistryError
-from trainpipe.storage import open_store
+from trainpipe.storage import ChecksumMismatch, open_store
 
 
 @pytest.fixture(params=["file", "s3"])
@@ -23,7 +24,7 @@ def store(request, tmp_path):
 
 def files(tag: str) -> dict[str, bytes]:
     return {
-        "model.onnx": f"onnx-{tag}".encode(),
+        "model.onnx": tiny_onnx(tag),
         "model.json": json.dumps({"name": "m", "version": "run"}).encode(),
     }
 
@@ -124,3 +125,59 @@ def test_reader_at_the_model_folder_sees_what_the_pipeline_wrote(store):
     store.put_bytes("registry/digits/champion.json", b'{"model": "digits"}')
     with pytest.raises(RegistryError, match=r"champion\.json is corrupt"):
         at.champion()
+
+
+def _tamper(store, key: str, data: bytes) -> None:
+    """Replace an object's bytes but keep its recorded sha256, as a bad copy would."""
+    recorded = store.head(key).sha256
+    if hasattr(store, "root"):
+        (store.root / key).write_bytes(data)
+    else:
+        store._client.put_object(
+            Bucket=store.bucket, Key=store._key(key), Body=data, Metadata={"sha256": recorded}
+        )
+
+
+def test_promote_refuses_a_version_that_does_not_verify(store):
+    registry = Registry(store, "digits")
+    v1 = registry.register(files("a"), run_id="r1", lineage={}, summary={})
+    registry.promote(v1, reason="first")
+    v2 = registry.register(files("b"), run_id="r2", lineage={}, summary={})
+    _tamper(store, f"registry/digits/versions/{v2}/model.onnx", tiny_onnx("c"))
+    with pytest.raises(ChecksumMismatch, match=r"model\.onnx is corrupt"):
+        registry.promote(v2, reason="tampered")
+    with pytest.raises(ChecksumMismatch):
+        registry.promote(v2, reason="tampered", force=True)
+    broken = {**files("d"), "model.onnx": b"not an onnx graph"}
+    v3 = registry.register(broken, run_id="r3", lineage={}, summary={})
+    with pytest.raises(RegistryError, match=r"model.onnx does not load in ONNX Runtime .*; noth"):
+        registry.promote(v3, reason="unloadable")
+    assert registry.champion().version == v1
+
+
+def test_forced_repair_keeps_the_previous_champion_for_rollback(store):
+    registry = Registry(store, "digits")
+    v1 = registry.register(files("a"), run_id="r1", lineage={}, summary={})
+    v2 = registry.register(files("b"), run_id="r2", lineage={}, summary={})
+    registry.promote(v1, reason="first")
+    store.put_bytes("registry/digits/champion.json", b"{not json")
+    repaired = registry.promote(v2, reason="repair", force=True)
+    assert (repaired.version, repaired.previous_version) == (v2, v1)
+    assert registry.rollback().version == v1
+
+
+def test_a_killed_register_is_resumed_by_its_run_without_a_gap(store):
+    registry = Registry(store, "digits")
+    # What a register killed after its claim and one file leaves behind.
+    store.put_json("registry/digits/claims/1", {"run_id": "r1", "claimed_at": "earlier"})
+    store.put_bytes("registry/digits/versions/1/model.onnx", b"half")
+    if hasattr(store, "root"):
+        leftover = store.root / "registry/digits/versions/1/.model.json.x1y2.tmp"
+        leftover.write_bytes(b"partial")
+    assert registry.versions() == []  # uncommitted: invisible
+    version = registry.register(files("a"), run_id="r1", lineage={}, summary={})
+    assert version == "1" and registry.versions() == ["1"]
+    assert registry.open_version("1").get_bytes("model.onnx") == tiny_onnx("a")
+    if hasattr(store, "root"):
+        assert not leftover.exists()
+    assert registry.register(files("b"), run_id="r2", lineage={}, summary={}) == "2"

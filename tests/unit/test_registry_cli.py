@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from tests.support.tiny_onnx import tiny_onnx
 from trainpipe.cli import main
 from trainpipe.registry import Registry
 from trainpipe.storage import open_store
@@ -40,7 +41,7 @@ def seed(store_uri: str) -> Registry:
     registry = Registry(open_test_store(store_uri), "digits")
     for i, accuracy in enumerate((0.91, 0.95), start=1):
         files = {
-            "model.onnx": f"onnx-{i}".encode(),
+            "model.onnx": tiny_onnx(str(i)),
             "model.json": json.dumps({"name": "digits"}).encode(),
             "lineage.json": json.dumps({"data_source": "digits", "git_sha": f"sha{i}"}).encode(),
         }
@@ -67,7 +68,7 @@ def test_list_show_promote_rollback(store_uri, capsys):
     assert out.splitlines()[0] == "digits version 1  (champion)"
     assert "accuracy 0.9100  macro-F1 0.9000  log loss 0.2000" in out
     assert "  data       digits\n" in out and "  code       trainpipe ?, git sha1\n" in out
-    assert "model.onnx (6 B)" in out
+    assert f"model.onnx ({len(tiny_onnx('1'))} B)" in out
 
     code, out, _ = registry_cli(store_uri, "show", "2", "--json", capsys=capsys)
     shown = json.loads(out)
@@ -114,6 +115,7 @@ def test_corrupt_pointer_is_reported_and_repaired_only_by_force(store_uri, capsy
     assert store.get_bytes("registry/digits/champion.json") == b"[1, 2]"
 
     code, out, _ = registry_cli(store_uri, "promote", "2", "--force", capsys=capsys)
-    assert (code, out) == (0, "champion of digits: none -> version 2\n")
+    # The history still knows version 1 was the champion: the repair keeps it for rollback.
+    assert (code, out) == (0, "champion of digits: version 1 -> version 2\n")
     champion = registry.champion()
     assert champion.version == "2" and champion.record["reason"] == "manual promotion (forced)"
