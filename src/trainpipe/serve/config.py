@@ -29,6 +29,16 @@ class ServeConfig(BaseModel):
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     """Largest accepted request body; larger bodies get 413 before they are parsed."""
 
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024)
+    """Largest accepted request line plus headers; larger heads get 431."""
+
+    header_timeout_s: float = Field(default=10.0, gt=0.0)
+    """Time a client has to send a request's line and headers, from connecting (or from the
+    previous response on a kept-alive connection); slower clients get 408 and are closed."""
+
+    body_timeout_s: float = Field(default=10.0, gt=0.0)
+    """Longest pause between two pieces of a request body; a stalled upload gets 408."""
+
     poll_interval_s: float = Field(default=10.0, gt=0.0)
     """How often a server following a registry model re-reads ``champion.json``."""
 

@@ -29,6 +29,18 @@ class PayloadTooLarge(ServeError):
     """The request body is over ``max_body_bytes``."""
 
 
+class UnsupportedMediaType(ServeError):
+    """The body is in an encoding (Content-Encoding) this server does not read."""
+
+
+class RequestTimeout(ServeError):
+    """The client stopped sending its request (headers or body) for too long."""
+
+
+class ClientClosed(ServeError):
+    """The client went away before its request was answered (not a server error)."""
+
+
 class InferenceFailed(ServeError):
     """ONNX Runtime failed on inputs that passed validation: a server-side problem."""
 
@@ -40,7 +52,10 @@ class ModelLoadError(ServeError):
 HTTP_STATUS: dict[type[ServeError], int] = {
     InvalidInput: 400,
     ModelNotFound: 404,
+    RequestTimeout: 408,
     PayloadTooLarge: 413,
+    UnsupportedMediaType: 415,
+    ClientClosed: 499,
     InferenceFailed: 500,
     ModelLoadError: 500,
     ModelNotReady: 503,

@@ -21,6 +21,16 @@ from trainpipe.serve.errors import InvalidInput
 from trainpipe.serve.model import ModelMetadata
 
 HEADER_LENGTH = "inference-header-content-length"
+_MAX_INT_DIGITS = 20
+"""Longer integer literals are out of range for every OIP datatype (int64 has 19 digits)."""
+_VALUE_TYPES: dict[str, tuple[type, ...]] = {
+    "f": (int, float),
+    "i": (int,),
+    "u": (int,),
+    "b": (bool,),
+}
+"""JSON value types each kind of datatype accepts: no strings, and booleans only for BOOL."""
+_TYPE_NAMES = {str: "strings", bool: "booleans", dict: "objects", type(None): "nulls"}
 _EXAMPLE = '{"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32", "data": [...]}]}'
 
 
@@ -99,9 +109,14 @@ def parse_infer_request(
         count = math.prod(shape)
         binary_size = _parameters(tensor, f"input {name!r}").get("binary_data_size")
         if binary_size is not None:
+            if "data" in tensor:
+                raise InvalidInput(
+                    f"input {name!r} has both 'data' and a binary_data_size parameter; send "
+                    "its values one way: in 'data' or in the binary section"
+                )
             array, offset = _binary_tensor(binary, offset, binary_size, spec.dtype, count, name)
         else:
-            array = _json_tensor(tensor.get("data"), spec.dtype, count, name)
+            array = _json_tensor(tensor.get("data"), spec, count, name)
         array = array.reshape(shape)
         if not allow_non_finite and array.dtype.kind == "f" and not np.isfinite(array).all():
             raise InvalidInput(
@@ -142,15 +157,45 @@ def _split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
     return body[:length], body[length:]
 
 
+class _OutOfRange(ValueError):
+    """A JSON number no datatype can hold."""
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise _OutOfRange(text)
+    return value
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > _MAX_INT_DIGITS:
+        raise _OutOfRange(text)
+    return int(text)
+
+
 def _loads(data: bytes) -> Any:
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
+        if "depth limit" in str(exc):
+            raise InvalidInput(
+                "the request nests arrays or objects over 1024 levels deep; send each tensor's "
+                "data as a flat list or nested as deep as its shape"
+            ) from None
         try:
             # Python's json also reads NaN and Infinity, which clients send for non-finite floats;
-            # accepting them here lets the non-finite check give the precise answer.
-            return json.loads(data)
-        except (ValueError, UnicodeDecodeError):
+            # accepting them here lets the non-finite check give the precise answer. Numbers
+            # beyond any datatype's range are refused while parsing.
+            return json.loads(data, parse_float=_finite_float, parse_int=_bounded_int)
+        except _OutOfRange as big:
+            text = str(big)
+            shown = text if len(text) <= 24 else f"{text[:20]}… ({len(text)} characters)"
+            raise InvalidInput(
+                f"the request holds the number {shown}, which is out of range for every "
+                "tensor datatype; send values within the input's datatype"
+            ) from None
+        except (ValueError, UnicodeDecodeError, RecursionError):
             pass
         raise InvalidInput(
             f"the request body is not valid JSON ({exc}); send an OIP v2 inference request "
@@ -177,19 +222,60 @@ def _shape(shape: Any, name: str) -> list[int]:
     return shape
 
 
-def _json_tensor(data: Any, dtype: np.dtype, count: int, name: str) -> np.ndarray:
+def _flatten(data: list[Any], depth: int, name: str) -> list[Any]:
+    """The values of a flat or regularly nested list, nested at most ``depth`` levels."""
+    flat = data
+    for _ in range(depth):
+        nested = [type(v) is list for v in flat]
+        if not any(nested):
+            return flat
+        if not all(nested):
+            raise InvalidInput(
+                f"input {name!r} data mixes lists and values at one level; send a flat list or "
+                "regularly nested lists"
+            )
+        flat = [value for inner in flat for value in inner]
+    if any(type(v) is list for v in flat):
+        raise InvalidInput(
+            f"input {name!r} data is nested deeper than its {depth}-dimensional shape; send a "
+            "flat list or lists nested as its shape"
+        )
+    return flat
+
+
+def _json_tensor(data: Any, spec: Any, count: int, name: str) -> np.ndarray:
+    dtype: np.dtype = spec.dtype
     if not isinstance(data, list):
         raise InvalidInput(
             f"input {name!r} has no 'data' list (and no binary_data_size parameter); send the "
             "values row-major as a flat or nested list"
         )
-    try:
-        array = np.asarray(data, dtype=dtype)
-    except (ValueError, TypeError) as exc:
+    flat = _flatten(data, len(spec.shape), name)
+    allowed = _VALUE_TYPES.get(dtype.kind, (int, float))
+    wrong = {type(v) for v in flat} - set(allowed)
+    if wrong:
+        names = ", ".join(sorted(_TYPE_NAMES.get(t, t.__name__) for t in wrong))
         raise InvalidInput(
-            f"input {name!r} data cannot be read as {dtype.name} ({exc}); send numbers in a "
-            "flat list or regularly nested lists"
+            f"input {name!r} data holds {names}, but datatype {spec.datatype} takes only "
+            f"{'true/false' if dtype.kind == 'b' else 'numbers'}; send JSON "
+            f"{'booleans' if dtype.kind == 'b' else 'numbers (not quoted)'}"
+        )
+    try:
+        array = np.array(flat, dtype=dtype)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise InvalidInput(
+            f"input {name!r} data cannot be read as {spec.datatype} ({exc}); send values within "
+            "the datatype's range"
         ) from None
+    if (
+        dtype.kind == "f"
+        and not np.isfinite(array).all()
+        and np.isfinite(np.array(flat, dtype=np.float64)).all()
+    ):
+        raise InvalidInput(
+            f"input {name!r} holds values beyond the range of {spec.datatype}; scale the data "
+            "or send a wider datatype"
+        )
     if array.size != count:
         raise InvalidInput(
             f"input {name!r} has {array.size} values but its shape needs {count}; make the data "
