@@ -14,19 +14,27 @@ an HTTP status (from ``errors.HTTP_STATUS``) and ``{"error": "..."}``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
 import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from trainpipe import __version__
 from trainpipe.serve.config import ServeConfig
-from trainpipe.serve.errors import PayloadTooLarge, ServeError, http_status
+from trainpipe.serve.errors import (
+    ClientClosed,
+    PayloadTooLarge,
+    RequestTimeout,
+    ServeError,
+    UnsupportedMediaType,
+    http_status,
+)
 from trainpipe.serve.metrics import CONTENT_TYPE, ServeMetrics
 from trainpipe.serve.model import LoadedModel
 from trainpipe.serve.protocol import HEADER_LENGTH, encode_infer_response, parse_infer_request
@@ -55,6 +63,10 @@ def create_app(
         return name if current is not None and name == current.name else "_other"
 
     def _error_response(request: Request, exc: Exception) -> Response:
+        if isinstance(exc, ClientDisconnect):
+            # Nobody is left to answer: count it as its own outcome, no traceback, no 500.
+            exc = ClientClosed("the client closed the connection before its request was answered")
+            log.debug("%s %s: %s", request.method, request.url.path, exc)
         if isinstance(exc, ServeError):
             status = http_status(exc)
             message = str(exc)
@@ -72,9 +84,13 @@ def create_app(
             log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         if request.url.path.endswith("/infer"):
             label = model_label(request)
-            metrics.requests.labels(model=label, status=str(status)).inc()
+            outcome = "client_closed" if isinstance(exc, ClientClosed) else str(status)
+            metrics.requests.labels(model=label, status=outcome).inc()
             metrics.errors.labels(model=label, error=type(exc).__name__).inc()
-        return _json({"error": message}, status)
+        response = _json({"error": message}, status)
+        if isinstance(exc, RequestTimeout):
+            response.headers["connection"] = "close"  # the rest of the body may never come
+        return response
 
     async def live(request: Request) -> Response:
         return _json({"live": True})
@@ -107,6 +123,12 @@ def create_app(
         return _json({"name": model.name, "version": model.version, "ready": True})
 
     async def read_body(request: Request) -> bytes:
+        encoding = request.headers.get("content-encoding", "identity").strip().lower()
+        if encoding not in ("", "identity"):
+            raise UnsupportedMediaType(
+                f"Content-Encoding {encoding!r} is not supported; send the body uncompressed "
+                "(Content-Encoding identity or none)"
+            )
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > config.max_body_bytes:
             raise PayloadTooLarge(
@@ -115,14 +137,25 @@ def create_app(
             )
         chunks = []
         size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > config.max_body_bytes:
-                raise PayloadTooLarge(
-                    f"the request body is over max_body_bytes {config.max_body_bytes}; "
-                    "send smaller batches"
-                )
-            chunks.append(chunk)
+        loop = asyncio.get_running_loop()
+        try:
+            # One timer for the whole read, pushed back after every chunk: an idle timeout
+            # without a task per chunk on the hot path.
+            async with asyncio.timeout(config.body_timeout_s) as deadline:
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > config.max_body_bytes:
+                        raise PayloadTooLarge(
+                            f"the request body is over max_body_bytes {config.max_body_bytes}; "
+                            "send smaller batches"
+                        )
+                    chunks.append(chunk)
+                    deadline.reschedule(loop.time() + config.body_timeout_s)
+        except TimeoutError:
+            raise RequestTimeout(
+                f"the request body stalled for over {config.body_timeout_s:g} s after "
+                f"{size} bytes; send the whole body without pausing"
+            ) from None
         return b"".join(chunks)
 
     async def infer(request: Request) -> Response:
@@ -176,6 +209,7 @@ def create_app(
     return Starlette(
         routes=routes,
         exception_handlers={
+            ClientDisconnect: _error_response,
             ServeError: _error_response,
             HTTPException: _error_response,
             Exception: _error_response,

@@ -234,6 +234,11 @@ def _flatten(data: list[Any], depth: int, name: str) -> list[Any]:
                 f"input {name!r} data mixes lists and values at one level; send a flat list or "
                 "regularly nested lists"
             )
+        if len({len(inner) for inner in flat}) > 1:
+            raise InvalidInput(
+                f"input {name!r} data is ragged (nested lists of different lengths) and cannot "
+                "be read as a tensor; send a flat list or regularly nested lists"
+            )
         flat = [value for inner in flat for value in inner]
     if any(type(v) is list for v in flat):
         raise InvalidInput(

@@ -26,6 +26,7 @@ import uvicorn
 from trainpipe.serve.app import create_app
 from trainpipe.serve.config import ServeConfig
 from trainpipe.serve.errors import ModelLoadError
+from trainpipe.serve.http import protocol_class
 from trainpipe.serve.metrics import ServeMetrics
 from trainpipe.serve.repository import ModelRepository
 
@@ -106,6 +107,9 @@ def _uvicorn(app: object, config: ServeConfig) -> uvicorn.Server:
     return uvicorn.Server(
         uvicorn.Config(
             app,
+            # JSON errors, header size limit and header timeout below the app (serve/http.py).
+            http=protocol_class(config),
+            h11_max_incomplete_event_size=config.max_header_bytes,
             access_log=config.access_log,
             log_level=config.log_level,
             # The body limit is enforced by the app with a JSON 413; keep-alive matters for
