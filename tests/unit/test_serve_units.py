@@ -134,7 +134,10 @@ def test_parse_binary_extension_with_two_tensors():
         (lambda r: r["inputs"][0].update(shape="2x2"), "needs 'shape'"),
         (lambda r: r["inputs"][0].update(shape=[0, 2], data=[]), "batch size 0"),
         (lambda r: r["inputs"][0].pop("data"), "no 'data' list"),
-        (lambda r: r["inputs"][0].update(data=["x"] * 4), "data holds strings, but datatype FP32 takes only numbers"),
+        (
+            lambda r: r["inputs"][0].update(data=["x"] * 4),
+            "data holds strings, but datatype FP32 takes only numbers",
+        ),
         (lambda r: r.update(parameters=[1]), "'parameters' of the request"),
         (lambda r: r.update(outputs={"name": "y"}), "'outputs' must be a list"),
     ],

@@ -108,26 +108,45 @@ def protocol_class(config: ServeConfig) -> type[H11Protocol]:
             if isinstance(event, h11.Request):
                 self._disarm_header_timer()
                 self._head_started = False
-                size = (
-                    len(event.method)
-                    + len(event.target)
-                    + sum(len(name) + len(value) + 4 for name, value in event.headers)
-                )
-                if size > self.max_header_bytes:
-                    self._protocol_error = h11.RemoteProtocolError(
-                        f"the request line and headers have {size} bytes, over "
-                        f"max_header_bytes {self.max_header_bytes}",
-                        error_status_hint=431,
-                    )
-                    raise self._protocol_error
+                problem = self._refusal(event)
+                if problem is not None:
+                    self._protocol_error = problem
+                    raise problem
             return event
+
+        def _refusal(self, request: h11.Request) -> h11.RemoteProtocolError | None:
+            """What h11 lets through but this server refuses."""
+            size = (
+                len(request.method)
+                + len(request.target)
+                + sum(len(name) + len(value) + 4 for name, value in request.headers)
+            )
+            if size > self.max_header_bytes:
+                return h11.RemoteProtocolError(f"they have {size} bytes", error_status_hint=431)
+            if request.http_version not in (b"1.0", b"1.1"):
+                return h11.RemoteProtocolError(
+                    f"HTTP version {request.http_version.decode()} is not spoken here; use HTTP/1.1"
+                )
+            names = {name for name, _ in request.headers}
+            if b"content-length" in names and b"transfer-encoding" in names:
+                # Two framings for one body is how requests get smuggled past proxies.
+                return h11.RemoteProtocolError(
+                    "both Content-Length and Transfer-Encoding are set; send one of them"
+                )
+            return None
 
         def send_400_response(self, msg: str) -> None:
             error = self._protocol_error
-            status = error.error_status_hint if error is not None else 400
+            hint = error.error_status_hint if error is not None else 400
+            # h11 suggests 501 for transfer codings it does not know; to a client that is a
+            # malformed request like any other, so every refusal here is a 4xx.
+            status = hint if 400 <= hint < 500 else 400
             detail = str(error) if error is not None and str(error) else msg
             if status == 431:
-                message = f"{detail}; send smaller headers"
+                message = (
+                    f"the request line and headers are over max_header_bytes "
+                    f"{self.max_header_bytes} ({detail}); send smaller headers"
+                )
             else:
                 message = (
                     f"malformed HTTP request ({detail}); send a valid HTTP/1.1 request such as "

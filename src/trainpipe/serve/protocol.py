@@ -225,7 +225,7 @@ def _shape(shape: Any, name: str) -> list[int]:
 def _flatten(data: list[Any], depth: int, name: str) -> list[Any]:
     """The values of a flat or regularly nested list, nested at most ``depth`` levels."""
     flat = data
-    for _ in range(depth):
+    for _ in range(depth - 1):
         nested = [type(v) is list for v in flat]
         if not any(nested):
             return flat
