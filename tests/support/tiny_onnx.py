@@ -23,6 +23,12 @@ def tiny_onnx(tag: str) -> bytes:
         # milliseconds; the pipeline's own export path is tested elsewhere.
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
-            model, (torch.zeros(1, 2),), buffer, dynamo=False, input_names=["x"], output_names=["y"]
+            model,
+            (torch.zeros(1, 2),),
+            buffer,
+            dynamo=False,
+            input_names=["x"],
+            output_names=["y"],
+            dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}},
         )
     return buffer.getvalue()

@@ -12,6 +12,8 @@ champion.json changes again.
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import logging
 import threading
 
@@ -24,6 +26,9 @@ from trainpipe.serve.model import LoadedModel, load_model_package
 from trainpipe.storage import StorageError, open_store
 
 log = logging.getLogger("trainpipe.serve")
+
+OLD_MODEL_DRAIN_S = 30.0
+"""How long a swap waits for requests admitted to the old model before releasing it."""
 
 
 class ModelRepository:
@@ -132,6 +137,9 @@ class ModelRepository:
             log.info(
                 "now serving %s version %s (was version %s)", model.name, model.version, old.version
             )
+            old.batcher.join(OLD_MODEL_DRAIN_S)  # requests admitted before the swap finish
+            del old
+            _release_freed_memory()
 
     # -- following the registry ----------------------------------------------------------------
 
@@ -196,3 +204,29 @@ class ModelRepository:
         model = self._current
         if model is not None:
             model.close()
+
+
+def _release_freed_memory() -> None:
+    """Free the old session now and hand its memory back to the OS.
+
+    The model and its batcher reference each other (the worker holds ``model.run``), so the
+    session goes only when the cycle collector runs. And glibc keeps the freed ONNX Runtime
+    arena in the heap, where the next session's allocations fragment it: without trimming,
+    RSS grew about 1.6 MB per swap of a 6 MB model, linearly. malloc_trim is glibc's; other C
+    libraries (musl, macOS) do without.
+    """
+    gc.collect()
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _load_libc() -> ctypes.CDLL | None:
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim  # noqa: B018 (glibc only)
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+_LIBC = _load_libc()
