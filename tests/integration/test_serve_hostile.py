@@ -9,12 +9,10 @@ to send: broken request lines, negative Content-Length, broken chunked bodies, h
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import logging
 import socket
 import time
-import warnings
 from collections.abc import Iterator
 
 import httpx
@@ -34,6 +32,7 @@ from tests.integration.test_serve_server import (  # noqa: F401 (fixtures)
     exported,
     package_uri,
 )
+from tests.support.tiny_onnx import onnx_bytes
 from trainpipe.serve import start_in_background
 from trainpipe.serve.metrics import ServeMetrics
 from trainpipe.serve.model import write_model_package
@@ -537,19 +536,7 @@ def _cnn_onnx() -> bytes:
         torch.nn.ReLU(),
         torch.nn.Linear(512, 10),
     ).eval()
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the fast TorchScript exporter is deprecated
-        torch.onnx.export(
-            model,
-            (torch.zeros(1, 1, 8, 8),),
-            buffer,
-            dynamo=False,
-            input_names=["input"],
-            output_names=["logits"],
-            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-        )
-    return buffer.getvalue()
+    return onnx_bytes(model, torch.zeros(1, 1, 8, 8), "input", "logits")
 
 
 @pytest.mark.slow
