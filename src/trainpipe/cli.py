@@ -97,7 +97,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from trainpipe.serve.config import ServeConfig
     from trainpipe.serve.server import serve
 
-    serve(args.model, ServeConfig(host=args.host, port=args.port))
+    serve(args.model, ServeConfig(host=args.host, port=args.port, endpoint_url=args.endpoint_url))
     return 0
 
 
@@ -273,6 +273,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--model", required=True, metavar="URI")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument(
+        "--endpoint-url",
+        metavar="URL",
+        help="S3 endpoint for s3:// models (MinIO, Ceph, ...); default AWS_ENDPOINT_URL or AWS",
+    )
     serve.set_defaults(func=cmd_serve)
 
     reg = sub.add_parser("registry", help="list, show, promote or roll back model versions")

@@ -452,3 +452,24 @@ def test_module_entry_point(package_uri, tmp_path):
     assert missing.returncode == 1
     last = missing.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and "neither a model package" in last
+
+
+def test_serve_command_takes_the_s3_endpoint(s3_bucket, s3_endpoint, exported):
+    """`trainpipe serve --endpoint-url`: the endpoint is not in the environment (the suite does
+    not export AWS_ENDPOINT_URL), so the model is reachable only through the option."""
+    uri = _package(s3_bucket, "pkg", exported[0], "3", s3_endpoint)
+    argv = [sys.executable, "-m", "trainpipe", "serve", "--model", uri, "--port", "0"]
+    process = subprocess.Popen(
+        [*argv, "--endpoint-url", s3_endpoint],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        line = process.stdout.readline()
+        url = line.split(" on ", 1)[1].split(" ", 1)[0]
+        client.wait_ready(url, timeout_s=30)
+        assert client.infer(url, MODEL, _GOOD).shape == (1, 10)
+    finally:
+        process.terminate()
+        process.wait(timeout=15)

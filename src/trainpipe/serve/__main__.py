@@ -23,9 +23,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True, help="model package or registry model URI")
     parser.add_argument("--host", default=ServeConfig().host)
     parser.add_argument("--port", type=int, default=ServeConfig().port)
+    parser.add_argument("--endpoint-url", metavar="URL", help="S3 endpoint for s3:// models")
     args = parser.parse_args(argv)
     try:
-        config = ServeConfig(host=args.host, port=args.port)
+        config = ServeConfig(host=args.host, port=args.port, endpoint_url=args.endpoint_url)
     except ValidationError as exc:
         print(f"error: invalid server option: {exc.errors()[0]['msg']}", file=sys.stderr)
         return 2
