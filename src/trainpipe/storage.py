@@ -47,8 +47,9 @@ RETRY_BASE_S = 0.2
 RETRY_CAP_S = 5.0
 """Longest single backoff between read attempts."""
 
-REQUEST_ATTEMPTS = 10
-"""botocore's own tries per S3 request (503 SlowDown, 5xx, resets before a response arrives)."""
+REQUEST_ATTEMPTS = 6
+"""botocore's own tries per S3 request (503 SlowDown, 5xx, resets before a response arrives);
+more would make an unreachable endpoint take minutes to report."""
 
 
 class StorageError(TrainpipeError):

@@ -54,7 +54,7 @@ def test_check_passes_and_records_latency_on_s3(s3_bucket, s3_endpoint, trained)
     )
     deploy_uri = run_deploy(cfg_json, "v1", version, data_uri)
 
-    report = ArtifactSet.open(deploy_uri).get_json("deploy.json")
+    report = ArtifactSet.open(deploy_uri, endpoint_url=s3_endpoint).get_json("deploy.json")
     assert report["model_uri"] == version and report["version"] == "v1"
     assert report["smoke_examples"] == 8 and len(report["predictions"]) == 8
     assert report["test_examples"] == len(dataset.test)
