@@ -280,7 +280,7 @@ def test_parallel_trials_run_in_the_pod_journal_layout(tmp_path):
     assert keys and all(Path(k).stem.isdigit() and len(Path(k).stem) == 10 for k in keys)
 
 
-def test_the_journal_orders_concurrent_appends_over_s3(s3_bucket):
+def test_the_journal_orders_concurrent_appends_over_s3(s3_bucket, s3_endpoint):
     """Writers racing for the same journal number on a real S3 protocol server: each batch
     lands exactly once, and every reader sees the same order."""
     from concurrent.futures import ThreadPoolExecutor
@@ -288,24 +288,26 @@ def test_the_journal_orders_concurrent_appends_over_s3(s3_bucket):
     from trainpipe.tune.journal import StoreJournalBackend
 
     def writer(index: int) -> None:
-        backend = StoreJournalBackend(open_store(f"{s3_bucket}/journal"))
+        backend = StoreJournalBackend(open_store(f"{s3_bucket}/journal", endpoint_url=s3_endpoint))
         for i in range(8):
             backend.append_logs([{"writer": index, "i": i}])
 
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(writer, range(4)))
-    logs = StoreJournalBackend(open_store(f"{s3_bucket}/journal")).read_logs(0)
+    journal = open_store(f"{s3_bucket}/journal", endpoint_url=s3_endpoint)
+    logs = StoreJournalBackend(journal).read_logs(0)
     assert sorted((log["writer"], log["i"]) for log in logs) == [
         (w, i) for w in range(4) for i in range(8)
     ]
     for w in range(4):  # each writer's batches keep their own order
         assert [log["i"] for log in logs if log["writer"] == w] == list(range(8))
-    assert StoreJournalBackend(open_store(f"{s3_bucket}/journal")).read_logs(30) == logs[30:]
+    assert StoreJournalBackend(journal).read_logs(30) == logs[30:]
 
 
-def test_processes_share_a_study_in_s3(s3_bucket):
+def test_processes_share_a_study_in_s3(s3_bucket, s3_endpoint):
+    """The worker processes reach the S3 endpoint the store was opened with (not exported)."""
     cfg = config("tune.trials=4", "tune.epochs=1", "tune.pruner=none", "tune.sampler=random")
-    store = open_store(f"{s3_bucket}/study")
+    store = open_store(f"{s3_bucket}/study", endpoint_url=s3_endpoint)
     run_search(store, cfg, CountingObjective(os.devnull, seconds=1.0), processes=2)
     trials = load_trials(store, cfg)
     assert [t.state for t in trials].count("complete") >= 4

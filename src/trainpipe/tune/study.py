@@ -258,7 +258,7 @@ def run_search(
         run_worker(store, cfg, trial_fn, worker=f"w{pod}-0", seed_offset=pod * 1000)
         return
     threads = max(1, len(os.sched_getaffinity(0)) // count)
-    endpoint = cfg.storage.endpoint_url
+    endpoint = store.endpoint_url  # the store carries the endpoint it was opened with
     slots = [
         _Slot(
             WorkerSpec(
