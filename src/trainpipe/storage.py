@@ -267,7 +267,7 @@ class FileStore(Store):
         path = self._path(key)
         try:
             size = path.stat().st_size
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # a file where a folder was expected
             return None
         try:
             digest = self._sidecar(path).read_text().strip()
