@@ -158,7 +158,7 @@ def _pretraining_section(pretraining: dict | None) -> str:
         evidence = diagnosis["evidence"]
         first, last = evidence["chance_loss"], evidence["final_train_loss"]
         drop = (first - last) / first if first else 0.0
-        curve = f"its training loss went from {first:.4f} to {last:.4f} ({drop:+.1%} drop)"
+        curve = f"its training loss went from {first:.4f} to {last:.4f} ({drop:.1%} lower)"
         if diagnosis["state"] == "healthy":
             parts.append(f"<p class='pass'>Pretraining learned: {_esc(curve)}.</p>")
         else:
