@@ -21,21 +21,13 @@ import sys
 from pathlib import Path
 
 from trainpipe import __version__
+from trainpipe.cli_help import example_epilog
 from trainpipe.cli_kfp import add_schedule_parser, add_submit_parser
 from trainpipe.errors import ConfigError, TrainpipeError
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 DEFAULT_STORE = "trainpipe-runs"
-
-
-class _HelpFormatter(argparse.HelpFormatter):
-    """Wraps descriptions; keeps the example epilogs line by line as written."""
-
-    def _fill_text(self, text: str, width: int, indent: str) -> str:
-        if text.startswith("example"):
-            return "".join(indent + line for line in text.splitlines(keepends=True))
-        return super()._fill_text(text, width, indent)
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -68,13 +60,7 @@ def add_storage_arg(parser: argparse.ArgumentParser) -> None:
 
 def _command(sub, name: str, *, help: str, description: str, example: str):
     """A subcommand whose help shows its description and one example."""
-    return sub.add_parser(
-        name,
-        help=help,
-        description=description,
-        epilog=f"example:\n  {example}\n",
-        formatter_class=_HelpFormatter,
-    )
+    return sub.add_parser(name, help=help, description=description, **example_epilog(example))
 
 
 def _load(args: argparse.Namespace):
@@ -326,9 +312,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="trainpipe",
         description="Train, evaluate, register and serve a model with one Kubeflow Pipelines "
         "DAG: locally (trainpipe run) or on a cluster (compile, submit, schedule).",
-        epilog="example:\n  trainpipe run --output runs  &&  trainpipe registry list --output runs"
-        "\n\n`trainpipe COMMAND --help` describes each command's options.\n",
-        formatter_class=_HelpFormatter,
+        **example_epilog(
+            "trainpipe run --output runs  &&  trainpipe registry list --output runs",
+            "`trainpipe COMMAND --help` describes each command's options.",
+        ),
     )
     parser.add_argument("--version", action="version", version=f"trainpipe {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

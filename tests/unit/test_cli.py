@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 
@@ -37,3 +38,43 @@ def test_serve_a_missing_model_ends_with_one_clear_line(tmp_path):
     assert "Traceback" not in done.stderr
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("trainpipe: ") and "nothing is neither a model package" in last
+
+
+def _subcommands(parser: argparse.ArgumentParser, prefix: str = ""):
+    """Every (name, parser) below ``parser``, depth first."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                yield f"{prefix}{name}", child
+                yield from _subcommands(child, f"{prefix}{name} ")
+
+
+def test_every_option_says_what_it_does_and_its_default_with_an_example():
+    from trainpipe.cli import build_parser
+    from trainpipe.data.validation.cli import build_parser as validate_parser
+
+    commands = dict(_subcommands(build_parser()))
+    commands["validate"] = validate_parser()  # main() hands validate to its own parser
+    assert {"run", "compile", "serve", "registry list", "registry promote", "submit"} <= set(
+        commands
+    )
+    for name, parser in commands.items():
+        if any(isinstance(a, argparse._SubParsersAction) for a in parser._actions):
+            continue  # a group (registry): its actions carry the options
+        assert "example:" in (parser.epilog or ""), f"{name}: no example"
+        for action in parser._actions:
+            if isinstance(action, argparse._HelpAction) or not action.option_strings:
+                continue
+            text = action.help or ""
+            assert ("default" in text or action.required) and len(text) > 15, (
+                f"{name} {action.option_strings[0]}: {text!r}"
+            )
+
+
+def test_help_has_no_markup_and_registry_list_has_its_own_help():
+    top = trainpipe("--help").stdout
+    assert "``" not in top and "example:" in top
+    listing = trainpipe("registry", "list", "--help").stdout
+    assert listing.startswith("usage: trainpipe registry list")
+    assert "every model in the store" in listing and "--output DIR" in listing
+    assert trainpipe("registry", "--help").stdout != listing
