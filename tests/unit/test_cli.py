@@ -78,3 +78,35 @@ def test_help_has_no_markup_and_registry_list_has_its_own_help():
     assert listing.startswith("usage: trainpipe registry list")
     assert "every model in the store" in listing and "--output DIR" in listing
     assert trainpipe("registry", "--help").stdout != listing
+
+
+def test_readme_command_section_matches_the_parsers():
+    """Every command the help lists is in the README, and every option the README shows for a
+    command is one its parser accepts."""
+    import re
+    from pathlib import Path
+
+    from trainpipe.cli import build_parser
+    from trainpipe.data.validation.cli import build_parser as validate_parser
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Commands", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```", 2)[1]
+    commands = dict(_subcommands(build_parser()))
+    commands["validate"] = validate_parser()
+    shown = set()
+    for line in block.splitlines():
+        words = line.split()
+        if words[:1] != ["trainpipe"]:
+            continue
+        name = " ".join(words[1:3]) if f"{words[1]} {words[2]}" in commands else words[1]
+        shown.add(name)
+        accepted = {o for a in commands[name]._actions for o in a.option_strings}
+        for option in re.findall(r"(?<![\w-])--[a-z][a-z-]*", line):
+            assert option in accepted, f"README: `trainpipe {name} {option}` is not an option"
+    leaves = {
+        n
+        for n, p in commands.items()
+        if not any(isinstance(a, argparse._SubParsersAction) for a in p._actions)
+    }
+    assert leaves <= shown, f"missing from the README: {sorted(leaves - shown)}"
