@@ -192,6 +192,8 @@ def cmd_registry(args: argparse.Namespace) -> int:
         details = _version_details(registry, version, champion)
         print(json.dumps(details, indent=2) if args.json else _format_details(details))
     elif args.action == "promote":
+        if not args.version:
+            raise ConfigError("usage error: registry promote needs a VERSION, e.g. `promote 3`")
         before = None if args.force else registry.champion()
         promoted = registry.promote(
             args.version, reason=args.reason or "manual promotion", force=args.force
@@ -453,7 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "--json", action="store_true", help="print JSON instead of text (default: text)"
             )
         if action == "promote":
-            cmd.add_argument("version", help="version number to promote (required)")
+            cmd.add_argument("version", nargs="?", help="version number to promote (required)")
             cmd.add_argument(
                 "--reason",
                 help="why, recorded in the promotion history (default: 'manual promotion')",
