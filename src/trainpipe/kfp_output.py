@@ -7,7 +7,8 @@ with no switch to turn it off. Libraries inside the components add their own INF
 (colours stripped); the console gets only:
 
 - ``[stage] running`` when kfp.local starts a task, and ``[stage] FAILED`` when one fails;
-- the stages' own result lines (``[stage] ...``), except the per-epoch training lines;
+- the stages' own result lines (``[stage] ...``), except the per-epoch training lines, which a
+  terminal shows as one line overwritten in place (progress) and a pipe or file does not get;
 - error lines (``trainpipe: ...``) and a failing stage's last traceback line.
 """
 
@@ -33,17 +34,18 @@ _ERROR_PREFIXES = ("trainpipe: ", "error: ")
 _EXCEPTION_LINE = re.compile(r"^[A-Za-z_.]*(Error|Exception)\b.*: ")
 
 
-def console_line(raw: str) -> str | None:
-    """What the console shows for one line of kfp.local output (None: log file only)."""
+def console_line(raw: str) -> tuple[str, bool] | None:
+    """What the console shows for one line of kfp.local output, and whether it is transient
+    progress (a per-epoch line); None: the log file only."""
     line = _ANSI.sub("", raw).strip()
     if match := _TASK_START.search(line):
-        return f"[{match.group(1).replace('-', '_')}] running"
+        return f"[{match.group(1).replace('-', '_')}] running", False
     if match := _TASK_FAILED.search(line):
-        return f"[{match.group(1).replace('-', '_')}] FAILED"
+        return f"[{match.group(1).replace('-', '_')}] FAILED", False
     if match := _STAGE_LINE.match(line):
-        return None if _EPOCH_LINE.match(match.group(2)) else line
+        return line, bool(_EPOCH_LINE.match(match.group(2)))
     if line.startswith(_ERROR_PREFIXES) or _EXCEPTION_LINE.match(line):
-        return line
+        return line, False
     return None
 
 
@@ -55,6 +57,8 @@ class _ConsoleFilter(io.TextIOBase):
         self.console = console
         self.log = log
         self.pending = ""
+        self.terminal = console.isatty()
+        self.progress_shown = False
 
     def writable(self) -> bool:
         return True
@@ -69,9 +73,16 @@ class _ConsoleFilter(io.TextIOBase):
     def _emit(self, line: str) -> None:
         self.log.write(_ANSI.sub("", line) + "\n")
         shown = console_line(line)
-        if shown is not None:
-            self.console.write(shown + "\n")
-            self.console.flush()
+        if shown is None:
+            return
+        text, transient = shown
+        if transient and not self.terminal:
+            return
+        if self.progress_shown:
+            self.console.write("\r\x1b[K")  # clear the progress line before writing over it
+        self.console.write(text if transient else text + "\n")
+        self.progress_shown = transient
+        self.console.flush()
 
     def flush(self) -> None:
         if self.pending:
@@ -98,5 +109,8 @@ def quiet_kfp_output(log_path: Path) -> Iterator[None]:
                 )
                 yield
         finally:
-            sys.stdout.flush()
+            console = sys.stdout
+            console.flush()
+            if console.progress_shown:
+                original.write("\r\x1b[K")
             sys.stdout = original
