@@ -110,3 +110,24 @@ def test_readme_command_section_matches_the_parsers():
         if not any(isinstance(a, argparse._SubParsersAction) for a in p._actions)
     }
     assert leaves <= shown, f"missing from the README: {sorted(leaves - shown)}"
+
+
+def test_compile_warns_about_local_paths_and_strict_refuses(tmp_path):
+    out = tmp_path / "pipeline.yaml"
+    local = ("--set", f"data.source={tmp_path}/train.parquet", "--set", "storage.uri=s3://b/p")
+    done = trainpipe("compile", "--output", str(out), *local)
+    assert done.returncode == 0 and out.exists()
+    assert done.stderr.strip().splitlines() == [
+        f"warning: data.source '{tmp_path}/train.parquet' is a local path, which no cluster pod "
+        "can read; set an s3:// URI before submitting (--strict refuses)"
+    ]
+    out.unlink()
+    strict = trainpipe("compile", "--output", str(out), "--strict", *local)
+    assert strict.returncode == 2 and not out.exists()
+    assert strict.stderr.strip().splitlines() == [
+        f"trainpipe: usage error: data.source '{tmp_path}/train.parquet' is a local path, which "
+        "no cluster pod can read; use s3:// URIs (or drop --strict to compile anyway)"
+    ]
+    remote = ("--set", "data.source=s3://b/d.parquet", "--set", "storage.uri=s3://b/p")
+    clean = trainpipe("compile", "--output", str(out), "--strict", *remote)
+    assert clean.returncode == 0 and clean.stderr == ""
