@@ -32,7 +32,7 @@ from trainpipe.continual.watermark import read_watermark
 from trainpipe.data.validation import array_field, read_table
 from trainpipe.local_run import PipelineFailed
 from trainpipe.registry import Registry
-from trainpipe.storage import open_store
+from trainpipe.storage import BOOKKEEPING_DIR, open_store
 
 pytestmark = pytest.mark.slow
 
@@ -166,7 +166,7 @@ def test_crash_between_register_and_watermark_registers_no_second_version(root, 
     )
     store = open_store(cfg.storage.uri)
     mark = root / "artifacts/continual" / MODEL / "watermark.json"
-    sidecar = mark.with_name(".watermark.json.sha256")
+    sidecar = mark.parent / BOOKKEEPING_DIR / "watermark.json.sha256"
     saved = mark.read_bytes(), sidecar.read_bytes()
     first = run(cfg, root)
     assert first.status == PROMOTED and first.version == "2", first.reasons
