@@ -65,6 +65,7 @@ def test_default_run_on_digits(tmp_path):
     assert accuracy >= 0.85
     assert "pretraining: with 235 labels, fine-tuned from the pretrained encoder" in out
     assert "deploy: smoke inference of 8 examples matched" in out
+    assert "Warning" not in out + done.stderr and "INFO" not in out + done.stderr
 
     run_id = run_id_of(out)
     store = open_store(str(tmp_path))
@@ -219,7 +220,7 @@ def test_console_is_quiet_and_details_go_to_the_run_log(tmp_path):
     assert log_line.endswith(f"{store_dir}/runs/{run_id}/run.log")
     log = (store_dir / "runs" / run_id / "run.log").read_text()
     assert "[finetune] epoch  10/10" in log and "Executing task" in log
-    for cause_fixed in ("Using categorical units", "y_prob", "ConvergenceWarning"):
+    for cause_fixed in ("Using categorical units", "y_prob", "ConvergenceWarning", "Replaced init"):
         assert cause_fixed not in log
     assert not (work / "trainpipe-runs").exists() and list(work.iterdir()) == []
     assert (store_dir / "kfp-local").is_dir()
