@@ -23,12 +23,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
 
-from trainpipe.stages.context import STAGES
-
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _TASK_START = re.compile(r"Executing task '([\w-]+)'")
 _TASK_FAILED = re.compile(r"Task '([\w-]+)' finished with status FAILURE")
-_STAGE_LINE = re.compile(r"^\[(" + "|".join(STAGES) + r")\] (.*)$")
+_STAGE_LINE = re.compile(r"^\[([a-z][a-z_]*)\] (.*)$")  # [validate_data] ..., [continual_plan] ...
 _EPOCH_LINE = re.compile(r"^epoch +\d+/\d+ ")
 _ERROR_PREFIXES = ("trainpipe: ", "error: ")
 _EXCEPTION_LINE = re.compile(r"^[A-Za-z_.]*(Error|Exception)\b.*: ")
