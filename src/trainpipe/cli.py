@@ -2,13 +2,14 @@
 
     trainpipe run [--config FILE] [--set key=value ...] [--output DIR]
     trainpipe tune [--config FILE] [--set key=value ...] [--output DIR]
-    trainpipe compile --output pipeline.yaml [--config FILE] [--set key=value ...]
+    trainpipe compile --output pipeline.yaml [--config FILE] [--set key=value ...] [--continual]
+                      [--strict]
     trainpipe validate DATA [--schema FILE] [--reference DATA] [--report FILE]
-    trainpipe serve --model URI [--host H] [--port P]
-    trainpipe registry list|show|promote|rollback ...
+    trainpipe serve [--model PATH|URI] [--output DIR] [--host H] [--port P]
+    trainpipe registry list|show|promote|rollback [--output DIR] ...
     trainpipe submit --host URL [--wait] ... / trainpipe schedule --host URL --cron EXPR ...
 
-A user-fixable error ends with one ``error:`` line and exit status 1 (2 for usage and config
+A user-fixable error ends with one ``trainpipe:`` line and exit status 1 (2 for usage and config
 errors); tracebacks are for bugs only.
 """
 
@@ -20,45 +21,67 @@ import sys
 from pathlib import Path
 
 from trainpipe import __version__
+from trainpipe.cli_help import example_epilog
 from trainpipe.cli_kfp import add_schedule_parser, add_submit_parser
 from trainpipe.errors import ConfigError, TrainpipeError
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
+DEFAULT_STORE = "trainpipe-runs"
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", metavar="FILE", help="YAML config (defaults run the demo)")
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="YAML config file (default: none, the built-in defaults: the digits demo on CPU)",
+    )
     parser.add_argument(
         "--set",
         dest="overrides",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override one config value, e.g. --set finetune.lr=3e-4 (repeatable)",
+        help="override one config value, e.g. --set finetune.lr=3e-4 (repeatable; applied "
+        "after --config; default: none)",
     )
+
+
+def add_storage_arg(parser: argparse.ArgumentParser) -> None:
+    """``--output DIR``: the artifact store, the same option for run, registry and serve."""
+    parser.add_argument(
+        "--output",
+        dest="store",
+        metavar="DIR",
+        help="artifact store: a folder or s3://bucket/prefix; the same as --set "
+        f"storage.uri=DIR (default: storage.uri from the config, ./{DEFAULT_STORE})",
+    )
+
+
+def _command(sub, name: str, *, help: str, description: str, example: str):
+    """A subcommand whose help shows its description and one example."""
+    return sub.add_parser(name, help=help, description=description, **example_epilog(example))
 
 
 def _load(args: argparse.Namespace):
     from trainpipe.config import load_config
 
-    return load_config(args.config, args.overrides)
+    overrides = list(args.overrides)
+    output = getattr(args, "store", None)
+    if output and not any(o.startswith("storage.uri=") for o in overrides):
+        overrides.insert(0, f"storage.uri={output}")
+    return load_config(args.config, overrides)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from trainpipe.local_run import format_summary, run_locally
 
-    overrides = list(args.overrides)
-    if args.output and not any(o.startswith("storage.uri=") for o in overrides):
-        overrides.insert(0, f"storage.uri={args.output}")
-    args.overrides = overrides
     cfg = _load(args)
-    output = Path(args.output or "trainpipe-runs")
     if args.continual:
         from trainpipe.continual.simulate import continual_command
 
-        return continual_command(cfg, output)
-    summary = run_locally(cfg, kfp_root=output / "kfp-local")
+        return continual_command(cfg, Path(args.store or DEFAULT_STORE))
+    summary = run_locally(cfg)
     print("\n" + format_summary(summary))
     return 0
 
@@ -67,15 +90,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
     """validate_data -> pretrain -> tune through kfp.local; prints the best parameters."""
     from trainpipe.local_run import format_summary, run_locally
 
-    args.overrides = [
-        *([f"storage.uri={args.output}"] if args.output else []),
-        "tune.enabled=true",
-        *args.overrides,
-    ]
+    args.overrides = ["tune.enabled=true", *args.overrides]
     cfg = _load(args)
-    summary = run_locally(
-        cfg, kfp_root=Path(args.output or "trainpipe-runs") / "kfp-local", tune_only=True
-    )
+    summary = run_locally(cfg, tune_only=True)
     print("\n" + format_summary(summary))
     tuned = summary.stage("tune")
     params = " ".join(f"--set {k}={v}" for k, v in tuned.summary["params"].items())
@@ -87,46 +104,82 @@ def cmd_compile(args: argparse.Namespace) -> int:
     from trainpipe.pipelines.training import compile_pipeline
 
     cfg = _load(args)
+    local = _cluster_unreadable_paths(cfg, continual=args.continual)
+    if local and args.strict:
+        raise ConfigError(
+            f"usage error: {' and '.join(local)} is a local path, which no cluster pod can "
+            "read; use s3:// URIs (or drop --strict to compile anyway)"
+        )
     compile_pipeline(cfg, args.output, continual=args.continual)
     name = f"{cfg.pipeline_name}-continual" if args.continual else cfg.pipeline_name
     print(f"wrote {args.output} (pipeline {name!r}, image {cfg.cluster.image})")
+    for problem in local:
+        print(
+            f"warning: {problem} is a local path, which no cluster pod can read; set an "
+            "s3:// URI before submitting (--strict refuses)",
+            file=sys.stderr,
+        )
     return 0
+
+
+def _cluster_unreadable_paths(cfg, *, continual: bool = False) -> list[str]:
+    """The config's data and storage locations that are paths on this machine."""
+    from trainpipe.data.config import BUILTIN_DIGITS
+
+    found = []
+    data = (
+        ("continual.source", cfg.continual.source)
+        if continual
+        else ("data.source", cfg.data.source)
+    )
+    for key, uri in (data, ("storage.uri", cfg.storage.uri)):
+        if uri and uri != BUILTIN_DIGITS and ("://" not in uri or uri.startswith("file://")):
+            found.append(f"{key} {uri!r}")
+    return found
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from trainpipe.serve.config import ServeConfig
     from trainpipe.serve.server import serve
+    from trainpipe.storage import join_uri
 
-    serve(args.model, ServeConfig(host=args.host, port=args.port, endpoint_url=args.endpoint_url))
+    cfg = _load(args)
+    model = args.model or join_uri(cfg.storage.uri, "registry", cfg.registry.model_name)
+    endpoint_url = args.endpoint_url or cfg.storage.endpoint_url
+    serve(model, ServeConfig(host=args.host, port=args.port, endpoint_url=endpoint_url))
     return 0
 
 
+CHAMPION_LEGEND = (
+    "* marks the champion: the version `trainpipe serve` and the deploy stage use "
+    "(change it with `trainpipe registry promote VERSION` or `rollback`)"
+)
+
+
 def cmd_registry(args: argparse.Namespace) -> int:
-    """list | show [VERSION] [--json] | promote VERSION [--force] | rollback."""
-    from trainpipe.registry import Registry, RegistryError
+    """list [--model NAME] | show [VERSION] [--json] | promote VERSION [--force] | rollback."""
+    from trainpipe.registry import Registry, RegistryError, model_names
     from trainpipe.storage import open_store
 
     cfg = _load(args)
     store = open_store(cfg.storage.uri, endpoint_url=cfg.storage.endpoint_url)
-    registry = Registry(store, args.model or cfg.registry.model_name)
-    name = registry.model_name
     if args.action == "list":
-        try:
-            champion = registry.champion()
-        except RegistryError as exc:  # still list the versions a repair can choose from
-            champion, broken = None, exc
-        else:
-            broken = None
-        versions = registry.versions()
-        if not versions:
-            print(f"no versions of {name} under {registry.uri}")
-        else:
-            print(f"  {'version':>7}  {'created (UTC)':<19}  accuracy  macro-F1  log loss  run")
-        for version in versions:
-            print(_version_line(registry.open_version(version), champion, version))
+        names = [args.model] if args.model else model_names(store)
+        if not names:
+            print(
+                f"no models under {store.uri_for('registry')}; a `trainpipe run --output DIR` "
+                "that passes the gate registers one (pass the same --output here)"
+            )
+            return 0
+        failures = [_list_model(Registry(store, name), titled=not args.model) for name in names]
+        print(CHAMPION_LEGEND)
+        broken = next((f for f in failures if f is not None), None)
         if broken is not None:
             raise broken
-    elif args.action == "show":
+        return 0
+    registry = Registry(store, args.model or cfg.registry.model_name)
+    name = registry.model_name
+    if args.action == "show":
         champion = registry.champion()
         version = args.version or (champion.version if champion else None)
         if version is None:
@@ -152,6 +205,27 @@ def cmd_registry(args: argparse.Namespace) -> int:
             f"version {restored.version} (rolled back)"
         )
     return 0
+
+
+def _list_model(registry, *, titled: bool):
+    """Print one model's versions; returns the RegistryError of a corrupt pointer (the versions
+    are still listed, so a repair can choose one)."""
+    from trainpipe.registry import RegistryError
+
+    try:
+        champion, broken = registry.champion(), None
+    except RegistryError as exc:
+        champion, broken = None, exc
+    versions = registry.versions()
+    if titled:
+        print(f"{registry.model_name}  ({registry.uri})")
+    if not versions:
+        print(f"no versions of {registry.model_name} under {registry.uri}")
+        return broken
+    print(f"  {'version':>7}  {'created (UTC)':<19}  accuracy  macro-F1  log loss  run")
+    for version in versions:
+        print(_version_line(registry.open_version(version), champion, version))
+    return broken
 
 
 def _v(version: str | None) -> str:
@@ -234,34 +308,72 @@ def _format_details(d: dict) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="trainpipe", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="trainpipe",
+        description="Train, evaluate, register and serve a model with one Kubeflow Pipelines "
+        "DAG: locally (trainpipe run) or on a cluster (compile, submit, schedule).",
+        **example_epilog(
+            "trainpipe run --output runs  &&  trainpipe registry list --output runs",
+            "`trainpipe COMMAND --help` describes each command's options.",
+        ),
+    )
     parser.add_argument("--version", action="version", version=f"trainpipe {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser("run", help="run the whole DAG locally through kfp.local")
+    run = _command(
+        sub,
+        "run",
+        help="run the whole DAG locally through kfp.local",
+        description="Run every stage on this machine through kfp.local (no cluster needed). "
+        "The console shows progress, stage lines and a summary; the full log is saved as "
+        "runs/RUN_ID/run.log in the artifact store.",
+        example="trainpipe run --output runs --set finetune.epochs=20",
+    )
     _add_config_args(run)
-    run.add_argument("--output", metavar="DIR", help="artifact root (default ./trainpipe-runs)")
+    add_storage_arg(run)
     run.add_argument(
         "--continual",
         action="store_true",
-        help="one scheduled continual run on continual.source, or (unset) simulate arrivals",
+        help="one scheduled continual run on continual.source, or (unset) simulate arrivals "
+        "(default: off, one ordinary run)",
     )
     run.set_defaults(func=cmd_run)
 
-    tune = sub.add_parser(
-        "tune", help="search fine-tuning hyperparameters (validate, pretrain, tune) locally"
+    tune = _command(
+        sub,
+        "tune",
+        help="search fine-tuning hyperparameters (validate, pretrain, tune) locally",
+        description="Run validate_data, pretrain and the hyperparameter search (tune) through "
+        "kfp.local and print the best parameters as --set options for `trainpipe run`.",
+        example="trainpipe tune --output runs --set tune.trials=12",
     )
     _add_config_args(tune)
-    tune.add_argument("--output", metavar="DIR", help="artifact root (default ./trainpipe-runs)")
+    add_storage_arg(tune)
     tune.set_defaults(func=cmd_tune)
 
-    comp = sub.add_parser("compile", help="write the KFP IR YAML for a cluster")
+    comp = _command(
+        sub,
+        "compile",
+        help="write the KFP IR YAML for a cluster",
+        description="Compile the pipeline for Kubeflow Pipelines. Warns when data.source or "
+        "storage.uri is a local path, which no cluster pod can read.",
+        example="trainpipe compile --output pipeline.yaml --config cluster.yaml --strict",
+    )
     _add_config_args(comp)
-    comp.add_argument("--output", required=True, metavar="FILE")
+    comp.add_argument(
+        "--output", required=True, metavar="FILE", help="where to write the IR YAML (required)"
+    )
     comp.add_argument(
         "--continual",
         action="store_true",
-        help="the continual pipeline (new partitions, watermark, lease) instead of the batch one",
+        help="the continual pipeline (new partitions, watermark, lease) instead of the batch one "
+        "(default: off, the batch pipeline)",
+    )
+    comp.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse (exit 2) instead of warning when data or storage is a local path "
+        "(default: off, warn)",
     )
     comp.set_defaults(func=cmd_compile)
 
@@ -269,31 +381,104 @@ def build_parser() -> argparse.ArgumentParser:
     # parser before this one runs.
     sub.add_parser("validate", help="validate a dataset (exit 0 clean, 1 anomalies)")
 
-    serve = sub.add_parser("serve", help="serve a model with the OIP v2 REST protocol")
-    serve.add_argument("--model", required=True, metavar="URI")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8080)
+    serve = _command(
+        sub,
+        "serve",
+        help="serve a model with the OIP v2 REST protocol",
+        description="Serve a model over the Open Inference Protocol v2. --model is a single "
+        ".onnx file (with its model.json beside it when present), a model package folder (a "
+        "registry version or an export_onnx output), or a registry model folder (the one "
+        "holding champion.json; the server follows the champion). Without --model, the "
+        "champion of registry.model_name in the artifact store is served.",
+        example="trainpipe serve --output runs --port 8080",
+    )
+    serve.add_argument(
+        "--model",
+        metavar="PATH|URI",
+        help="what to serve: model.onnx, a version folder or a registry model folder, as a "
+        "path, file:// or s3:// URI (default: the registry model in the artifact store)",
+    )
+    add_storage_arg(serve)
+    _add_config_args(serve)
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
+    )
+    serve.add_argument(
+        "--port",
+        type=int,
+        default=8080,
+        help="port to listen on; 0 picks a free one (default 8080)",
+    )
     serve.add_argument(
         "--endpoint-url",
         metavar="URL",
-        help="S3 endpoint for s3:// models (MinIO, Ceph, ...); default AWS_ENDPOINT_URL or AWS",
+        help="S3 endpoint for s3:// models (MinIO, Ceph, ...); default: storage.endpoint_url, "
+        "then AWS_ENDPOINT_URL, then AWS",
     )
     serve.set_defaults(func=cmd_serve)
 
-    reg = sub.add_parser("registry", help="list, show, promote or roll back model versions")
-    reg.add_argument("action", choices=["list", "show", "promote", "rollback"])
-    reg.add_argument("version", nargs="?", help="show: default the champion; promote: required")
-    reg.add_argument("--model", help="model name (default: registry.model_name)")
-    reg.add_argument("--json", action="store_true", help="show: print JSON instead of text")
-    reg.add_argument("--reason", help="promote: why, recorded in the promotion history")
-    reg.add_argument(
-        "--force",
-        action="store_true",
-        help="promote: overwrite the champion pointer without compare-and-swap (repairs a "
-        "corrupt pointer)",
+    reg = _command(
+        sub,
+        "registry",
+        help="list, show, promote or roll back model versions",
+        description="Inspect and change the model registry in the artifact store.",
+        example="trainpipe registry list --output runs",
     )
-    _add_config_args(reg)
-    reg.set_defaults(func=cmd_registry)
+    actions = reg.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for action, help_text, description, example in (
+        (
+            "list",
+            "list the versions of every model (or of --model)",
+            "List each model's versions with their test metrics; * marks the champion.",
+            "trainpipe registry list --output runs",
+        ),
+        (
+            "show",
+            "show one version: metrics, lineage, gate decision, files",
+            "Show one version (default: the champion) with its metrics, lineage, gate "
+            "decision and files.",
+            "trainpipe registry show 2 --output runs --json",
+        ),
+        (
+            "promote",
+            "make a version the champion",
+            "Make VERSION the champion (compare-and-swap on champion.json).",
+            "trainpipe registry promote 2 --output runs --reason 'better on slices'",
+        ),
+        (
+            "rollback",
+            "make the previous champion the champion again",
+            "Make the previous champion the champion again.",
+            "trainpipe registry rollback --output runs",
+        ),
+    ):
+        cmd = _command(actions, action, help=help_text, description=description, example=example)
+        if action == "show":
+            cmd.add_argument("version", nargs="?", help="version number (default: the champion)")
+            cmd.add_argument(
+                "--json", action="store_true", help="print JSON instead of text (default: text)"
+            )
+        if action == "promote":
+            cmd.add_argument("version", nargs="?", help="version number to promote (required)")
+            cmd.add_argument(
+                "--reason",
+                help="why, recorded in the promotion history (default: 'manual promotion')",
+            )
+            cmd.add_argument(
+                "--force",
+                action="store_true",
+                help="overwrite the champion pointer without compare-and-swap; repairs a "
+                "corrupt pointer (default: off)",
+            )
+        cmd.add_argument(
+            "--model",
+            metavar="NAME",
+            help="model name (default: "
+            + ("every model in the store)" if action == "list" else "registry.model_name)"),
+        )
+        add_storage_arg(cmd)
+        _add_config_args(cmd)
+        cmd.set_defaults(func=cmd_registry)
 
     add_submit_parser(sub, _add_config_args)
     add_schedule_parser(sub, _add_config_args)

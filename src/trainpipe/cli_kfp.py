@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
+from trainpipe.cli_help import example_epilog
 from trainpipe.kfp_api import (
     DEFAULT_TOKEN_PATH,
     TOKEN_ENV,
@@ -38,15 +39,25 @@ def _bool(text: str) -> bool:
 
 
 def _add_common(parser: argparse.ArgumentParser, add_config_args: AddArgs) -> None:
-    parser.add_argument("--host", required=True, help="KFP API URL, e.g. http://localhost:8888")
+    parser.add_argument(
+        "--host",
+        required=True,
+        help="KFP API URL, e.g. http://ml-pipeline.kubeflow:8888 (required)",
+    )
     add_config_args(parser)
     parser.add_argument(
         "--continual",
         action="store_true",
-        help="the continual pipeline (new partitions, watermark, lease) instead of the batch one",
+        help="the continual pipeline (new partitions, watermark, lease) instead of the batch one "
+        "(default: off, the batch pipeline)",
     )
-    parser.add_argument("--experiment", help="KFP experiment (default: the pipeline name)")
-    parser.add_argument("--namespace", help="profile namespace (multi-user Kubeflow only)")
+    parser.add_argument(
+        "--experiment", help="KFP experiment to run in (default: the pipeline name)"
+    )
+    parser.add_argument(
+        "--namespace",
+        help="profile namespace, multi-user Kubeflow only (default: none, i.e. kubeflow)",
+    )
     parser.add_argument(
         "--token", help=f"bearer token for the KFP API (default: ${TOKEN_ENV}, then a token file)"
     )
@@ -63,15 +74,28 @@ def add_submit_parser(subparsers, add_config_args: AddArgs) -> argparse.Argument
         help="compile the pipeline and start a run on a KFP cluster",
         description="Compile the pipeline from the config and create a KFP run. With --wait, "
         "exit 0 when it SUCCEEDED and 1 when it failed or did not finish within --timeout-s.",
+        **example_epilog(
+            "trainpipe submit --host http://ml-pipeline.kubeflow:8888 --config cluster.yaml --wait"
+        ),
     )
     _add_common(parser, add_config_args)
     parser.add_argument("--run-name", help="display name (default: pipeline name + UTC time)")
-    parser.add_argument("--wait", action="store_true", help="wait for the run to finish")
     parser.add_argument(
-        "--timeout-s", type=_positive_float, default=86400.0, help="with --wait (default 24 h)"
+        "--wait",
+        action="store_true",
+        help="wait for the run to finish and exit with its outcome (default: off, return at once)",
     )
     parser.add_argument(
-        "--poll-s", type=_positive_float, default=15.0, help="with --wait: seconds between checks"
+        "--timeout-s",
+        type=_positive_float,
+        default=86400.0,
+        help="with --wait: seconds to wait before giving up (default 86400, 24 h)",
+    )
+    parser.add_argument(
+        "--poll-s",
+        type=_positive_float,
+        default=15.0,
+        help="with --wait: seconds between status checks (default 15)",
     )
     parser.set_defaults(func=cmd_submit)
     return parser
@@ -86,9 +110,15 @@ def add_schedule_parser(subparsers, add_config_args: AddArgs) -> argparse.Argume
         "converted to KFP's 6-field form with seconds first ('0 0 3 * * *'); 6-field "
         "expressions and descriptors such as @daily or '@every 6h' are passed as they are. "
         "Times are in the KFP scheduler's time zone (usually UTC).",
+        **example_epilog(
+            "trainpipe schedule --host http://ml-pipeline.kubeflow:8888 --cron '0 3 * * *' "
+            "--config cluster.yaml"
+        ),
     )
     _add_common(parser, add_config_args)
-    parser.add_argument("--cron", required=True, metavar="EXPR", help="e.g. '0 3 * * *'")
+    parser.add_argument(
+        "--cron", required=True, metavar="EXPR", help="when to run, e.g. '0 3 * * *' (required)"
+    )
     parser.add_argument(
         "--name",
         help="recurring run name (default: '<pipeline> retraining', with --continual "

@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import re
 import secrets
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,9 +21,9 @@ from trainpipe.artifacts import ArtifactSet
 from trainpipe.config import Config
 from trainpipe.data.datasets import check_source
 from trainpipe.errors import TrainpipeError
-from trainpipe.kfp_output import readable_kfp_output
+from trainpipe.kfp_output import quiet_kfp_output
 from trainpipe.stages.context import STAGES, run_prefix
-from trainpipe.storage import ArtifactNotFound, StorageError, open_store
+from trainpipe.storage import ArtifactNotFound, FileStore, StorageError, open_store
 from trainpipe.tune.space import searches_pretraining
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -46,6 +48,8 @@ class RunSummary:
     run_id: str
     stages: list[StageResult]
     wall_s: float
+    log_uri: str = ""
+    """The run's full console log (kfp.local, every stage's output, library messages)."""
 
     def stage(self, name: str) -> StageResult:
         return next((s for s in self.stages if s.stage == name), StageResult(name, "not run"))
@@ -54,6 +58,7 @@ class RunSummary:
         return {
             "run_id": self.run_id,
             "wall_s": self.wall_s,
+            "log_uri": self.log_uri,
             "stages": [s.__dict__ for s in self.stages],
         }
 
@@ -81,15 +86,50 @@ def stages_of(cfg: Config, *, tune_only: bool = False) -> tuple[str, ...]:
     return stages[: stages.index("tune") + 1] if tune_only else stages
 
 
-def run_locally(
-    cfg: Config, *, kfp_root: Path, run_id: str | None = None, tune_only: bool = False
-) -> RunSummary:
+@contextlib.contextmanager
+def kfp_workspace(cfg: Config) -> Iterator[Path]:
+    """Where kfp.local keeps its working files: ``kfp-local/`` beside the artifacts when storage
+    is a local folder, else a temporary folder removed after the run (nothing lands in the
+    current directory)."""
+    store = open_store(cfg.storage.uri, endpoint_url=cfg.storage.endpoint_url)
+    if isinstance(store, FileStore):
+        root = store.root / "kfp-local"
+        root.mkdir(parents=True, exist_ok=True)
+        yield root
+        return
+    with tempfile.TemporaryDirectory(prefix="trainpipe-kfp-local-") as tmp:
+        yield Path(tmp)
+
+
+@contextlib.contextmanager
+def kfp_local_session(cfg: Config, run_id: str, kfp_root: Path | None = None) -> Iterator[str]:
+    """kfp.local set up in ``kfp_root`` (default: :func:`kfp_workspace`) with a quiet console;
+    everything kfp.local and the stages print goes to ``runs/<run_id>/run.log`` in the artifact
+    store (also when the run fails). Yields that log's URI."""
+    from kfp import local
+
+    store = open_store(cfg.storage.uri, endpoint_url=cfg.storage.endpoint_url)
+    log_key = f"{run_prefix(run_id)}/run.log"
+    workspace = kfp_workspace(cfg) if kfp_root is None else contextlib.nullcontext(kfp_root)
+    with workspace as root:
+        root.mkdir(parents=True, exist_ok=True)
+        local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
+        log_path = root / f"{run_id}.log"
+        try:
+            with quiet_kfp_output(log_path):
+                yield store.uri_for(log_key)
+        finally:
+            store.put_file(log_key, log_path)
+            log_path.unlink(missing_ok=True)
+
+
+def run_locally(cfg: Config, *, run_id: str | None = None, tune_only: bool = False) -> RunSummary:
     """Preflight, run the DAG with kfp.local, and summarize what the stages committed.
 
-    ``tune_only`` runs validate_data, pretrain and tune only (``trainpipe tune``)."""
+    ``tune_only`` runs validate_data, pretrain and tune only (``trainpipe tune``). The console
+    shows progress and stage lines only; everything kfp.local and the stages print is kept in
+    ``runs/<run_id>/run.log`` in the artifact store (its URI is in the summary)."""
     import time
-
-    from kfp import local
 
     from trainpipe.pipelines.training import build_pipeline
     from trainpipe.pipelines.tuning import build_tuning_pipeline
@@ -97,24 +137,23 @@ def run_locally(
     cfg = resolve_storage(cfg)
     check_source(cfg.data, endpoint_url=cfg.storage.endpoint_url)  # fail before anything runs
     run_id = run_id or new_run_id()
-    kfp_root.mkdir(parents=True, exist_ok=True)
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(kfp_root))
-    pipeline = (build_tuning_pipeline if tune_only else build_pipeline)(cfg, retries=0)
     started = time.monotonic()
     failure: Exception | None = None
-    try:
-        with readable_kfp_output():
+    with kfp_local_session(cfg, run_id) as log_uri:
+        pipeline = (build_tuning_pipeline if tune_only else build_pipeline)(cfg, retries=0)
+        try:
             pipeline(config_json=cfg.to_json(), run_id=run_id)
-    except RuntimeError as exc:
-        failure = exc
+        except RuntimeError as exc:
+            failure = exc
     stages = stages_of(cfg, tune_only=tune_only)
+    wall_s = time.monotonic() - started
     if failure is None:
-        return collect_summary(cfg, run_id, time.monotonic() - started, stages=stages)
+        return collect_summary(cfg, run_id, wall_s, stages=stages, log_uri=log_uri)
     with contextlib.suppress(StorageError):  # the failure is the news, not the summary
-        collect_summary(cfg, run_id, time.monotonic() - started, stages=stages)
+        collect_summary(cfg, run_id, wall_s, stages=stages, log_uri=log_uri)
     raise PipelineFailed(
-        f"the pipeline failed at stage {failed_stage(failure)!r} (run {run_id}); "
-        "its error line is above"
+        f"the pipeline failed at stage {failed_stage(failure)!r} (run {run_id}); its error line "
+        f"is above and the full log is {log_uri}"
     )
 
 
@@ -128,7 +167,12 @@ def failed_stage(failure: Exception) -> str:
 
 
 def collect_summary(
-    cfg: Config, run_id: str, wall_s: float, *, stages: tuple[str, ...] | None = None
+    cfg: Config,
+    run_id: str,
+    wall_s: float,
+    *,
+    stages: tuple[str, ...] | None = None,
+    log_uri: str = "",
 ) -> RunSummary:
     store = open_store(cfg.storage.uri, endpoint_url=cfg.storage.endpoint_url)
     results = []
@@ -147,7 +191,7 @@ def collect_summary(
         for result in results:
             if result.stage in ("register", "deploy") and result.status == "missing":
                 result.status = "skipped (gate)"
-    summary = RunSummary(run_id, results, round(wall_s, 1))
+    summary = RunSummary(run_id, results, round(wall_s, 1), log_uri)
     store.put_json(f"{run_prefix(run_id)}/summary.json", summary.to_dict())
     return summary
 
@@ -189,6 +233,8 @@ def format_summary(summary: RunSummary) -> str:
             f"deploy: smoke inference of {deployed['smoke_examples']} examples matched in "
             f"{deployed['smoke_latency_ms']} ms (server ready in {deployed['ready_s']} s)"
         )
+    if summary.log_uri:
+        lines.append(f"full log (every stage's output and library messages): {summary.log_uri}")
     return "\n".join(lines)
 
 

@@ -53,11 +53,24 @@ class Champion:
         return str(self.record.get("model", ""))
 
 
+REGISTRY_PREFIX = "registry"
+
+
+def model_names(store: Store) -> list[str]:
+    """Every model with at least one claimed or committed version in ``store``, sorted."""
+    names = set()
+    for key in store.list(REGISTRY_PREFIX):
+        parts = key.split("/")
+        if len(parts) >= 3 and parts[2] in ("versions", "claims", CHAMPION_NAME):
+            names.add(parts[1])
+    return sorted(names)
+
+
 class Registry:
     def __init__(self, store: Store, model_name: str, *, prefix: str | None = None):
         self.store = store
         self.model_name = model_name
-        self.prefix = f"registry/{model_name}" if prefix is None else prefix.strip("/")
+        self.prefix = f"{REGISTRY_PREFIX}/{model_name}" if prefix is None else prefix.strip("/")
 
     @classmethod
     def at(cls, model_uri: str, *, endpoint_url: str | None = None) -> Registry:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import logging
@@ -247,10 +248,28 @@ def _verify(uri: str, actual: str, recorded: str, expected: str | None) -> None:
         )
 
 
+@functools.cache
+def file_mode() -> int:
+    """The mode ``open()`` would give a new file under the process umask (usually 0644 or 0664).
+
+    mkstemp creates 0600 files; artifacts are renamed from such temp files, so they get this mode
+    instead, readable by the group as any other file the user writes."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except OSError:
+        pass
+    umask = os.umask(0o022)  # no /proc: read the umask the only other way, by setting it
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 @contextlib.contextmanager
 def _atomic_local_path(final: Path) -> Iterator[Path]:
     """A temp path beside ``final`` that is renamed over it only if the block succeeds."""
     fd, tmp_name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
+    os.fchmod(fd, file_mode())
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -260,11 +279,16 @@ def _atomic_local_path(final: Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+BOOKKEEPING_DIR = ".trainpipe"
+
+
 class FileStore(Store):
     """A directory on a local or mounted filesystem.
 
-    The sha256 of ``a/b`` is recorded in the sidecar ``a/.b.sha256``, written before the data is
-    renamed into place, so a reader that can see the data can always check it.
+    The sha256 of ``a/b`` is recorded in the sidecar ``a/.trainpipe/b.sha256``, written before the
+    data is renamed into place, so a reader that can see the data can always check it. The
+    sidecars and the per-key lock files live in that hidden sub-folder, out of the way of people
+    looking at their artifacts; keys never include hidden names, so ``list`` skips it.
     """
 
     def __init__(self, root: str | Path):
@@ -279,12 +303,17 @@ class FileStore(Store):
 
     @staticmethod
     def _sidecar(path: Path) -> Path:
+        return path.parent / BOOKKEEPING_DIR / f"{path.name}.sha256"
+
+    @staticmethod
+    def _legacy_sidecar(path: Path) -> Path:
+        """Where stores written before 0.2 keep the sha256: beside the file."""
         return path.with_name(f".{path.name}.sha256")
 
     @contextlib.contextmanager
     def _key_lock(self, path: Path) -> Iterator[None]:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        lock_path = path.with_name(f".{path.name}.lock")
+        (path.parent / BOOKKEEPING_DIR).mkdir(parents=True, exist_ok=True)
+        lock_path = path.parent / BOOKKEEPING_DIR / f"{path.name}.lock"
         with open(lock_path, "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
@@ -309,6 +338,7 @@ class FileStore(Store):
             if if_match is not None and (current is None or current.etag != if_match):
                 raise PreconditionFailed(f"{self.uri_for(key)} changed since it was read")
             fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            os.fchmod(fd, file_mode())
             tmp = Path(tmp_name)
             try:
                 with os.fdopen(fd, "wb") as f:
@@ -341,12 +371,13 @@ class FileStore(Store):
         path = self._path(key)
         try:
             size = path.stat().st_size
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # a file where a folder was expected
             return None
-        try:
-            digest = self._sidecar(path).read_text().strip()
-        except FileNotFoundError:
-            digest = ""
+        digest = ""
+        for sidecar in (self._sidecar(path), self._legacy_sidecar(path)):
+            with contextlib.suppress(FileNotFoundError):
+                digest = sidecar.read_text().strip()
+                break
         return ObjectInfo(key, size, digest, digest)
 
     def _missing(self, key: str) -> ArtifactNotFound:
@@ -378,14 +409,17 @@ class FileStore(Store):
             return []
         keys = []
         for path in base.rglob("*"):
-            if path.is_file() and not path.name.startswith("."):
-                keys.append(path.relative_to(self.root).as_posix())
+            relative = path.relative_to(self.root)
+            # Hidden names are bookkeeping (sidecars, locks, temp files), never keys.
+            if path.is_file() and not any(part.startswith(".") for part in relative.parts):
+                keys.append(relative.as_posix())
         return sorted(keys)
 
     def delete(self, key: str) -> None:
         path = self._path(key)
         path.unlink(missing_ok=True)
         self._sidecar(path).unlink(missing_ok=True)
+        self._legacy_sidecar(path).unlink(missing_ok=True)
 
     def discard_temporaries(self, prefix: str) -> int:
         base = self._path(prefix)

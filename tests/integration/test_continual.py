@@ -32,7 +32,7 @@ from trainpipe.continual.watermark import read_watermark
 from trainpipe.data.validation import array_field, read_table
 from trainpipe.local_run import PipelineFailed
 from trainpipe.registry import Registry
-from trainpipe.storage import open_store
+from trainpipe.storage import BOOKKEEPING_DIR, open_store
 
 pytestmark = pytest.mark.slow
 
@@ -91,10 +91,12 @@ def root(bootstrapped, tmp_path) -> Path:
 
 
 def snapshot(root: Path) -> dict[str, str]:
+    """Every file's digest, except the lease and each run's console log (runs/<id>/run.log and
+    its sha256/lock): a run that does nothing still leaves its log."""
     return {
         str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(root.rglob("*"))
-        if p.is_file() and "lease.json" not in p.name
+        if p.is_file() and "lease.json" not in p.name and "run.log" not in p.name
     }
 
 
@@ -166,7 +168,7 @@ def test_crash_between_register_and_watermark_registers_no_second_version(root, 
     )
     store = open_store(cfg.storage.uri)
     mark = root / "artifacts/continual" / MODEL / "watermark.json"
-    sidecar = mark.with_name(".watermark.json.sha256")
+    sidecar = mark.parent / BOOKKEEPING_DIR / "watermark.json.sha256"
     saved = mark.read_bytes(), sidecar.read_bytes()
     first = run(cfg, root)
     assert first.status == PROMOTED and first.version == "2", first.reasons
@@ -329,4 +331,5 @@ def test_lease_and_nothing_to_do_on_s3(s3_bucket, s3_endpoint, tmp_path, arrival
     outcome = run(cfg, tmp_path / "site")
     assert outcome.status == NOTHING_TO_DO
     assert store.list("continual") == [f"continual/{MODEL}/lease.json"]
-    assert store.list("runs") == []
+    # Only the two runs' console logs: neither run committed a stage.
+    assert [key.rsplit("/", 1)[-1] for key in store.list("runs")] == ["run.log", "run.log"]

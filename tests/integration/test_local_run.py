@@ -65,6 +65,7 @@ def test_default_run_on_digits(tmp_path):
     assert accuracy >= 0.85
     assert "pretraining: with 235 labels, fine-tuned from the pretrained encoder" in out
     assert "deploy: smoke inference of 8 examples matched" in out
+    assert "Warning" not in out + done.stderr and "INFO" not in out + done.stderr
 
     run_id = run_id_of(out)
     store = open_store(str(tmp_path))
@@ -177,13 +178,56 @@ def test_missing_data_path_fails_before_running(tmp_path):
 def test_registry_cli_lists_and_rolls_back(tmp_path):
     for _ in range(2):
         assert trainpipe("run", "--output", str(tmp_path), *FAST).returncode == 0
-    listing = trainpipe("registry", "list", "--set", f"storage.uri={tmp_path}")
+    # The same --output as `run`; with no --model, every model in the store is listed.
+    listing = trainpipe("registry", "list", "--output", str(tmp_path))
     assert listing.returncode == 0
-    lines = listing.stdout.splitlines()  # a header, then versions 1 and 2 (the champion)
-    assert lines[1].startswith("  ") and lines[2].startswith("*")
-    rollback = trainpipe("registry", "rollback", "--set", f"storage.uri={tmp_path}")
+    lines = listing.stdout.splitlines()  # model, header, versions 1 and 2 (champion), legend
+    assert lines[0].startswith("digits-classifier  (file://")
+    assert lines[2].startswith("  ") and lines[3].startswith("*")
+    assert lines[4].startswith("* marks the champion")
+    rollback = trainpipe("registry", "rollback", "--output", str(tmp_path))
     assert "version 2 -> version 1 (rolled back)" in rollback.stdout
     shown = trainpipe("registry", "show", "--json", "--set", f"storage.uri={tmp_path}")
     shown = json.loads(shown.stdout)
     assert (shown["version"], shown["champion"]) == ("1", True)
     assert shown["gate"]["decision"] == "promote"
+
+
+def test_console_is_quiet_and_details_go_to_the_run_log(tmp_path):
+    """Progress, stage lines and the summary only: no library warnings or INFO lines, no
+    per-epoch metrics; those go to runs/<id>/run.log, whose path the summary prints. kfp.local's
+    working files go beside the configured store, not into the current directory."""
+    work, store_dir = tmp_path / "work", tmp_path / "store"
+    work.mkdir()
+    done = subprocess.run(
+        [sys.executable, "-m", "trainpipe", "run", "--set", f"storage.uri={store_dir}", *FAST],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=work,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    console = done.stdout + done.stderr
+    for noise in (
+        "Warning",
+        "warnings.warn",
+        " INFO ",
+        "INFO -",
+        "Using categorical units",
+        "y_prob",
+        "executor_output",
+        "epoch ",
+        "Replaced initializer",
+    ):
+        assert noise not in console, (noise, console)
+    assert "[validate_data] running" in console and "[finetune] learning curves:" in console
+    assert "gate: PROMOTE" in done.stdout
+    run_id = run_id_of(done.stdout)
+    log_line = next(x for x in done.stdout.splitlines() if x.startswith("full log"))
+    assert log_line.endswith(f"{store_dir}/runs/{run_id}/run.log")
+    log = (store_dir / "runs" / run_id / "run.log").read_text()
+    assert "[finetune] epoch  10/10" in log and "Executing task" in log
+    for cause_fixed in ("Using categorical units", "y_prob", "ConvergenceWarning", "Replaced init"):
+        assert cause_fixed not in log
+    assert not (work / "trainpipe-runs").exists() and list(work.iterdir()) == []
+    assert (store_dir / "kfp-local").is_dir()

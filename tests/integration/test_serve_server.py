@@ -473,3 +473,99 @@ def test_serve_command_takes_the_s3_endpoint(s3_bucket, s3_endpoint, exported):
     finally:
         process.terminate()
         process.wait(timeout=15)
+
+
+# -- what --model names ----------------------------------------------------------------------------
+
+
+def test_serves_a_single_onnx_file_a_package_file_and_says_which(tmp_path, exported, package_uri):
+    """`--model path/model.onnx`: a bare file (name from the stem, graph signature), the same
+    file with a model.json beside it, or the model.onnx inside a package (served as the package).
+    """
+    model_bytes, model = exported
+    bare = tmp_path / "bare" / "mnist-small.onnx"
+    bare.parent.mkdir()
+    bare.write_bytes(model_bytes)
+    x = _images(3)
+    with start_in_background(str(bare), _config()) as running:
+        assert running.model_server.repository.describe() == "the single ONNX file"
+        meta = httpx.get(f"{running.url}/v2/models/mnist-small").json()
+        assert meta["versions"] == ["1"] and meta["inputs"][0]["shape"] == [-1, 1, 8, 8]
+        logits = client.infer(running.url, "mnist-small", x)
+        np.testing.assert_allclose(logits, _expected(model, x), rtol=1e-4, atol=1e-5)
+
+    described = tmp_path / "described"
+    described.mkdir()
+    (described / "model.onnx").write_bytes(model_bytes)
+    metadata = {
+        "name": MODEL,
+        "version": "7",
+        "inputs": [s.to_json() for s in INPUTS],
+        "outputs": [s.to_json() for s in OUTPUTS],
+        "labels": LABELS,
+        "sha256": sha256_bytes(model_bytes),
+    }
+    (described / "model.json").write_text(orjson.dumps(metadata).decode())
+    with start_in_background(str(described / "model.onnx"), _config()) as running:
+        assert httpx.get(f"{running.url}/v2/models/{MODEL}").json()["versions"] == ["7"]
+
+    inside = package_uri.removeprefix("file://") + "/model.onnx"
+    with start_in_background(inside, _config()) as running:
+        assert running.model_server.repository.describe() == "the model package holding"
+        assert httpx.get(f"{running.url}/v2/models/{MODEL}").json()["versions"] == ["3"]
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda d: d / "missing.onnx", "missing.onnx does not exist; pass an existing .onnx"),
+        (lambda d: d / "notes.txt", "notes.txt is neither a model package"),
+    ],
+)
+def test_a_bad_model_path_is_one_line(tmp_path, make, message):
+    (tmp_path / "notes.txt").write_text("not a model")
+    target = make(tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-m", "trainpipe", "serve", "--model", str(target), "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("trainpipe: ") and message in lines[0]
+
+
+def test_serve_output_serves_the_champion_of_the_store(tmp_path, exported):
+    """`trainpipe serve --output STORE`: the option `run` takes; no --model needed."""
+    from trainpipe.registry import Registry
+
+    registry = Registry(open_store(str(tmp_path / "store")), MODEL)
+    metadata = {
+        "name": MODEL,
+        "version": "",
+        "inputs": [s.to_json() for s in INPUTS],
+        "outputs": [s.to_json() for s in OUTPUTS],
+        "sha256": sha256_bytes(exported[0]),
+    }
+    files = {"model.onnx": exported[0], "model.json": orjson.dumps(metadata)}
+    registry.promote(registry.register(files, run_id="r1", lineage={}, summary={}), reason="t")
+    command = ["serve", "--output", str(tmp_path / "store"), "--port", "0"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "trainpipe", *command],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        first = process.stdout.readline()
+        assert first.startswith(
+            f"trainpipe serve: the champion of registry model {tmp_path}/store/registry/{MODEL} on "
+        ), first
+        url = first.split(" on ", 1)[1].split()[0]
+        client.wait_ready(url, timeout_s=60)
+        assert httpx.get(f"{url}/v2/models/{MODEL}").json()["versions"] == ["1"]
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=30)

@@ -162,3 +162,48 @@ def test_slice_columns_need_named_features():
         column_slices(np.zeros((4, 1, 8, 8)), [], ["age"], 4)
     with pytest.raises(ConfigError, match=r"'height' is not a feature column \(features: age\)"):
         column_slices(np.zeros((4, 1)), ["age"], ["height"], 4)
+
+
+def binary_report(pretraining: dict | None) -> str:
+    from trainpipe.evaluate.champion import compare
+    from trainpipe.evaluate.config import GateConfig
+    from trainpipe.evaluate.gate import decide
+    from trainpipe.evaluate.report import evaluation_html
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 60)
+    logits = np.column_stack([-(y * 2.0 - 1), y * 2.0 - 1]) + rng.normal(size=(60, 2))
+    cfg = GateConfig()
+    scores = m.classification_metrics(y, logits, ["no", "yes"], top_k=cfg.top_k)
+    slices = build_slices(y, logits, ["no", "yes"], [], columns=[], num_buckets=2)
+    probs = m.softmax(logits)
+    scores["slices"] = slice_scores(slices, y, probs)
+    comparison = compare(cfg, y, probs, None, None, slices)
+    decision = decide(cfg, scores, comparison).to_dict()
+    return evaluation_html(scores, comparison, decision, {}, pretraining=pretraining)
+
+
+def test_report_says_pretraining_failed_and_shows_pretrained_against_scratch():
+    flat = {
+        "state": "underfitting",
+        "advice": "both losses stay high: more capacity, longer training or better features",
+        "evidence": {"chance_loss": 6.04, "final_train_loss": 5.98},
+    }
+    page = binary_report(
+        {
+            "diagnosis": flat,
+            "labelled_examples": 235,
+            "pretrained_test_accuracy": 0.90,
+            "scratch_test_accuracy": 0.92,
+        }
+    )
+    assert "Pretraining failed (underfitting): its training loss went from 6.0400 to 5.9800" in page
+    assert "fine-tuning from the pretrained encoder reached test accuracy <b>0.9000</b>" in page
+    assert "<b>0.9200</b> from scratch: pretraining did not help (-0.0200)" in page
+    assert "Pretraining" not in binary_report(None)
+
+
+def test_binary_report_hides_top_k_and_says_why_slices_are_not_guarded():
+    page = binary_report(None)
+    assert "top-k" not in page.lower()
+    assert page.count("<td>no: no champion yet</td>") == 2  # class=no and class=yes

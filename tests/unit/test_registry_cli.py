@@ -57,7 +57,8 @@ def test_list_show_promote_rollback(store_uri, capsys):
 
     registry = seed(store_uri)
     code, out, _ = registry_cli(store_uri, "list", capsys=capsys)
-    header, first, second = out.splitlines()
+    header, first, second, legend = out.splitlines()
+    assert legend.startswith("* marks the champion: the version `trainpipe serve`")
     assert header.split()[:2] == ["version", "created"]
     assert first.startswith("*       1  20")
     assert first.split()[-4:] == ["0.9100", "0.9000", "0.2000", "run-1"]
@@ -106,7 +107,8 @@ def test_corrupt_pointer_is_reported_and_repaired_only_by_force(store_uri, capsy
     store.put_bytes("registry/digits/champion.json", b"[1, 2]")
 
     code, out, err = registry_cli(store_uri, "list", capsys=capsys)
-    assert code == 1 and len(out.splitlines()) == 3 and "*" not in out  # versions still listed
+    lines = out.splitlines()  # versions still listed, none marked, then the legend
+    assert code == 1 and len(lines) == 4 and not any(x.startswith("*") for x in lines[:3])
     assert err.startswith("trainpipe: registry error: ") and err.count("\n") == 1
     assert "champion.json is corrupt (it is not a JSON object); nothing was changed" in err
 
@@ -119,3 +121,25 @@ def test_corrupt_pointer_is_reported_and_repaired_only_by_force(store_uri, capsy
     assert (code, out) == (0, "champion of digits: version 1 -> version 2\n")
     champion = registry.champion()
     assert champion.version == "2" and champion.record["reason"] == "manual promotion (forced)"
+
+
+def test_list_without_a_model_lists_every_model_in_the_store(store_uri, capsys):
+    """`registry list --output STORE` (the option `run` takes) finds every model there."""
+    seed(store_uri)
+    other = Registry(open_test_store(store_uri), "grades")
+    other.register({"model.onnx": b"g"}, run_id="run-g", lineage={}, summary={"accuracy": 0.7})
+    endpoint = []
+    if store_uri in ENDPOINTS:
+        endpoint = ["--set", f"storage.endpoint_url={ENDPOINTS[store_uri]}"]
+    code = main(["registry", "list", "--output", store_uri, *endpoint])
+    out, _ = capsys.readouterr()
+    lines = out.splitlines()
+    assert code == 0
+    assert lines[0].startswith("digits  (") and lines[0].endswith("/registry/digits)")
+    assert lines[2].startswith("*       1") and lines[3].startswith("        2")
+    assert lines[4].startswith("grades  (") and lines[6].startswith("        1")
+    assert lines[7].startswith("* marks the champion") and len(lines) == 8
+
+    code = main(["registry", "list", "--output", store_uri + "-empty", *endpoint])
+    out, _ = capsys.readouterr()
+    assert code == 0 and out.startswith("no models under ") and "--output" in out

@@ -236,3 +236,20 @@ def test_batcher_delivers_model_errors_to_every_job_in_the_batch():
     assert [str(e) for e in asyncio.run(main())] == ["boom", "boom"]
     batcher.close()
     batcher.join(5)
+
+
+def test_docs_curl_example_sends_pixels_on_the_training_scale():
+    """docs/serving.md's request is digit 0 of scikit-learn's set scaled to 0-1, as trained."""
+    import json
+    import re
+    from pathlib import Path
+
+    from sklearn.datasets import load_digits
+
+    from trainpipe.data.datasets import DIGITS_PIXEL_MAX
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "serving.md").read_text()
+    body = re.search(r"-d '(\{.*?\})'", doc, re.S).group(1)
+    data = np.array(json.loads(body)["inputs"][0]["data"])
+    assert data.max() <= 1.0
+    assert np.allclose(data, load_digits().images[0].ravel() / DIGITS_PIXEL_MAX)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import stat
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -156,3 +160,60 @@ def test_missing_bucket_is_a_clear_error(s3_endpoint):
 def test_bad_scheme():
     with pytest.raises(StorageError, match="unsupported storage URI scheme 'gs'"):
         open_store("gs://bucket/x")
+
+
+def test_files_follow_the_umask_and_bookkeeping_stays_hidden(tmp_path):
+    """Artifacts are group-readable like any file the user writes (not mkstemp's 0600), and the
+    sha256 sidecars and lock files live in one hidden sub-folder, not beside the artifacts."""
+    program = (
+        "import sys; from trainpipe.artifacts import ArtifactWriter; "
+        "from trainpipe.storage import open_store; "
+        "store = open_store(sys.argv[1]); "
+        "w = ArtifactWriter(store, 'runs/r1/evaluate', stage='evaluate', run_id='r1'); "
+        "w.put_bytes('report.html', b'<p>hi</p>'); w.put_file('big.bin', sys.argv[2]); "
+        "w.commit(); store.get_file('runs/r1/evaluate/big.bin', sys.argv[3])"
+    )
+    (tmp_path / "src.bin").write_bytes(b"x" * 100)
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            program,
+            str(tmp_path / "store"),
+            tmp_path / "src.bin",
+            tmp_path / "copy.bin",
+        ],
+        check=True,
+        preexec_fn=lambda: os.umask(0o002),
+    )
+    folder = tmp_path / "store" / "runs" / "r1" / "evaluate"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        ".trainpipe",
+        "big.bin",
+        "manifest.json",
+        "report.html",
+    ]
+    for name in ("big.bin", "manifest.json", "report.html"):
+        assert stat.S_IMODE((folder / name).stat().st_mode) == 0o664, name
+    assert stat.S_IMODE((tmp_path / "copy.bin").stat().st_mode) == 0o664
+    assert sorted(p.name for p in (folder / ".trainpipe").iterdir()) == [
+        "big.bin.lock",
+        "big.bin.sha256",
+        "manifest.json.lock",
+        "manifest.json.sha256",
+        "report.html.lock",
+        "report.html.sha256",
+    ]
+    # The guarantees stay: a corrupted artifact is refused on read.
+    (folder / "report.html").write_bytes(b"<p>changed</p>")
+    with pytest.raises(ChecksumMismatch):
+        ArtifactSet.open(f"file://{folder}").get_bytes("report.html")
+
+
+def test_stores_written_with_sidecars_beside_the_files_still_verify(tmp_path):
+    store = open_store(str(tmp_path))
+    (tmp_path / "old.bin").write_bytes(b"tampered")
+    (tmp_path / ".old.bin.sha256").write_text(sha256_bytes(b"original"))
+    with pytest.raises(ChecksumMismatch):
+        store.get_bytes("old.bin")
+    assert store.list() == ["old.bin"]

@@ -109,3 +109,30 @@ def test_embeddings_flow_through_validate_dataset():
 
 def test_default_thresholds_are_documented_values():
     assert DriftThresholds() == DriftThresholds(psi=0.25, js=0.2, ks=0.15, embedding_auc=0.75)
+
+
+def test_small_samples_of_one_distribution_do_not_drift_and_features_are_counted_once():
+    """Two random halves (36 vs 115 rows) of one table: distances exceed their thresholds by
+    chance, the sample-size-aware test says it is too small to tell, and the summary counts
+    features, not feature x split pairs."""
+    whole = example_table(151, seed=3)
+    order = np.random.default_rng(0).permutation(151)
+    reference, small = whole.take(order[36:]), whole.take(order[:36])
+    other = example_table(40, seed=4)
+    report = validate_dataset({"a": small, "b": other}, SCHEMA, reference)
+    assert not any(r.drifted for r in report.drift)
+    unsure = [r for r in report.drift if "inconclusive" in r.details]
+    assert unsure, [r.metrics for r in report.drift]  # the distances alone would have flagged
+    assert "the sample is too small to tell" in unsure[0].details["inconclusive"]
+    features = {r.column for r in report.drift}
+    assert len(report.drift) > len(features)  # two splits per feature
+    assert f"drift in 0 of {len(features)} features" in report.summary_line()
+    assert "too small a sample to tell" in report.summary_line()
+
+    shifted = validate_dataset(
+        {"a": example_table(300, seed=5, shift=1.0), "b": example_table(300, seed=6, shift=1.0)},
+        SCHEMA,
+        reference,
+    )
+    drifted = {r.column for r in shifted.drift if r.drifted}
+    assert f"drift in {len(drifted)} of {len(features)} features" in shifted.summary_line()

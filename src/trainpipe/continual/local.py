@@ -1,10 +1,12 @@
 """One continual run on this machine: the continual DAG through ``kfp.local``.
 
-    outcome = run_continual(cfg, kfp_root=Path("trainpipe-runs/kfp-local"))
+    outcome = run_continual(cfg)
     print(outcome.message)
 
 Each component runs as a subprocess of this Python, in the order and with the branches a KFP
-cluster runs them. Afterwards the run's ``outcome.json`` is read back; a run that wrote nothing
+cluster runs them; the console shows stage lines, the full log goes to ``runs/<run_id>/run.log``
+in the store, kfp.local's working files beside the store (or in a temporary folder).
+Afterwards the run's ``outcome.json`` is read back; a run that wrote nothing
 (nothing new, or another run held the lease) is recognized from the lease record.
 """
 
@@ -22,32 +24,34 @@ from trainpipe.continual.driver import (
 )
 from trainpipe.continual.lease import held_message, lease_key
 from trainpipe.errors import TrainpipeError
-from trainpipe.kfp_output import readable_kfp_output
-from trainpipe.local_run import PipelineFailed, new_run_id
+from trainpipe.local_run import PipelineFailed, kfp_local_session, new_run_id
 from trainpipe.stages.context import run_prefix
 from trainpipe.storage import open_store
 
 
-def run_continual(cfg: Config, *, kfp_root: Path, run_id: str | None = None) -> Outcome:
+def run_continual(
+    cfg: Config, *, kfp_root: Path | None = None, run_id: str | None = None
+) -> Outcome:
     """Run the continual DAG once; raises PipelineFailed when a step failed (the watermark
-    did not advance and the exit handler released the lease)."""
-    from kfp import local
-
+    did not advance and the exit handler released the lease). ``kfp_root``: kfp.local's
+    working folder (default: beside a local store, else a temporary folder)."""
     from trainpipe.pipelines.continual import build_continual_pipeline
 
     cfg = resolve_continual(cfg)
     run_id = run_id or new_run_id()
-    kfp_root.mkdir(parents=True, exist_ok=True)
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(kfp_root))
-    pipeline = build_continual_pipeline(cfg, retries=0)
-    try:
-        with readable_kfp_output():
+    failed = False
+    with kfp_local_session(cfg, run_id, kfp_root) as log_uri:
+        pipeline = build_continual_pipeline(cfg, retries=0)
+        try:
             pipeline(config_json=cfg.to_json(), run_id=run_id)
-    except RuntimeError:
+        except RuntimeError:
+            failed = True
+    if failed:
         raise PipelineFailed(
-            f"the continual pipeline failed (run {run_id}); its error line is above. The "
-            "watermark did not advance, so the next run takes the same partitions again"
-        ) from None
+            f"the continual pipeline failed (run {run_id}); its error line is above and the full "
+            f"log is {log_uri}. The watermark did not advance, so the next run takes the same "
+            "partitions again"
+        )
     return read_outcome(cfg, run_id)
 
 

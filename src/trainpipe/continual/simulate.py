@@ -142,7 +142,7 @@ def continual_command(cfg: Config, output: Path) -> int:
         rows = simulate(cfg, output)
         print("\n" + format_table(rows))
         return 0
-    outcome = run_continual(cfg, kfp_root=output / "kfp-local")
+    outcome = run_continual(cfg)
     print(outcome.message)
     for reason in outcome.reasons:
         print(f"  {reason}")

@@ -23,6 +23,7 @@ from trainpipe.data.validation.io import (
     array_field,
     array_shape,
     load_digits_table,
+    npz_table,
     read_table,
 )
 from trainpipe.errors import DataError
@@ -144,28 +145,9 @@ def _read(store: Store, name: str) -> pa.Table:
 
 def _npz_table(data: bytes, name: str) -> pa.Table:
     try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
-            if "x" not in arrays or "y" not in arrays:
-                raise DataError(
-                    f"data error: {name} must contain arrays 'x' and 'y' "
-                    f"(found {', '.join(arrays.files)})"
-                )
-            x, y = np.asarray(arrays["x"], dtype=np.float32), np.asarray(arrays["y"])
-    except (ValueError, OSError) as exc:
-        raise DataError(f"data error: cannot read {name}: {exc}") from None
-    if x.ndim < 2 or y.ndim != 1:
-        raise DataError(
-            f"data error: {name} has x of shape {list(x.shape)} and y of shape {list(y.shape)}; "
-            "x needs one row per example (2-D or more) and y one label per example (1-D)"
-        )
-    if len(x) != len(y):
-        raise DataError(
-            f"data error: {name} has {len(x)} rows in x but {len(y)} labels in y; "
-            "they must have the same length"
-        )
-    field_, array = array_field("x", x, list(x.shape[1:]))
-    schema = pa.schema([field_, ("y", pa.from_numpy_dtype(y.dtype))])
-    return pa.Table.from_arrays([array, pa.array(y)], schema=schema)
+        return npz_table(data, name)
+    except DataReadError as exc:
+        raise DataError(f"data error: {exc}") from None
 
 
 def _feature_columns(table: pa.Table, label_column: str, cfg: DataConfig, name: str) -> list[str]:

@@ -3,8 +3,9 @@
     html = evaluation_html(metrics, comparison, decision.to_dict(), histories)
 
 Sections: the gate's decision with every rule, challenger against champion with bootstrap
-intervals, learning curves (fine-tuning and, when it ran, pretraining), confusion matrix,
-reliability diagram, per-class metrics and slices.
+intervals, pretraining (did it learn, and did it help: fine-tuned from the pretrained encoder
+against from scratch), learning curves (fine-tuning and, when it ran, pretraining), confusion
+matrix, reliability diagram, per-class metrics and slices (with why a slice is not guarded).
 """
 
 from __future__ import annotations
@@ -63,6 +64,13 @@ def _decision_section(decision: dict) -> str:
     )
 
 
+def shown_headline(metrics: dict) -> tuple[str, ...]:
+    """The headline metrics worth showing: top-k accuracy is always 1.0 when k is at least the
+    number of classes (k=2 on a binary task), so it is left out then."""
+    trivial_top_k = metrics.get("top_k", 0) >= len(metrics.get("labels", []))
+    return tuple(name for name in HEADLINE if not (name == "top_k_accuracy" and trivial_top_k))
+
+
 def _comparison_section(metrics: dict, comparison: dict) -> str:
     champion = comparison.get("champion")
     intervals = comparison.get("intervals", {})
@@ -88,7 +96,7 @@ def _comparison_section(metrics: dict, comparison: dict) -> str:
     if comparable:
         header += "<th>champion</th><th>difference</th>"
     rows = ""
-    for name in HEADLINE:
+    for name in shown_headline(metrics):
         ci = intervals.get(name, {})
         label = METRIC_LABELS[name] + (
             f" (k={metrics['top_k']})" if name == "top_k_accuracy" else ""
@@ -113,7 +121,7 @@ def _slices_section(metrics: dict, comparison: dict, min_examples: int) -> str:
     rows = ""
     for name, ours in metrics["slices"].items():
         other = theirs.get(name)
-        guarded = "yes" if ours["n"] >= min_examples and other else "no"
+        guarded = _guarded(ours["n"], other, champion, min_examples)
         cells = f"<td>{other['accuracy']:.4f}</td>" if other else "<td>-</td>"
         cells += f"<td>{ours['accuracy'] - other['accuracy']:+.4f}</td>" if other else "<td>-</td>"
         rows += (
@@ -122,9 +130,56 @@ def _slices_section(metrics: dict, comparison: dict, min_examples: int) -> str:
         )
     return (
         "<h2>Slices</h2><p>Accuracy per slice of the test split (on a class slice: that class's "
-        "recall).</p><table><tr><th>slice</th><th>examples</th><th>challenger</th>"
+        "recall). A guarded slice may not get worse than the champion's by more than the gate "
+        "allows.</p><table><tr><th>slice</th><th>examples</th><th>challenger</th>"
         f"<th>champion</th><th>difference</th><th>guarded</th></tr>{rows}</table>"
     )
+
+
+def _guarded(n: int, champion_slice: dict | None, champion: dict | None, min_n: int) -> str:
+    if champion is None:
+        return "no: no champion yet"
+    if not champion["comparable"]:
+        return "no: champion not comparable"
+    if champion_slice is None:
+        return "no: the champion has no such slice"
+    if n < min_n:
+        return f"no: fewer than {min_n} examples"
+    return "yes"
+
+
+def _pretraining_section(pretraining: dict | None) -> str:
+    """Whether pretraining learned (its curve diagnosis) and whether it helped fine-tuning."""
+    if not pretraining:
+        return ""
+    parts = ["<h2>Pretraining</h2>"]
+    diagnosis = pretraining.get("diagnosis")
+    if diagnosis:
+        evidence = diagnosis["evidence"]
+        first, last = evidence["chance_loss"], evidence["final_train_loss"]
+        drop = (first - last) / first if first else 0.0
+        curve = f"its training loss went from {first:.4f} to {last:.4f} ({drop:.1%} lower)"
+        if diagnosis["state"] == "healthy":
+            parts.append(f"<p class='pass'>Pretraining learned: {_esc(curve)}.</p>")
+        else:
+            parts.append(
+                f"<p class='fail'>Pretraining failed ({_esc(diagnosis['state'])}): "
+                f"{_esc(curve)}; {_esc(diagnosis['advice'])}. Its encoder gives fine-tuning "
+                "little to start from.</p>"
+            )
+    if "scratch_test_accuracy" in pretraining:
+        ours, scratch = (
+            pretraining["pretrained_test_accuracy"],
+            pretraining["scratch_test_accuracy"],
+        )
+        verdict = "helped" if ours > scratch else "did not help"
+        parts.append(
+            f"<p>With {pretraining['labelled_examples']} labelled examples, fine-tuning from "
+            f"the pretrained encoder reached test accuracy <b>{ours:.4f}</b> against "
+            f"<b>{scratch:.4f}</b> from scratch: pretraining {verdict} "
+            f"({ours - scratch:+.4f}).</p>"
+        )
+    return "".join(parts) if len(parts) > 1 else ""
 
 
 def _curves_section(histories: dict[str, dict]) -> str:
@@ -146,7 +201,11 @@ def evaluation_html(
     histories: dict[str, dict],
     *,
     min_slice_examples: int = 20,
+    pretraining: dict | None = None,
 ) -> str:
+    """``pretraining``: the pretrain stage's ``diagnosis`` and the fine-tune stage's
+    pretrained-vs-scratch comparison (``labelled_examples``, ``pretrained_test_accuracy``,
+    ``scratch_test_accuracy``), when they exist."""
     per_class = "".join(
         f"<tr><td>{_esc(name)}</td><td>{m['precision']:.3f}</td><td>{m['recall']:.3f}</td>"
         f"<td>{m['f1']:.3f}</td><td>{m['support']}</td></tr>"
@@ -166,6 +225,7 @@ def evaluation_html(
 &middot; {metrics["num_examples"]} examples</p>
 {_decision_section(decision)}
 {_comparison_section(metrics, comparison)}
+{_pretraining_section(pretraining)}
 {_curves_section(histories)}
 <h2>Confusion matrix</h2>{confusion}
 <h2>Calibration</h2><p>Expected calibration error {metrics["ece"]:.4f}.</p>{reliability}

@@ -25,6 +25,10 @@ OUTPUT_NAME = "logits"
 
 # The exporter logs one warning per torchvision op it cannot register; we use none of them.
 logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+# The graph optimizer's passes log every rewrite at INFO (one line per deduplicated
+# initializer); a component's root logger is at INFO, so they would fill the run's console.
+for _name in ("onnxscript", "onnx_ir"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
 
 
 def export_onnx(model: nn.Module, input_shape: list[int], opset: int) -> bytes:

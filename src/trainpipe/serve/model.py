@@ -2,10 +2,13 @@
 
     model = load_model_package("s3://bucket/registry/digits-classifier/versions/3", ServeConfig())
     logits = model.run({"input": np.zeros((4, 1, 8, 8), np.float32)})[0]
+    model = load_onnx_file("/models/model.onnx", ServeConfig())     # a single file
 
 Loading reads every file through :class:`trainpipe.artifacts.ArtifactSet` (sha256 against the
 manifest), checks ``model.onnx`` against the sha256 in ``model.json`` as well, checks that the
-ONNX graph has the inputs and outputs ``model.json`` promises, and warms the session up.
+ONNX graph has the inputs and outputs ``model.json`` promises, and warms the session up. A single
+.onnx file outside a package is checked against the ``model.json`` beside it when there is one;
+without one its name is the file's stem, its version "1", and its signature the graph's.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from trainpipe.serve.batcher import DynamicBatcher
 from trainpipe.serve.config import ServeConfig
 from trainpipe.serve.errors import InferenceFailed, ModelLoadError
 from trainpipe.serve.metrics import ServeMetrics
-from trainpipe.storage import StorageError, Store, sha256_bytes
+from trainpipe.storage import StorageError, Store, open_store, sha256_bytes, split_uri
 
 log = logging.getLogger("trainpipe.serve")
 
@@ -240,12 +243,92 @@ def load_model_package(
         raise ModelLoadError(
             f"{uri}/{METADATA_FILE} is not valid JSON ({exc}); re-run the export stage"
         ) from exc
+    _check_sha256(uri, model_bytes, metadata)
+    return _start_session(uri, model_bytes, metadata, config, metrics, started)
+
+
+def load_onnx_file(
+    uri: str,
+    config: ServeConfig,
+    *,
+    metrics: ServeMetrics | None = None,
+) -> LoadedModel:
+    """Load a single ``.onnx`` file (and the ``model.json`` beside it, when present)."""
+    started = time.monotonic()
+    folder, name = split_uri(uri)
+    try:
+        store = open_store(folder, endpoint_url=config.endpoint_url)
+        model_bytes = store.get_bytes(name)
+        metadata_obj = store.get_json(METADATA_FILE) if store.exists(METADATA_FILE) else None
+    except StorageError as exc:
+        raise ModelLoadError(f"cannot read {uri}: {exc}") from exc
+    metadata = ModelMetadata.from_json(metadata_obj, folder) if metadata_obj else None
+    if metadata is not None and (
+        name == MODEL_FILE or metadata.sha256 == sha256_bytes(model_bytes)
+    ):
+        _check_sha256(folder, model_bytes, metadata)
+    else:  # no model.json, or one that describes another file in the folder
+        metadata = _metadata_from_graph(uri, model_bytes, name.removesuffix(".onnx"))
+    return _start_session(uri, model_bytes, metadata, config, metrics, started)
+
+
+def _check_sha256(uri: str, model_bytes: bytes, metadata: ModelMetadata) -> None:
     actual = sha256_bytes(model_bytes)
     if actual != metadata.sha256:
         raise ModelLoadError(
             f"{uri}/{MODEL_FILE} has sha256 {actual[:12]}… but model.json records "
             f"{metadata.sha256[:12]}…; the package is inconsistent, re-run the export stage"
         )
+
+
+def _metadata_from_graph(uri: str, model_bytes: bytes, name: str) -> ModelMetadata:
+    """Metadata for a bare .onnx file: the graph's own inputs and outputs."""
+    try:
+        session = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # ORT raises its own untyped errors for invalid graphs
+        raise ModelLoadError(
+            f"ONNX Runtime cannot load {uri}: {exc}; is it an ONNX model?"
+        ) from exc
+
+    def specs(nodes) -> tuple[TensorSpec, ...]:
+        out = []
+        for node in nodes:
+            datatype = _ORT_TYPE_TO_DATATYPE.get(node.type)
+            if datatype is None:
+                raise ModelLoadError(
+                    f"{uri}: tensor {node.name!r} is {node.type}; this server serves "
+                    f"{', '.join(DATATYPE_TO_NUMPY)}"
+                )
+            if node.shape and isinstance(node.shape[0], int):
+                raise ModelLoadError(
+                    f"{uri}: tensor {node.name!r} has a fixed batch size {node.shape[0]}; "
+                    "export the model with a dynamic first (batch) axis"
+                )
+            shape = (-1, *(d if isinstance(d, int) else -1 for d in node.shape[1:]))
+            out.append(TensorSpec(name=node.name, datatype=datatype, shape=shape))
+        return tuple(out)
+
+    return ModelMetadata(
+        name=name,
+        version="1",
+        platform="onnxruntime_onnx",
+        inputs=specs(session.get_inputs()),
+        outputs=specs(session.get_outputs()),
+        labels=(),
+        sha256=sha256_bytes(model_bytes),
+        uri=uri,
+    )
+
+
+def _start_session(
+    uri: str,
+    model_bytes: bytes,
+    metadata: ModelMetadata,
+    config: ServeConfig,
+    metrics: ServeMetrics | None,
+    started: float,
+) -> LoadedModel:
+    """Create the session, check its signature against the metadata, and warm it up."""
     try:
         session = ort.InferenceSession(
             model_bytes,

@@ -1,7 +1,8 @@
 """Which model the server answers with, and following the registry's champion pointer.
 
-``--model`` is either a model package (a folder with manifest.json and model.json) or a registry
-model (the folder holding champion.json). For a registry model a background thread re-reads
+``--model`` is a model package (a folder with manifest.json and model.json), a registry model
+(the folder holding champion.json), or a single ``.onnx`` file (inside a package it is served as
+that package, with its manifest checks). For a registry model a background thread re-reads
 champion.json every ``poll_interval_s``; when it names another version, that version is loaded,
 verified and warmed up off the request path, then swapped in with one reference assignment.
 Requests that already picked the old model finish on it (its batcher drains before it stops).
@@ -22,8 +23,8 @@ from trainpipe.registry import CHAMPION_NAME, Champion, Registry, RegistryError
 from trainpipe.serve.config import ServeConfig
 from trainpipe.serve.errors import ModelLoadError, ModelNotFound, ModelNotReady
 from trainpipe.serve.metrics import ServeMetrics
-from trainpipe.serve.model import LoadedModel, load_model_package
-from trainpipe.storage import StorageError, open_store
+from trainpipe.serve.model import MODEL_FILE, LoadedModel, load_model_package, load_onnx_file
+from trainpipe.storage import StorageError, open_store, split_uri
 
 log = logging.getLogger("trainpipe.serve")
 
@@ -72,22 +73,57 @@ class ModelRepository:
 
     # -- loading -------------------------------------------------------------------------------
 
-    def load_initial(self) -> LoadedModel:
-        """Load what ``model_uri`` names; raises ModelLoadError (the server cannot start)."""
+    def source_kind(self) -> str:
+        """What ``model_uri`` names: "registry", "package", "onnx-in-package" or "onnx"; raises
+        ModelLoadError (one line naming the fix) when it is none of them."""
         try:
+            if self.model_uri.endswith(".onnx"):
+                folder, name = split_uri(self.model_uri)
+                store = open_store(folder, endpoint_url=self.config.endpoint_url)
+                if not store.exists(name):
+                    raise ModelLoadError(
+                        f"{self.model_uri} does not exist; pass an existing .onnx file, a "
+                        "model package folder or a registry model folder"
+                    )
+                packaged = name == MODEL_FILE and store.exists(MANIFEST_NAME)
+                return "onnx-in-package" if packaged else "onnx"
             store = open_store(self.model_uri, endpoint_url=self.config.endpoint_url)
             if store.exists(CHAMPION_NAME):
+                return "registry"
+            if store.exists(MANIFEST_NAME):
+                return "package"
+        except StorageError as exc:
+            raise ModelLoadError(f"cannot read {self.model_uri}: {exc}") from exc
+        raise ModelLoadError(
+            f"{self.model_uri} is neither a model package (no {MANIFEST_NAME}) nor a registry "
+            f"model (no {CHAMPION_NAME}) nor an .onnx file; pass model.onnx, a registry version "
+            "folder, the registry model folder, or an export stage output"
+        )
+
+    def describe(self) -> str:
+        """One phrase for the startup line: what kind of source is served from where."""
+        return {
+            "registry": "the champion of registry model",
+            "package": "model package",
+            "onnx-in-package": "the model package holding",
+            "onnx": "the single ONNX file",
+        }[self.source_kind()]
+
+    def load_initial(self) -> LoadedModel:
+        """Load what ``model_uri`` names; raises ModelLoadError (the server cannot start)."""
+        kind = self.source_kind()
+        try:
+            if kind == "registry":
                 self._follows_registry = True
                 champion = self._read_champion()
                 model = self._load(champion.uri, champion)
-            elif store.exists(MANIFEST_NAME):
+            elif kind == "package":
                 model = self._load(self.model_uri, None)
+            elif kind == "onnx-in-package":
+                model = self._load(split_uri(self.model_uri)[0], None)
             else:
-                raise ModelLoadError(
-                    f"{self.model_uri} is neither a model package (no {MANIFEST_NAME}) nor a "
-                    f"registry model (no {CHAMPION_NAME}); pass a registry version folder, the "
-                    "registry model folder, or an export stage output"
-                )
+                model = load_onnx_file(self.model_uri, self.config, metrics=self.metrics)
+                self.metrics.model_loads.labels(model=model.name, outcome="ok").inc()
         except StorageError as exc:
             raise ModelLoadError(f"cannot read {self.model_uri}: {exc}") from exc
         self._install(model)

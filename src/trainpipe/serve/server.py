@@ -135,10 +135,11 @@ def display_uri(uri: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def _announce(model_uri: str, url: str) -> None:
+def _announce(model_server: ModelServer, url: str) -> None:
+    what = model_server.repository.describe()
     print(
-        f"trainpipe serve: {display_uri(model_uri)} on {url} (Open Inference Protocol v2; "
-        f"ready when {url}/v2/health/ready answers 200)",
+        f"trainpipe serve: {what} {display_uri(model_server.model_uri)} on {url} (Open "
+        f"Inference Protocol v2; ready when {url}/v2/health/ready answers 200)",
         flush=True,
     )
 
@@ -168,8 +169,8 @@ def start_in_background(model_uri: str, config: ServeConfig) -> RunningServer:
     """
     model_server = ModelServer(model_uri, config)
     running = start_http_in_background(model_server)
-    _announce(model_uri, running.url)
     try:
+        _announce(model_server, running.url)
         model_server.load()
     except BaseException:
         running.stop()
@@ -192,7 +193,11 @@ def serve(model_uri: str, config: ServeConfig) -> None:
             failure.append(exc)
             http.should_exit = True
 
-    _announce(model_uri, _url(config, sock))
+    try:
+        _announce(model_server, _url(config, sock))
+    except ModelLoadError:
+        sock.close()
+        raise
     loader = threading.Thread(target=load, name="trainpipe-serve-load", daemon=True)
     loader.start()
     try:

@@ -14,17 +14,14 @@ import numpy as np
 from trainpipe.data.stored import load_validated
 from trainpipe.evaluate.champion import compare, load_champion
 from trainpipe.evaluate.gate import decide
-from trainpipe.evaluate.histories import load_histories
+from trainpipe.evaluate.histories import load_histories, load_pretraining
 from trainpipe.evaluate.metrics import classification_metrics, softmax
 from trainpipe.evaluate.predict import predict_logits
-from trainpipe.evaluate.report import HEADLINE, evaluation_html
+from trainpipe.evaluate.report import evaluation_html, shown_headline
 from trainpipe.evaluate.slices import build_slices, slice_scores
 from trainpipe.models.checkpoint import from_bytes, load_classifier
 from trainpipe.registry import Registry
 from trainpipe.stages.context import make_context
-
-# The headline numbers of the report are the ones the KFP UI shows as Metrics.
-KFP_METRICS = HEADLINE
 
 
 def _accuracy(probs: np.ndarray, y: np.ndarray, first: int) -> float:
@@ -78,6 +75,7 @@ def run_evaluate(
         verdict,
         load_histories(finetuned, ctx.open),
         min_slice_examples=cfg.min_slice_examples,
+        pretraining=load_pretraining(finetuned, ctx.open),
     )
 
     writer = ctx.writer("evaluate", inputs={"data": data_uri, "model": finetune_uri})
@@ -85,7 +83,8 @@ def run_evaluate(
     writer.put_json("comparison.json", comparison)
     writer.put_text("report.html", html)
     if metrics is not None:
-        for name in KFP_METRICS:
+        # The report's headline numbers are the ones the KFP UI shows as Metrics.
+        for name in shown_headline(scores):
             metrics.log_metric(name, round(scores[name], 6))
         if comparison["champion"] and "metrics" in comparison["champion"]:
             theirs = comparison["champion"]["metrics"][cfg.metric]

@@ -105,9 +105,13 @@ def linear_baseline_train_loss(x: np.ndarray, y: np.ndarray, num_classes: int) -
     """Training log loss of a multinomial logistic regression on the flattened inputs."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import log_loss
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
 
-    flat = x.reshape(len(x), -1)
-    model = LogisticRegression(max_iter=300)
+    # float64: probabilities computed in float32 miss sklearn's sum-to-one tolerance. Scaled
+    # inputs let lbfgs converge within max_iter on raw (unnormalized) features.
+    flat = x.reshape(len(x), -1).astype(np.float64)
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
     model.fit(flat, y)
     probabilities = np.zeros((len(x), num_classes))
     probabilities[:, model.classes_] = model.predict_proba(flat)

@@ -5,7 +5,8 @@
         --reference s3://b/accepted/train.parquet --label-column label --report report.html
     trainpipe validate digits --label-column label --write-schema schema.yaml
 
-DATA is a file or folder URI (Parquet, CSV, JSONL; file://, s3:// or a path) or ``digits``;
+DATA is a file or folder URI (Parquet, CSV, JSONL, .npz with x and y; file://, s3:// or a path)
+or ``digits``;
 name splits as SPLIT=URI to check leakage between them. Without --schema, the schema is inferred
 from --reference, or else from the first DATA (then only data-quality problems show).
 
@@ -19,6 +20,7 @@ import argparse
 import sys
 from pathlib import PurePosixPath
 
+from trainpipe.cli_help import example_epilog
 from trainpipe.data.validation.api import validate_dataset
 from trainpipe.data.validation.io import DataReadError, read_table
 from trainpipe.data.validation.report import ValidationReport
@@ -33,22 +35,51 @@ def build_parser() -> argparse.ArgumentParser:
         prog="trainpipe validate",
         description="Validate datasets: schema, anomalies, drift. Exit 0 clean, 1 blocking "
         "anomalies, 2 usage error.",
+        **example_epilog(
+            "trainpipe validate train=data/train.parquet test=data/test.parquet "
+            "--reference data/last_month.parquet --label-column label --report report.html"
+        ),
     )
     parser.add_argument(
-        "data", nargs="+", metavar="DATA", help="[SPLIT=]URI of a Parquet/CSV/JSONL file or folder"
+        "data",
+        nargs="+",
+        metavar="DATA",
+        help="[SPLIT=]URI of a Parquet/CSV/JSONL/.npz file or folder, or 'digits'",
     )
-    parser.add_argument("--schema", metavar="FILE", help="schema YAML (file path or URI)")
-    parser.add_argument("--reference", metavar="DATA", help="reference data for drift/schema")
+    parser.add_argument(
+        "--schema",
+        metavar="FILE",
+        help="schema YAML, a path or URI (default: inferred from --reference, else from the "
+        "first DATA)",
+    )
+    parser.add_argument(
+        "--reference",
+        metavar="DATA",
+        help="reference data to check drift against (default: none, no drift checks)",
+    )
     parser.add_argument(
         "--report",
         metavar="FILE",
         action="append",
         default=[],
-        help="write the report: .html page, .md summary, otherwise JSON (repeatable)",
+        help="write the report: .html page, .md summary, otherwise JSON (repeatable; "
+        "default: none, the summary line only)",
     )
-    parser.add_argument("--label-column", metavar="NAME", help="the label column, if any")
-    parser.add_argument("--write-schema", metavar="FILE", help="write the schema used as YAML")
-    parser.add_argument("--quiet", action="store_true", help="print only blocking anomalies")
+    parser.add_argument(
+        "--label-column",
+        metavar="NAME",
+        help="the label column, checked for leakage and class balance (default: none)",
+    )
+    parser.add_argument(
+        "--write-schema",
+        metavar="FILE",
+        help="write the schema used as YAML, to edit and pass as --schema (default: not written)",
+    )
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="print only blocking anomalies (default: off, also warnings and the summary)",
+    )
     return parser
 
 

@@ -1,5 +1,6 @@
-"""Reading datasets into Arrow tables: Parquet, CSV and JSONL from ``file://``, plain paths and
-``s3://`` (all bytes through :mod:`trainpipe.storage`), plus the built-in digits.
+"""Reading datasets into Arrow tables: Parquet, CSV, JSONL and NumPy .npz (arrays ``x`` and
+``y``, as the pipeline reads them) from ``file://``, plain paths and ``s3://`` (all bytes
+through :mod:`trainpipe.storage`), plus the built-in digits.
 
     table = read_table("s3://bucket/data/train.parquet")
     table = read_table("file:///data/train.csv")
@@ -39,7 +40,9 @@ _FORMATS = {
     ".jsonl": "jsonl",
     ".ndjson": "jsonl",
     ".json": "jsonl",
+    ".npz": "npz",
 }
+FORMAT_NAMES = ("parquet", "csv", "jsonl", "npz")
 
 
 class DataReadError(Exception):
@@ -78,15 +81,15 @@ def read_table(uri: str, *, format: str | None = None, endpoint_url: str | None 
 
 def _format_of(name: str, explicit: str | None, *, strict: bool = True) -> str | None:
     if explicit is not None:
-        if explicit not in ("parquet", "csv", "jsonl"):
-            raise DataReadError(f"unknown format {explicit!r}; use parquet, csv or jsonl")
+        if explicit not in FORMAT_NAMES:
+            raise DataReadError(f"unknown format {explicit!r}; use {', '.join(FORMAT_NAMES)}")
         return explicit
     stem = name[:-3] if name.endswith(".gz") else name
     fmt = _FORMATS.get(posixpath.splitext(stem)[1].lower())
     if fmt is None and strict:
         raise DataReadError(
-            f"{name}: cannot tell the format from the file name; name it .parquet, .csv or "
-            ".jsonl (or pass format=)"
+            f"{name}: cannot tell the format from the file name; name it .parquet, .csv, "
+            ".jsonl or .npz (or pass format=)"
         )
     return fmt
 
@@ -95,6 +98,8 @@ def _read_bytes(uri: str, data: bytes, format: str | None) -> pa.Table:
     fmt = _format_of(uri, format)
     if not data:
         raise DataReadError(f"{uri} is unreadable: the file is empty (0 bytes); rewrite it")
+    if fmt == "npz":
+        return npz_table(data, uri)
     source = pa.BufferReader(data)
     if uri.endswith(".gz"):
         source = pa.CompressedInputStream(source, "gzip")
@@ -121,6 +126,34 @@ def _read_bytes(uri: str, data: bytes, format: str | None) -> pa.Table:
             "name is unique"
         )
     return normalize_arrays(table)
+
+
+def npz_table(data: bytes, name: str) -> pa.Table:
+    """An .npz with arrays ``x`` (examples, any fixed shape) and ``y`` (labels) as a table:
+    ``x`` a fixed_size_list column with its shape recorded, ``y`` a scalar column."""
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
+            if "x" not in arrays or "y" not in arrays:
+                raise DataReadError(
+                    f"{name} must contain arrays 'x' and 'y' (found {', '.join(arrays.files)}); "
+                    "save it with np.savez(path, x=examples, y=labels)"
+                )
+            x, y = np.asarray(arrays["x"], dtype=np.float32), np.asarray(arrays["y"])
+    except (ValueError, OSError) as exc:
+        raise DataReadError(f"{name} is unreadable as npz: {exc}") from None
+    if x.ndim < 2 or y.ndim != 1:
+        raise DataReadError(
+            f"{name} has x of shape {list(x.shape)} and y of shape {list(y.shape)}; "
+            "x needs one row per example (2-D or more) and y one label per example (1-D)"
+        )
+    if len(x) != len(y):
+        raise DataReadError(
+            f"{name} has {len(x)} rows in x but {len(y)} labels in y; "
+            "they must have the same length"
+        )
+    field_, array = array_field("x", x, list(x.shape[1:]))
+    schema = pa.schema([field_, ("y", pa.from_numpy_dtype(y.dtype))])
+    return pa.Table.from_arrays([array, pa.array(y)], schema=schema)
 
 
 def normalize_arrays(table: pa.Table) -> pa.Table:

@@ -94,8 +94,7 @@ class ValidationReport(BaseModel):
             f"{name} {stats.num_rows:,} rows" if stats else f"{name} unreadable"
             for name, stats in self.splits.items()
         )
-        drifted = sum(r.drifted for r in self.drift)
-        drift = f"; drift in {drifted} of {len(self.drift)} features" if self.drift else ""
+        drift = f"; {self.drift_summary()}" if self.drift else ""
         if not self.anomalies:
             return f"PASSED: no anomalies ({rows}{drift})"
         failed = sorted({a.check for a in self.blocking})
@@ -108,6 +107,18 @@ class ValidationReport(BaseModel):
         )
         parts = [blocking, warning]
         return f"{verdict}: {'; '.join(parts)} ({rows}{drift})"
+
+    def drift_summary(self) -> str:
+        """Drift counted by feature: a feature drifted when it drifted in any split."""
+        features = list(dict.fromkeys(r.column for r in self.drift))
+        drifted = list(dict.fromkeys(r.column for r in self.drift if r.drifted))
+        unsure = {r.column for r in self.drift if "inconclusive" in r.details} - set(drifted)
+        text = f"drift in {len(drifted)} of {len(features)} features"
+        if drifted:
+            text += f" ({', '.join(drifted[:5])}{', ...' if len(drifted) > 5 else ''})"
+        if unsure:
+            text += f", {len(unsure)} more too small a sample to tell"
+        return text
 
     # ---- JSON -------------------------------------------------------------------------------
 
@@ -132,10 +143,10 @@ class ValidationReport(BaseModel):
         if self.anomalies:
             lines += ["", "## Anomalies", ""]
             lines += [f"- **{a.severity}** {a.message}" for a in self.anomalies]
-        drifted = [r for r in self.drift if r.drifted]
-        if drifted:
+        noted = [r for r in self.drift if r.drifted or "inconclusive" in r.details]
+        if noted:
             lines += ["", "## Drift", ""]
-            lines += [f"- {_drift_text(r)}" for r in drifted]
+            lines += [f"- {_drift_text(r)}" for r in noted]
         return "\n".join(lines) + "\n"
 
     # ---- HTML -------------------------------------------------------------------------------
@@ -180,7 +191,8 @@ def _drift_text(r: DriftResult) -> str:
         mark = f" > {limit:.3g}" if name in r.exceeded and limit is not None else ""
         parts.append(f"{name} {value:.3g}{mark}")
     where = f"split={r.split} " if r.split else ""
-    return f"{where}column={r.column}: {', '.join(parts)}"
+    unsure = f" (inconclusive: {r.details['inconclusive']})" if "inconclusive" in r.details else ""
+    return f"{where}column={r.column}: {', '.join(parts)}{unsure}"
 
 
 # ---- HTML rendering -------------------------------------------------------------------------
@@ -230,6 +242,8 @@ def _render_html(report: ValidationReport) -> str:
                 f"{k} {v:.3g}" + (f" ({r.thresholds[k]:.3g})" if r.thresholds.get(k) else "")
                 for k, v in r.metrics.items()
             )
+            if "inconclusive" in r.details:
+                metrics += f"; inconclusive: {r.details['inconclusive']}"
             out.append(
                 f"<tr class='{'warn' if r.drifted else 'pass'}'><td>{esc(str(r.split))}</td>"
                 f"<td>{esc(r.column)}</td><td>{r.kind}</td><td>{esc(metrics)}</td>"
@@ -300,6 +314,9 @@ def _plot(name: str, per_split: dict[str, ColumnStatistics]) -> str | None:
     fig, axes = plt.subplots(1, panels, figsize=(4.6, 2.2), dpi=80, squeeze=False)
     ax = axes[0][0]
     drew = False
+    # Categories on numeric positions: string x values make matplotlib log "Using categorical
+    # units" for every column whose values look like numbers.
+    categories = list(dict.fromkeys(str(v) for s in per_split.values() for v, _ in s.top_k or []))
     for split, s in per_split.items():
         if s.histogram is not None and sum(s.histogram.counts):
             edges = np.asarray(s.histogram.edges)
@@ -307,9 +324,10 @@ def _plot(name: str, per_split: dict[str, ColumnStatistics]) -> str | None:
             ax.stairs(counts / counts.sum(), edges, label=split)
             drew = True
         elif s.top_k:
-            labels = [str(v) for v, _ in s.top_k]
+            positions = [categories.index(str(v)) for v, _ in s.top_k]
             total = sum(c for _, c in s.top_k) or 1
-            ax.plot(labels, [c / total for _, c in s.top_k], marker="o", label=split)
+            ax.plot(positions, [c / total for _, c in s.top_k], marker="o", label=split)
+            ax.set_xticks(range(len(categories)), categories)
             ax.tick_params(axis="x", labelrotation=45, labelsize=7)
             drew = True
     if not drew:

@@ -88,6 +88,10 @@ class DriftThresholds(_Model):
     """Kolmogorov-Smirnov statistic (largest CDF gap) for numbers, lengths and pixel means."""
     embedding_auc: float | None = Field(0.75, ge=0.5, le=1)
     """ROC AUC of a classifier telling reference from current embeddings (0.5: no drift)."""
+    max_p_value: float | None = Field(0.01, gt=0, le=1)
+    """A distance above its threshold counts as drift only when a test (Kolmogorov-Smirnov for
+    numbers, chi-square for categories) finds the samples different at this level: on small
+    samples the distances are large by chance. Null: the distances alone decide."""
 
 
 class _Column(_Model):
