@@ -203,7 +203,13 @@ def format_summary(summary: RunSummary) -> str:
         wall = f"{s.wall_s:8.1f}" if s.wall_s is not None else f"{'-':>8}"
         lines.append(f"{s.stage:<14}{s.status:<16}{wall}  {s.uri}")
     evaluation = summary.stage("evaluate").summary
-    if evaluation:
+    if evaluation and evaluation.get("task") == "regression":
+        lines += [
+            "",
+            f"test R^2 {evaluation['r2']:.4f}   RMSE {evaluation['rmse']:.4g}   MAE "
+            f"{evaluation['mae']:.4g}   ({evaluation['num_examples']} examples)",
+        ]
+    elif evaluation:
         lines += [
             "",
             f"test accuracy {evaluation['accuracy']:.4f}   macro-F1 {evaluation['macro_f1']:.4f}"
@@ -212,14 +218,25 @@ def format_summary(summary: RunSummary) -> str:
     tuned = summary.stage("tune").summary
     if tuned:
         lines.append(format_tune(tuned))
-    finetuned = summary.stage("finetune").summary
-    if "scratch_test_accuracy" in finetuned:
+    baselines = evaluation.get("baselines") if evaluation else None
+    if baselines:
         lines.append(
-            f"pretraining: with {finetuned['labelled_examples']} labels, fine-tuned from the "
-            f"pretrained encoder {finetuned['pretrained_test_accuracy']:.4f} vs from scratch "
-            f"{finetuned['scratch_test_accuracy']:.4f} test accuracy"
+            f"baselines on the same split ({baselines['metric']}): network "
+            f"{baselines['network']:.4f}, linear {baselines['linear']:.4f}, gradient-boosted "
+            f"trees {baselines['hgb']:.4f}"
         )
-    if finetuned.get("diagnosis"):
+    finetuned = summary.stage("finetune").summary
+    if "scratch_val_score" in finetuned:
+        lines.append(
+            f"initialization: {finetuned['initialization']} ships; with "
+            f"{finetuned['labelled_examples']} labels, pretrained "
+            f"{finetuned['pretrained_val_score']:.4f} vs from scratch "
+            f"{finetuned['scratch_val_score']:.4f} validation {finetuned['score']} "
+            f"({finetuned['pretraining_gain_val']:+.4f})"
+        )
+    if evaluation.get("diagnosis_line"):
+        lines.append(f"learning curves: {evaluation['diagnosis_line']}")
+    elif finetuned.get("diagnosis"):
         lines.append(f"learning curves: {finetuned['diagnosis']}")
     gate = summary.stage("gate").summary
     if gate:

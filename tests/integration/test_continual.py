@@ -43,6 +43,7 @@ FAST = [
     "finetune.label_fraction=1.0",
     "finetune.compare_with_scratch=false",
     "gate.min_value=0.5",
+    "gate.max_gap_to_linear=null",  # few-epoch models; this suite is about continual mechanics
     "gate.bootstrap_resamples=0",
     "continual.warm_start_epochs=3",
 ]

@@ -84,7 +84,7 @@ def test_a_package_holding_another_model_fails_the_check(capsys, trained):
     line = _failure_line(capsys, cfg_json, "swap", version, data_uri)
     assert line.startswith(
         "trainpipe: deploy error: infrastructure check of digits-classifier version swap failed: "
-        "served accuracy on the 360 test examples is "
+        "served accuracy on the 359 test examples is "
     )
     assert "the package does not serve the evaluated model; not rolled out" in line
     assert not store.exists("runs/swap/deploy/manifest.json")

@@ -78,6 +78,10 @@ def settings(store_uri: str, source, epochs: int, *extra: str) -> str:
             f"finetune.epochs={epochs}",
             "finetune.label_fraction=1.0",
             "finetune.compare_with_scratch=false",
+            # The test sets how much each model trains through epochs alone.
+            "finetune.min_steps=0",
+            "finetune.ensemble_size=1",
+            "gate.max_gap_to_linear=null",  # 3-epoch models are deliberately weak
             "gate.min_value=0.5",
             "gate.slice_columns=[p36]",
             "gate.bootstrap_resamples=300",

@@ -27,6 +27,7 @@ pytestmark = pytest.mark.slow
 FAST = [
     *("--set", "pretrain.epochs=3", "--set", "finetune.epochs=10"),
     *("--set", "finetune.label_fraction=1.0", "--set", "finetune.compare_with_scratch=false"),
+    *("--set", "finetune.min_steps=0", "--set", "finetune.ensemble_size=1"),
 ]
 
 
@@ -63,7 +64,8 @@ def test_default_run_on_digits(tmp_path):
     assert "gate: PROMOTE" in out
     accuracy = float(out.split("test accuracy ")[1].split()[0])
     assert accuracy >= 0.85
-    assert "pretraining: with 235 labels, fine-tuned from the pretrained encoder" in out
+    assert " ships; with 235 labels, pretrained " in out  # chosen on validation
+    assert "baselines on the same split (accuracy): network " in out
     assert "deploy: smoke inference of 8 examples matched" in out
     assert "Warning" not in out + done.stderr and "INFO" not in out + done.stderr
 
@@ -93,7 +95,11 @@ def test_default_run_on_digits(tmp_path):
     assert evaluation.get_json("metrics.json")["accuracy"] == pytest.approx(accuracy, abs=1e-4)
     payoff = ArtifactSet.open(store.uri_for(f"runs/{run_id}/finetune"))
     payoff = payoff.get_json("pretraining_payoff.json")
-    assert payoff["pretrained_test_accuracy"] > payoff["scratch_test_accuracy"]
+    assert payoff["pretrained_test_score"] > payoff["scratch_test_score"]
+    assert payoff["decided_on"] == "validation"
+    assert payoff["initialization"] == (
+        "pretrained" if payoff["pretrained_val_score"] >= payoff["scratch_val_score"] else "scratch"
+    )
     assert '<img alt="confusion matrix"' in evaluation.get_bytes("report.html").decode()
 
 
@@ -123,6 +129,9 @@ def test_table_run_on_s3(tmp_path, s3_bucket, s3_endpoint):
         "registry.model_name=grades",
         "--set",
         "gate.min_value=0.6",
+        # FAST trains far less than the defaults; this test is about S3, not model quality.
+        "--set",
+        "gate.max_gap_to_linear=null",
         *FAST,
     )
     assert done.returncode == 0, done.stderr[-3000:]
@@ -137,6 +146,53 @@ def test_table_run_on_s3(tmp_path, s3_bucket, s3_endpoint):
     assert store.exists(f"runs/{run_id}/deploy/deploy.json")
 
 
+def write_regression_table(path: Path, n: int = 500, seed: int = 0) -> None:
+    """A price-like target of numbers (some missing) and a string category."""
+    rng = np.random.default_rng(seed)
+    size = rng.uniform(30, 200, n)
+    city = rng.choice(["oslo", "bergen", "tromso"], n)
+    rooms = rng.integers(1, 6, n)
+    price = 3.0 * size + np.select([city == "oslo", city == "bergen"], [200.0, 80.0], 0.0)
+    price += 15.0 * rooms + rng.normal(0, 20, n)
+    sizes = [None if rng.random() < 0.1 else float(v) for v in size]
+    pq.write_table(pa.table({"size": sizes, "city": city, "rooms": rooms, "price": price}), path)
+
+
+def test_regression_run_end_to_end(tmp_path):
+    """A float label makes it a regression run: R^2/RMSE/MAE, baselines, a report with
+    predicted vs actual, named raw inputs served (the deploy check sends strings and NaN
+    through the real server), a prediction output."""
+    table = tmp_path / "prices.parquet"
+    write_regression_table(table)
+    done = trainpipe(
+        "run",
+        "--output",
+        str(tmp_path),
+        *("--set", f"data.source={table}", "--set", "data.label_column=price"),
+        *("--set", "registry.model_name=prices", "--set", "gate.min_r2=0.5"),
+        *("--set", "gate.max_gap_to_linear=0.05"),
+        *FAST,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "test R^2 " in done.stdout and "baselines on the same split (r2)" in done.stdout
+    assert "gate: PROMOTE" in done.stdout, done.stdout[-2000:]
+    store = open_store(str(tmp_path))
+    run_id = run_id_of(done.stdout)
+    evaluation = ArtifactSet.open(store.uri_for(f"runs/{run_id}/evaluate"))
+    metrics = evaluation.get_json("metrics.json")
+    assert metrics["task"] == "regression" and metrics["r2"] > 0.5
+    assert {"r2", "rmse", "mae"} <= set(metrics["baselines"]["linear"])
+    assert '<img alt="predicted vs actual"' in evaluation.get_bytes("report.html").decode()
+    package = ArtifactSet.open(Registry(store, "prices").champion().uri)
+    meta = package.get_json("model.json")
+    assert [i["name"] for i in meta["inputs"]] == ["size", "city", "rooms"]
+    assert meta["inputs"][1]["datatype"] == "BYTES"
+    assert [o["name"] for o in meta["outputs"]] == ["logits", "prediction"]
+    deployed = store.get_json(f"runs/{run_id}/deploy/deploy.json")
+    assert deployed["score"] == "r2"
+    assert deployed["served_accuracy"] == pytest.approx(metrics["r2"], abs=1e-3)
+
+
 def test_gate_rejection_skips_register_and_deploy(tmp_path):
     done = trainpipe("run", "--output", str(tmp_path), "--set", "gate.min_value=0.9999", *FAST)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -145,14 +201,24 @@ def test_gate_rejection_skips_register_and_deploy(tmp_path):
     assert Registry(open_store(str(tmp_path)), "digits-classifier").champion() is None
 
 
-def test_corrupt_data_fails_in_validation_with_one_clear_line(tmp_path):
+def test_corrupt_data_fails_before_running_with_one_clear_line(tmp_path):
     bad = tmp_path / "broken.parquet"
     bad.write_bytes(b"PAR1 this is not a parquet file")
     done = trainpipe("run", "--output", str(tmp_path / "out"), "--set", f"data.source={bad}")
     assert done.returncode == 1
-    assert "broken.parquet is unreadable as parquet" in done.stdout + done.stderr
-    last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("trainpipe: the pipeline failed at stage 'validate_data'")
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("trainpipe: data error: ") and "broken.parquet is unreadable" in line
+    assert not (tmp_path / "out" / "runs").exists()
+
+
+def test_column_problems_fail_before_running_and_name_the_file(tmp_path):
+    table = tmp_path / "grades.parquet"
+    write_table(table)
+    done = trainpipe("run", "--output", str(tmp_path / "out"), "--set", f"data.source={table}")
+    assert done.returncode == 1
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith(f"trainpipe: data error: {table} has no label column 'label'")
+    assert not (tmp_path / "out" / "runs").exists()
 
 
 def test_wrong_config_value_fails_before_running(tmp_path):

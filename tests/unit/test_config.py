@@ -30,7 +30,8 @@ def test_yaml_and_overrides_compose(tmp_path):
     [
         (
             ["model.name=resnet"],
-            "model.name='resnet': Input should be 'auto', 'mlp', 'cnn', 'vit' or 'transformer'",
+            "model.name='resnet': Input should be 'auto', 'mlp', 'cnn', 'vit', 'transformer' "
+            "or 'linear'",
         ),
         (["model.nme=cnn"], "unknown key 'model.nme'; allowed keys here: name, hidden_dim"),
         (["finetune.lr=-1"], "config error: finetune.lr=-1: Input should be greater than 0"),

@@ -94,7 +94,8 @@ def test_parquet_from_s3(s3_bucket, s3_endpoint):
         ("missing_file", "does not exist; fix data.source"),
         ("missing_folder", "does not exist or is empty"),
         ("no_label", "has no label column 'species'"),
-        ("nan_features", "examples with NaN or inf features"),
+        ("tiny_class", "(2 examples) cannot appear in train, validation and test"),
+        ("unsupported_type", "t.parquet: feature column 'seen' has type timestamp"),
         ("garbage", "garbage.parquet is unreadable as parquet"),
         ("incomplete_split", "has no validation.parquet/.csv/.jsonl/.npz"),
         ("bad_shape", "cannot take data.feature_shape [2, 2]"),
@@ -115,10 +116,15 @@ def test_bad_data_is_one_clear_error(tmp_path, setup, message):
     elif setup == "no_label":
         pq.write_table(table.drop(["species"]), tmp_path / "t.parquet")
         source = str(tmp_path / "t.parquet")
-    elif setup == "nan_features":
-        f1 = table.column("f1").to_numpy().copy()
-        f1[5] = np.nan
-        pq.write_table(table.set_column(0, "f1", pa.array(f1)), tmp_path / "t.parquet")
+    elif setup == "tiny_class":
+        species = table.column("species").to_pylist()
+        species[3] = species[4] = "unicorn"
+        table = table.drop(["species"]).append_column("species", pa.array(species))
+        pq.write_table(table, tmp_path / "t.parquet")
+        source = str(tmp_path / "t.parquet")
+    elif setup == "unsupported_type":
+        seen = pa.array(np.arange(len(table)), pa.int64()).cast(pa.timestamp("s"))
+        pq.write_table(table.append_column("seen", seen), tmp_path / "t.parquet")
         source = str(tmp_path / "t.parquet")
     elif setup == "garbage":
         (tmp_path / "garbage.parquet").write_bytes(b"not parquet at all")

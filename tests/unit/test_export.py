@@ -161,7 +161,11 @@ def test_export_stage_writes_model_json_the_server_follows(digits):
     assert meta["name"] == "digits-classifier" and meta["version"] == "int8"
     assert meta["platform"] == "onnxruntime_onnx" and meta["opset"] == 18
     assert meta["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 1, 8, 8]}]
-    assert meta["outputs"] == [{"name": "logits", "datatype": "FP32", "shape": [-1, 10]}]
+    assert meta["outputs"] == [
+        {"name": "logits", "datatype": "FP32", "shape": [-1, 10]},
+        {"name": "probabilities", "datatype": "FP32", "shape": [-1, 10]},
+        {"name": "label", "datatype": "BYTES", "shape": [-1]},
+    ]
     assert meta["labels"] == [str(d) for d in range(10)]
     assert meta["sha256"] == sha256_bytes(onnx_bytes)
     assert "divided by 16" in meta["preprocessing"]["description"]

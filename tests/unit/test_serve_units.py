@@ -173,6 +173,82 @@ def test_binary_section_must_be_fully_claimed():
         _parse(header, "-1")
 
 
+TABLE = ModelMetadata.from_json(
+    {
+        "name": "t",
+        "version": "1",
+        "inputs": [
+            {"name": "city", "datatype": "BYTES", "shape": [-1]},
+            {"name": "size", "datatype": "FP32", "shape": [-1], "allow_missing": True},
+        ],
+        "outputs": [{"name": "label", "datatype": "BYTES", "shape": [-1]}],
+        "sha256": "0" * 64,
+    },
+    "file:///t",
+)
+
+
+def _parse_table(body: bytes, header_length: str | None = None):
+    return parse_infer_request(body, header_length, TABLE, max_batch_size=4, allow_non_finite=False)
+
+
+def test_bytes_inputs_json_and_binary_and_missing_numbers():
+    request = {
+        "inputs": [
+            {"name": "city", "datatype": "BYTES", "shape": [3], "data": ["oslo", None, "ålesund"]},
+            {"name": "size", "datatype": "FP32", "shape": [3], "data": [1.5, None, 3.0]},
+        ]
+    }
+    parsed = _parse_table(orjson.dumps(request))
+    assert parsed.feeds["city"].tolist() == ["oslo", "", "ålesund"]
+    assert np.isnan(parsed.feeds["size"][1]) and parsed.feeds["size"][2] == 3.0
+    strings = b"".join(len(v).to_bytes(4, "little") + v for v in (b"oslo", "ålesund".encode()))
+    header = orjson.dumps(
+        {
+            "inputs": [
+                {"name": "city", "datatype": "BYTES", "shape": [2]}
+                | {"parameters": {"binary_data_size": len(strings)}},
+                {"name": "size", "datatype": "FP32", "shape": [2], "data": [1, 2]},
+            ],
+            "outputs": [{"name": "label", "parameters": {"binary_data": True}}],
+        }
+    )
+    parsed = _parse_table(header + strings, str(len(header)))
+    assert parsed.feeds["city"].tolist() == ["oslo", "ålesund"]
+    body, length = encode_infer_response(TABLE, parsed, [np.array(["yes", "nö"], dtype=object)])
+    assert orjson.loads(body[:length])["outputs"][0]["parameters"]["binary_data_size"] == 14
+    assert body[length:] == b"\x03\0\0\0yes" + b"\x03\0\0\0" + "nö".encode()
+    json_body, _ = encode_infer_response(
+        TABLE, _parse_table(orjson.dumps(request)), [np.array(["a", "b", "c"], dtype=object)]
+    )
+    assert orjson.loads(json_body)["outputs"][0]["data"] == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize(
+    ("data", "fragment"),
+    [
+        ({"city": [1, 2]}, "BYTES but its data holds non-strings"),
+        ({"size": [1.0, float("inf")]}, "contains infinity"),
+        ({"city": ["a"]}, "has 1 values but its shape needs 2"),
+    ],
+)
+def test_bytes_and_missing_refusals(data, fragment):
+    inputs = {"city": ["a", "b"], "size": [1.0, 2.0]} | data
+    request = {
+        "inputs": [
+            {"name": "city", "datatype": "BYTES", "shape": [2], "data": inputs["city"]},
+            {"name": "size", "datatype": "FP32", "shape": [2], "data": inputs["size"]},
+        ]
+    }
+    body = (
+        orjson.dumps(request)
+        if "size" not in data
+        else orjson.dumps(request).replace(b"null", b"Infinity")
+    )
+    with pytest.raises(InvalidInput, match=fragment):
+        _parse_table(body)
+
+
 def _run_batches(batcher: DynamicBatcher, sizes: list[int]) -> list[list[np.ndarray]]:
     async def main() -> list[list[np.ndarray]]:
         for _ in sizes:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, field_validator, model_validator
 
 from trainpipe.configbase import Section
@@ -18,8 +20,24 @@ class DataConfig(Section):
     label_column: str = "label"
     """Column with the class label (tables); ``y`` is used for .npz arrays."""
 
+    task: Literal["auto", "classification", "regression"] = "auto"
+    """What the label is: ``auto`` makes it regression for a numeric label with fractional
+    values or more than ``max_classes`` distinct values, classification otherwise."""
+
+    max_classes: int = Field(50, ge=2, le=100_000)
+    """``auto``: a numeric label with more distinct values than this is a regression target."""
+
     feature_columns: list[str] | None = None
     """Numeric feature columns; None takes every column except the label."""
+
+    categorical_columns: list[str] | None = None
+    """Feature columns to encode as categories (one-hot with a reserved bucket for unseen
+    values). None: string and boolean columns, and integer columns with at most
+    ``max_int_categories`` distinct values."""
+
+    max_int_categories: int = Field(10, ge=0, le=1000)
+    """Integer columns with at most this many distinct values are categorical when
+    ``categorical_columns`` is None (0: integers are always numeric)."""
 
     feature_shape: list[int] | None = None
     """Reshape each example's features to this shape (e.g. [1, 8, 8] for images); None keeps

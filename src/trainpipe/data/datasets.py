@@ -12,12 +12,21 @@ image) whose recorded shape becomes the feature shape.
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from trainpipe.data.config import BUILTIN_DIGITS, DataConfig
+from trainpipe.data.preprocess import (
+    ColumnSpec,
+    Preprocessor,
+    PreprocessSpec,
+    category_codes,
+    fit_categories,
+    fit_numeric,
+)
 from trainpipe.data.validation.io import (
     DataReadError,
     array_field,
@@ -59,10 +68,23 @@ class Dataset:
     feature_names: list[str] = field(default_factory=list)
     split_indices: dict[str, np.ndarray] | None = None
     """Row indices of each split in the source table, when the pipeline split it."""
+    preprocess: PreprocessSpec | None = None
+    """Table preprocessing fitted on the training split (None for images and arrays)."""
+    task: str = "classification"
+    """``classification`` (y: class indices into label_names) or ``regression`` (y: float32
+    targets, label_names empty)."""
 
     @property
     def num_classes(self) -> int:
         return len(self.label_names)
+
+    @property
+    def regression(self) -> bool:
+        return self.task == "regression"
+
+    @property
+    def num_outputs(self) -> int:
+        return 1 if self.regression else self.num_classes
 
     def splits(self) -> dict[str, Split]:
         return {"train": self.train, "validation": self.validation, "test": self.test}
@@ -151,18 +173,7 @@ def _npz_table(data: bytes, name: str) -> pa.Table:
 
 
 def _feature_columns(table: pa.Table, label_column: str, cfg: DataConfig, name: str) -> list[str]:
-    if label_column not in table.column_names:
-        raise DataError(
-            f"data error: {name} has no label column {label_column!r} (columns: "
-            f"{', '.join(table.column_names)}); set data.label_column"
-        )
-    features = cfg.feature_columns or [c for c in table.column_names if c != label_column]
-    missing = [c for c in features if c not in table.column_names]
-    if missing:
-        raise DataError(
-            f"data error: {name} lacks feature columns {missing}; fix data.feature_columns"
-        )
-    return features
+    return check_columns(table.schema, label_column, cfg, name)
 
 
 def table_to_arrays(
@@ -209,11 +220,205 @@ def table_to_arrays(
     return x.reshape(len(x), *feature_shape), labels.to_numpy(zero_copy_only=False), feature_shape
 
 
+def _type_family(t: pa.DataType) -> str:
+    """ "array", "string", "bool", "int", "float" or "other" for a feature column's type."""
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    if pa.types.is_fixed_size_list(t):
+        return "array"
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
+        return "string"
+    if pa.types.is_boolean(t):
+        return "bool"
+    if pa.types.is_integer(t):
+        return "int"
+    if pa.types.is_floating(t) or pa.types.is_null(t):
+        return "float"
+    return "other"
+
+
+def check_columns(schema: pa.Schema, label_column: str, cfg: DataConfig, name: str) -> list[str]:
+    """The feature columns; raises naming the file when the label column is missing, a listed
+    column is absent or a column's type cannot be used."""
+    if label_column not in schema.names:
+        raise DataError(
+            f"data error: {name} has no label column {label_column!r} (columns: "
+            f"{', '.join(schema.names)}); set data.label_column"
+        )
+    features = cfg.feature_columns or [c for c in schema.names if c != label_column]
+    missing = [c for c in features if c not in schema.names]
+    if missing:
+        raise DataError(
+            f"data error: {name} lacks feature columns {missing}; fix data.feature_columns"
+        )
+    unknown = sorted(set(cfg.categorical_columns or []) - set(features))
+    if unknown:
+        raise DataError(
+            f"data error: {name}: data.categorical_columns lists {unknown}, which are not "
+            f"feature columns ({', '.join(features)}); fix data.categorical_columns"
+        )
+    for column in features:
+        t = schema.field(column).type
+        if _type_family(t) == "other":
+            raise DataError(
+                f"data error: {name}: feature column {column!r} has type {t}, which trainpipe "
+                "cannot use; convert it to numbers, strings or booleans, or leave it out of "
+                "data.feature_columns"
+            )
+    return features
+
+
+def _column_kinds(
+    table: pa.Table, features: list[str], cfg: DataConfig
+) -> dict[str, tuple[str, str]] | None:
+    """(kind, raw type) of each feature column of a table, or None when a column is an array
+    (images, .npz): those are used as they are, without table preprocessing."""
+    kinds: dict[str, tuple[str, str]] = {}
+    chosen = set(cfg.categorical_columns or [])
+    for column in features:
+        family = _type_family(table.schema.field(column).type)
+        if family == "array":
+            return None
+        if family in ("string", "bool"):
+            kinds[column] = ("categorical", family)
+        elif family == "int":
+            distinct = len(pc.unique(table.column(column).drop_null()))
+            low = cfg.categorical_columns is None and distinct <= cfg.max_int_categories
+            categorical = column in chosen or low
+            kinds[column] = ("categorical", "int") if categorical else ("numeric", "int")
+        else:
+            kinds[column] = ("categorical", "string") if column in chosen else ("numeric", "float")
+    return kinds
+
+
+def _raw_values(table: pa.Table, column: str, kind: tuple[str, str]) -> np.ndarray | list:
+    values = table.column(column).combine_chunks()
+    if pa.types.is_dictionary(values.type):
+        values = values.dictionary_decode()
+    if kind[0] == "numeric":
+        x = values.cast(pa.float64()).fill_null(np.nan).to_numpy(zero_copy_only=False)
+        return np.where(np.isfinite(x), x, np.nan).astype(np.float32)
+    if kind[1] == "string" and not pa.types.is_string(values.type):
+        values = values.cast(pa.string())
+    return values.to_pylist()
+
+
+def _labels(table: pa.Table, label_column: str, name: str) -> np.ndarray:
+    labels = table.column(label_column).combine_chunks()
+    if labels.null_count:
+        raise DataError(f"data error: {name} has {labels.null_count} missing labels; drop them")
+    return labels.to_numpy(zero_copy_only=False)
+
+
+def _encode_tables(raw: RawSource, cfg: DataConfig, features: list[str], kinds) -> Dataset:
+    """Tables: numbers with NaN for missing, categories as codes of the training split's
+    categories (see trainpipe.data.preprocess), and the preprocessing fitted on train only."""
+    for name, table in raw.tables.items():
+        if len(table) == 0:
+            raise DataError(f"data error: {name} has no rows; supply a non-empty dataset")
+        _feature_columns(table, raw.label_column, cfg, _display_name(raw, name))
+    columns = {
+        name: {c: _raw_values(table, c, kinds[c]) for c in features}
+        for name, table in raw.tables.items()
+    }
+    labels = {
+        name: _labels(table, raw.label_column, _display_name(raw, name))
+        for name, table in raw.tables.items()
+    }
+    task = infer_task(cfg, np.concatenate(list(labels.values())), raw.uri)
+    if task == "regression":
+        label_names: list[str] = []
+        y = {name: v.astype(np.float32) for name, v in labels.items()}
+    else:
+        label_values = np.unique(np.concatenate(list(labels.values())))
+        label_names = [str(v) for v in label_values]
+        y = {name: np.searchsorted(label_values, v).astype(np.int64) for name, v in labels.items()}
+    if raw.presplit:
+        rows = {name: np.arange(len(y[name])) for name in SPLIT_NAMES}
+        source_of = {name: name for name in SPLIT_NAMES}
+        indices = None
+    else:
+        strata = quantile_bins(y["all"]) if task == "regression" else y["all"]
+        classes = REGRESSION_SPLIT_BINS if task == "regression" else len(label_names)
+        indices = split_indices(cfg, strata, classes, raw.uri)
+        rows = indices
+        source_of = {name: "all" for name in SPLIT_NAMES}
+
+    def take(split: str, column: str):
+        values = columns[source_of[split]][column]
+        if isinstance(values, np.ndarray):
+            return values[rows[split]]
+        return [values[i] for i in rows[split]]
+
+    specs = []
+    for column in features:
+        kind, raw_type = kinds[column]
+        train_values = take("train", column)
+        if kind == "numeric":
+            specs.append(fit_numeric(column, raw_type, train_values))
+        else:
+            specs.append(
+                ColumnSpec(column, kind, raw_type, categories=fit_categories(train_values))
+            )
+    spec = PreprocessSpec(specs)
+
+    def encoded(split: str) -> Split:
+        parts = []
+        for column, column_spec in zip(features, specs, strict=True):
+            values = take(split, column)
+            if column_spec.kind == "numeric":
+                parts.append(values)
+            else:
+                parts.append(category_codes(values, column_spec.categories))
+        return Split(np.stack(parts, axis=1).astype(np.float32), y[source_of[split]][rows[split]])
+
+    return Dataset(
+        *(encoded(name) for name in SPLIT_NAMES),
+        label_names=label_names,
+        feature_shape=[len(features)],
+        source=raw.uri,
+        feature_names=features,
+        split_indices=indices,
+        preprocess=spec,
+        task=task,
+    )
+
+
+REGRESSION_SPLIT_BINS = 5
+
+
+def quantile_bins(y: np.ndarray, bins: int = REGRESSION_SPLIT_BINS) -> np.ndarray:
+    """Quantile bin of each target, so a regression split is stratified by target range."""
+    edges = np.quantile(y, np.linspace(0, 1, bins + 1)[1:-1])
+    return np.searchsorted(edges, y, side="right").astype(np.int64)
+
+
+def infer_task(cfg: DataConfig, labels: np.ndarray, source: str) -> str:
+    """``data.task``, or for ``auto``: regression when the label is numeric with fractional
+    values or more than ``data.max_classes`` distinct values."""
+    numeric = labels.dtype.kind in "fiu"
+    if cfg.task == "regression":
+        if not numeric:
+            raise DataError(
+                f"data error: {source}: data.task is regression but the label column holds "
+                f"{labels.dtype} values, not numbers; convert them or set data.task=classification"
+            )
+        return "regression"
+    if cfg.task == "classification" or not numeric:
+        return "classification"
+    fractional = labels.dtype.kind == "f" and bool(np.any(labels != np.round(labels)))
+    many = len(np.unique(labels)) > cfg.max_classes
+    return "regression" if fractional or many else "classification"
+
+
 def encode(raw: RawSource, cfg: DataConfig) -> Dataset:
     """Encode labels onto one sorted label set and split (unless the source came split)."""
     names = list(raw.tables)
     first = raw.tables[names[0]]
-    features = _feature_columns(first, raw.label_column, cfg, names[0])
+    features = _feature_columns(first, raw.label_column, cfg, _display_name(raw, names[0]))
+    kinds = _column_kinds(first, features, cfg)
+    if kinds is not None and cfg.feature_shape is None:
+        return _encode_tables(raw, cfg, features, kinds)
     converted = {
         name: table_to_arrays(table, raw.label_column, features, name, cfg)
         for name, table in raw.tables.items()
@@ -242,7 +447,7 @@ def encode(raw: RawSource, cfg: DataConfig) -> Dataset:
             source=raw.uri,
             feature_names=feature_names,
         )
-    indices = split_indices(cfg, encoded["all"].y, len(label_names))
+    indices = split_indices(cfg, encoded["all"].y, len(label_names), raw.uri)
     return Dataset(
         *(encoded["all"].subset(indices[name]) for name in SPLIT_NAMES),
         label_names=label_names,
@@ -253,29 +458,39 @@ def encode(raw: RawSource, cfg: DataConfig) -> Dataset:
     )
 
 
-def split_indices(cfg: DataConfig, y: np.ndarray, num_classes: int) -> dict[str, np.ndarray]:
-    """Stratified (when every class has a few examples), seeded train/validation/test indices."""
-    from sklearn.model_selection import train_test_split
+def _display_name(raw: RawSource, table: str) -> str:
+    return raw.uri if table == "all" else f"{raw.uri} ({table})"
 
+
+def split_indices(
+    cfg: DataConfig, y: np.ndarray, num_classes: int, source: str = "the data"
+) -> dict[str, np.ndarray]:
+    """Seeded train/validation/test indices that put every class in every split.
+
+    Each class is shuffled and cut on its own (at least one example in validation and test, the
+    rest in train), so macro metrics are defined on every split. A class with fewer than three
+    examples cannot be cut that way: one clear error names it.
+    """
     counts = np.bincount(y, minlength=num_classes)
-    stratify = y if counts.min() >= 3 else None
-    indices = np.arange(len(y))
-    try:
-        rest, test = train_test_split(
-            indices, test_size=cfg.test_fraction, random_state=cfg.split_seed, stratify=stratify
-        )
-        train, validation = train_test_split(
-            rest,
-            test_size=cfg.validation_fraction / (1.0 - cfg.test_fraction),
-            random_state=cfg.split_seed,
-            stratify=None if stratify is None else y[rest],
-        )
-    except ValueError as exc:
+    small = [int(c) for c in np.flatnonzero(counts < len(SPLIT_NAMES))]
+    if small:
+        listed = ", ".join(f"class #{c} ({counts[c]} examples)" for c in small[:5])
         raise DataError(
-            f"data error: cannot split {len(y)} examples ({exc}); supply more data or lower "
-            "data.validation_fraction/test_fraction"
-        ) from None
-    return {"train": np.sort(train), "validation": np.sort(validation), "test": np.sort(test)}
+            f"data error: {source}: {listed} cannot appear in train, validation and test, "
+            "which needs at least 3 examples per class; add examples, merge or drop the class, "
+            "or supply a pre-split folder"
+        )
+    rng = np.random.default_rng(cfg.split_seed)
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in SPLIT_NAMES}
+    for label in range(num_classes):
+        members = rng.permutation(np.flatnonzero(y == label))
+        n = len(members)
+        n_test = min(max(1, round(n * cfg.test_fraction)), n - 2)
+        n_val = min(max(1, round(n * cfg.validation_fraction)), n - n_test - 1)
+        parts["test"].append(members[:n_test])
+        parts["validation"].append(members[n_test : n_test + n_val])
+        parts["train"].append(members[n_test + n_val :])
+    return {name: np.sort(np.concatenate(chunks)) for name, chunks in parts.items()}
 
 
 def split_tables(raw: RawSource, dataset: Dataset) -> dict[str, pa.Table]:
@@ -291,14 +506,30 @@ def load_dataset(cfg: DataConfig, *, endpoint_url: str | None = None) -> Dataset
     return encode(read_source(cfg, endpoint_url=endpoint_url), cfg)
 
 
+def with_features(dataset: Dataset) -> Dataset:
+    """The dataset as the network sees it: table rows through the preprocessing fitted on the
+    training split (images and arrays unchanged). Training runs on this view; the model that is
+    saved takes the encoded rows and carries the preprocessing itself."""
+    if dataset.preprocess is None:
+        return dataset
+    preprocessor = Preprocessor(dataset.preprocess)
+    splits = {
+        name: Split(preprocessor.transform(split.x), split.y)
+        for name, split in dataset.splits().items()
+    }
+    return replace(dataset, **splits, feature_shape=[dataset.preprocess.feature_width])
+
+
 def label_subset(split: Split, fraction: float, seed: int) -> Split:
-    """A stratified, seeded share of a split (at least one example per class)."""
+    """A stratified, seeded share of a split (at least one example per class; regression
+    targets are stratified by quantile bin)."""
     if fraction >= 1.0:
         return split
     rng = np.random.default_rng(seed)
     keep: list[np.ndarray] = []
-    for label in np.unique(split.y):
-        members = np.flatnonzero(split.y == label)
+    strata = quantile_bins(split.y) if split.y.dtype.kind == "f" else split.y
+    for label in np.unique(strata):
+        members = np.flatnonzero(strata == label)
         count = max(1, round(len(members) * fraction))
         keep.append(rng.choice(members, size=count, replace=False))
     return split.subset(np.sort(np.concatenate(keep)))
@@ -320,6 +551,48 @@ def split_from_npz(data: bytes) -> Split:
 
 
 def check_source(cfg: DataConfig, *, endpoint_url: str | None = None) -> None:
-    """Fail fast, before a pipeline starts, when the configured data does not exist."""
-    if cfg.source != BUILTIN_DIGITS:
-        _locate(cfg.source, endpoint_url)
+    """Fail fast, before a pipeline starts, when the configured data does not exist or its
+    columns cannot be used (no label column, a column of an unsupported type); the error names
+    the file. Only schemas are read."""
+    if cfg.source == BUILTIN_DIGITS:
+        return
+    store, name = _locate(cfg.source, endpoint_url)
+    if name is not None:
+        files = [name]
+    else:
+        listed = {key.rsplit("/", 1)[-1] for key in store.list()}
+        files = [
+            f"{split}{ext}"
+            for split in SPLIT_NAMES
+            for ext in SUPPORTED_SUFFIXES
+            if f"{split}{ext}" in listed
+        ][:1]
+    for file in files:
+        if file.endswith(".npz"):
+            continue
+        shown = cfg.source if name is not None else store.uri_for(file)
+        check_columns(_schema(store, file), cfg.label_column, cfg, shown)
+
+
+def _schema(store: Store, name: str) -> pa.Schema:
+    """The schema of a table file, reading no more than needed (and no thread pools: the CLI
+    exits right after a failed check)."""
+    import pyarrow.csv as pa_csv
+    import pyarrow.json as pa_json
+    import pyarrow.parquet as pq
+
+    uri = store.uri_for(name)
+    source = pa.BufferReader(store.get_bytes(name))
+    try:
+        if name.endswith(".parquet"):
+            return pq.read_schema(source)
+        if name.endswith(".csv"):
+            options = pa_csv.ReadOptions(use_threads=False)
+            return pa_csv.open_csv(source, read_options=options).schema
+        return pa_json.read_json(source, read_options=pa_json.ReadOptions(use_threads=False)).schema
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(
+            f"data error: {uri} is unreadable: {detail}; the file is truncated or not in its "
+            "format, rewrite it from its source"
+        ) from None

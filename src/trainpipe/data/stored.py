@@ -7,6 +7,7 @@ import numpy as np
 
 from trainpipe.artifacts import ArtifactSet
 from trainpipe.data.datasets import Dataset, dataset_to_npz, split_from_npz
+from trainpipe.data.preprocess import PreprocessSpec
 
 
 def load_validated(data: ArtifactSet) -> Dataset:
@@ -22,6 +23,8 @@ def load_validated(data: ArtifactSet) -> Dataset:
         feature_shape=info["feature_shape"],
         source=info["source"],
         feature_names=info.get("feature_names", []),
+        task=info.get("task", "classification"),
+        preprocess=PreprocessSpec.from_dict(info["preprocess"]) if info.get("preprocess") else None,
     )
 
 
@@ -36,7 +39,11 @@ def write_validated(writer, dataset: Dataset, **extra) -> dict:
         "feature_shape": dataset.feature_shape,
         "feature_names": dataset.feature_names,
         "split_sizes": {name: len(split) for name, split in dataset.splits().items()},
-        "class_counts_train": np.bincount(dataset.train.y, minlength=dataset.num_classes).tolist(),
+        "task": dataset.task,
+        "preprocess": dataset.preprocess.to_dict() if dataset.preprocess else None,
+        "class_counts_train": []
+        if dataset.regression
+        else np.bincount(dataset.train.y, minlength=dataset.num_classes).tolist(),
         **extra,
     }
     writer.put_json("dataset.json", info)

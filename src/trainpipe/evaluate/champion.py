@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from trainpipe.data.preprocess import PreprocessSpec
 from trainpipe.evaluate.bootstrap import bootstrap_ci, paired_bootstrap
 from trainpipe.evaluate.config import GateConfig
 from trainpipe.evaluate.metrics import HIGHER_IS_BETTER, scalar_metric_fn
@@ -23,6 +24,7 @@ from trainpipe.registry import Registry, RegistryError
 from trainpipe.storage import sha256_bytes
 
 ORT_BATCH_SIZE = 4096
+INPUT_NAME = "input"  # trainpipe.export.onnx_export.INPUT_NAME; evaluate sits below export
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,7 @@ class ChampionModel:
     why_not: str
     """Why it cannot be scored on this data (other labels or input shape); empty when it can."""
     onnx_bytes: bytes
-    input_name: str
+    input_names: tuple[str, ...]
 
     @property
     def comparable(self) -> bool:
@@ -50,21 +52,33 @@ class ChampionModel:
             "why_not": self.why_not,
         }
 
-    def logits(self, x: np.ndarray) -> np.ndarray:
-        from trainpipe.export.onnx_export import ort_session
+    def logits(self, x: np.ndarray, spec: PreprocessSpec | None = None) -> np.ndarray:
+        """Logits for encoded rows ``x``; a champion with named column inputs gets them as
+        raw values decoded with the challenger's ``spec`` (its own categories may differ)."""
+        from trainpipe.export.onnx_export import OUTPUT_NAME, ort_session
+        from trainpipe.export.serving_graph import served_feeds
 
         session = ort_session(self.onnx_bytes)
         x = np.ascontiguousarray(x, dtype=np.float32)
+        named = self.input_names != (INPUT_NAME,)
         return np.concatenate(
             [
-                session.run(None, {self.input_name: x[i : i + ORT_BATCH_SIZE]})[0]
+                session.run(
+                    [OUTPUT_NAME],
+                    served_feeds(spec, x[i : i + ORT_BATCH_SIZE])
+                    if named
+                    else {INPUT_NAME: x[i : i + ORT_BATCH_SIZE]},
+                )[0]
                 for i in range(0, len(x), ORT_BATCH_SIZE)
             ]
         )
 
 
 def load_champion(
-    registry: Registry, label_names: list[str], feature_shape: list[int]
+    registry: Registry,
+    label_names: list[str],
+    feature_shape: list[int],
+    spec: PreprocessSpec | None = None,
 ) -> ChampionModel | None:
     """The current champion's ONNX model, or None when there is none yet.
 
@@ -85,13 +99,21 @@ def load_champion(
             "version or re-register this one"
         )
     why_not = ""
+    input_names = tuple(t["name"] for t in metadata["inputs"])
+    named = input_names != (INPUT_NAME,)
     if metadata.get("labels") != list(label_names):
         why_not = f"it predicts labels {metadata.get('labels')}, the test data has {label_names}"
+    elif named:
+        wanted = spec.names if spec is not None and spec.has_categorical else [INPUT_NAME]
+        if sorted(input_names) != sorted(wanted):
+            why_not = f"it takes inputs {list(input_names)}, the test data has {wanted}"
     elif list(metadata["inputs"][0]["shape"][1:]) != list(feature_shape):
         why_not = (
             f"it takes inputs of shape {metadata['inputs'][0]['shape'][1:]}, the test data has "
             f"{feature_shape}"
         )
+    elif spec is not None and spec.has_categorical:
+        why_not = "it takes one FP32 block, the test data has categorical columns"
     return ChampionModel(
         champion.version,
         champion.etag,
@@ -99,7 +121,7 @@ def load_champion(
         digest,
         why_not,
         onnx_bytes,
-        metadata["inputs"][0]["name"],
+        input_names,
     )
 
 

@@ -28,7 +28,14 @@ class GateConfig(Section):
     it. All choices are higher-is-better and lie in [0, 1]."""
 
     min_value: float = Field(0.85, ge=0.0, le=1.0)
-    """The primary metric must reach at least this value."""
+    """The primary metric must reach at least this value (classification)."""
+
+    min_r2: float = Field(0.0, ge=-1.0, le=1.0)
+    """Regression: the test R^2 (the primary metric of a regression model) must reach at least
+    this; 0.0 means "better than always predicting the training mean"."""
+
+    max_rmse: float | None = Field(None, gt=0.0)
+    """Regression: if set, the test RMSE (in the target's units) must not exceed this."""
 
     max_log_loss: float | None = Field(None, gt=0.0)
     """If set, the test log loss (nats per example) must not exceed this."""
@@ -61,6 +68,12 @@ class GateConfig(Section):
 
     slice_buckets: int = Field(4, ge=2, le=100)
     """Number of value ranges for a numeric slice column."""
+
+    max_gap_to_linear: float | None = Field(0.01, ge=0.0, le=1.0)
+    """The network's primary metric may fall at most this far below the linear baseline's
+    (logistic regression on the same features, labels and test split): a deep network must at
+    least reach a linear model, or optimization needs fixing first. The default tolerates a gap
+of 0.01 (accuracy or R^2), about the noise of a few hundred test examples. None disables."""
 
     bootstrap_resamples: int = Field(1000, ge=0, le=100_000)
     """Resamples of the test split for confidence intervals (0 skips them; then

@@ -29,7 +29,14 @@ METRIC_LABELS = {
     "top_k_accuracy": "top-k accuracy",
     "log_loss": "log loss",
     "ece": "ECE",
+    "r2": "R^2",
+    "rmse": "RMSE",
 }
+
+
+def primary_metric(cfg: GateConfig, metrics: dict) -> str:
+    """The gate's metric: ``gate.metric`` for classification, R^2 for a regression model."""
+    return "r2" if metrics.get("task") == "regression" else cfg.metric
 
 
 @dataclass(frozen=True)
@@ -97,6 +104,11 @@ def _at_most(rule: str, metric: str, value: float, bound: float) -> RuleResult:
 
 
 def threshold_rules(cfg: GateConfig, metrics: dict) -> list[RuleResult]:
+    if metrics.get("task") == "regression":
+        rules = [_at_least("min_value", "r2", metrics["r2"], cfg.min_r2)]
+        if cfg.max_rmse is not None:
+            rules.append(_at_most("max_rmse", "rmse", metrics["rmse"], cfg.max_rmse))
+        return rules
     rules = [_at_least("min_value", cfg.metric, metrics[cfg.metric], cfg.min_value)]
     if cfg.max_log_loss is not None:
         rules.append(_at_most("max_log_loss", "log_loss", metrics["log_loss"], cfg.max_log_loss))
@@ -120,16 +132,17 @@ def beats_champion(cfg: GateConfig, metrics: dict, comparison: dict) -> RuleResu
             f"({champion['why_not']}); promote by hand with `trainpipe registry promote`",
             {"champion_version": version},
         )
-    label = _label(cfg.metric)
-    ours, theirs = metrics[cfg.metric], champion["metrics"][cfg.metric]
+    metric = primary_metric(cfg, metrics)
+    label = _label(metric)
+    ours, theirs = metrics[metric], champion["metrics"][metric]
     delta = ours - theirs
-    interval = (comparison.get("intervals", {}).get(cfg.metric) or {}).get("difference")
+    interval = (comparison.get("intervals", {}).get(metric) or {}).get("difference")
     ci = ""
     if interval:
         pct = round(interval["confidence"] * 100)
         ci = f", {pct}% CI [{interval['lower']:+.4f}, {interval['upper']:+.4f}]"
     values = {
-        "metric": cfg.metric,
+        "metric": metric,
         "challenger": ours,
         "champion": theirs,
         "difference": delta,
@@ -197,8 +210,62 @@ def slice_guard(cfg: GateConfig, metrics: dict, comparison: dict) -> RuleResult 
     return RuleResult("slices", True, detail, values)
 
 
+def beats_linear_baseline(cfg: GateConfig, metrics: dict) -> RuleResult | None:
+    """Fails when the network is worse than the linear baseline by more than the margin."""
+    baselines = metrics.get("baselines")
+    if cfg.max_gap_to_linear is None or not baselines:
+        return None
+    metric = primary_metric(cfg, metrics)
+    label = _label(metric)
+    ours, linear = metrics[metric], baselines["linear"][metric]
+    best_name = max(("linear", "hgb"), key=lambda n: baselines[n][metric])
+    gap = ours - linear
+    passed = gap >= -cfg.max_gap_to_linear - 1e-12
+    detail = (
+        f"{label} {ours:.4f} vs linear baseline {linear:.4f} ({gap:+.4f}; allowed "
+        f"-{cfg.max_gap_to_linear:.4f}); best baseline {best_name} "
+        f"{baselines[best_name][metric]:.4f}"
+    )
+    if not passed:
+        detail = (
+            f"the network is worse than a linear model on the same split: {detail}; fix "
+            "optimization first (learning rate, epochs, width) or raise gate.max_gap_to_linear"
+        )
+    values = {
+        "metric": metric,
+        "network": ours,
+        "linear": linear,
+        "hgb": baselines["hgb"][metric],
+        "difference": gap,
+        "max_gap": cfg.max_gap_to_linear,
+    }
+    return RuleResult("beats_linear_baseline", passed, detail, values)
+
+
+def class_coverage(metrics: dict) -> RuleResult | None:
+    """Macro metrics are undefined when the test split lacks a class seen in training."""
+    missing = metrics.get("classes_missing_from_test")
+    if missing is None:
+        return None
+    if missing:
+        return RuleResult(
+            "test_covers_classes",
+            False,
+            f"the test split has no example of class(es) {missing} seen in training, so its "
+            "metrics say nothing about them; add test examples of every class (or let the "
+            "pipeline split the data)",
+            {"missing": missing},
+        )
+    return RuleResult(
+        "test_covers_classes", True, "every class seen in training is in the test split", {}
+    )
+
+
 def decide(cfg: GateConfig, metrics: dict, comparison: dict) -> Decision:
     rules = threshold_rules(cfg, metrics)
+    for rule in (class_coverage(metrics), beats_linear_baseline(cfg, metrics)):
+        if rule is not None:
+            rules.append(rule)
     rules.append(beats_champion(cfg, metrics, comparison))
     guard = slice_guard(cfg, metrics, comparison)
     if guard is not None:

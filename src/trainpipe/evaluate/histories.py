@@ -7,7 +7,15 @@ from collections.abc import Callable
 
 from trainpipe.artifacts import ArtifactSet
 
-PAYOFF_KEYS = ("labelled_examples", "pretrained_test_accuracy", "scratch_test_accuracy")
+PAYOFF_KEYS = (
+    "labelled_examples",
+    "score",
+    "initialization",
+    "pretrained_val_score",
+    "scratch_val_score",
+    "pretrained_test_score",
+    "scratch_test_score",
+)
 
 
 def _pretrain_json(

@@ -206,3 +206,18 @@ def classification_metrics(
         "confusion_matrix": confusion.tolist(),
         "reliability": reliability_bins(y_true, probs),
     }
+
+
+def regression_metrics(y_true: np.ndarray, prediction: np.ndarray) -> dict:
+    """R^2, RMSE and MAE of one model's predictions on one split, JSON-ready."""
+    y = np.asarray(y_true, dtype=np.float64).reshape(-1)
+    p = np.asarray(prediction, dtype=np.float64).reshape(-1)
+    residual = p - y
+    variance = float(np.var(y))
+    return {
+        "task": "regression",
+        "r2": 1.0 - float(np.mean(residual**2)) / variance if variance > 0 else 0.0,
+        "rmse": float(np.sqrt(np.mean(residual**2))),
+        "mae": float(np.mean(np.abs(residual))),
+        "num_examples": len(y),
+    }

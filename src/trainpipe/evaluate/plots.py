@@ -90,3 +90,16 @@ def confusion_matrix_png(matrix: list[list[int]], labels: list[str]) -> bytes:
 def img_tag(png: bytes, alt: str) -> str:
     encoded = base64.b64encode(png).decode()
     return f'<img alt="{alt}" src="data:image/png;base64,{encoded}"/>'
+
+
+def predicted_vs_actual_png(actual: list[float], predicted: list[float]) -> bytes:
+    """Regression: predictions against targets (the diagonal is perfect) and the residuals."""
+    fig, (scatter, hist) = plt.subplots(1, 2, figsize=(9, 3.6))
+    scatter.scatter(actual, predicted, s=8, alpha=0.6)
+    low, high = min(min(actual), min(predicted)), max(max(actual), max(predicted))
+    scatter.plot([low, high], [low, high], color="tab:red", linewidth=1)
+    scatter.set(xlabel="actual", ylabel="predicted", title="predicted vs actual (test)")
+    residuals = [p - a for a, p in zip(actual, predicted, strict=True)]
+    hist.hist(residuals, bins=30, color="tab:gray")
+    hist.set(xlabel="predicted - actual", ylabel="examples", title="residuals (test)")
+    return _png(fig)

@@ -18,6 +18,7 @@ from trainpipe.evaluate.plots import (
     img_tag,
     learning_curves_png,
     loss_curves_png,
+    predicted_vs_actual_png,
     reliability_png,
 )
 
@@ -167,17 +168,16 @@ def _pretraining_section(pretraining: dict | None) -> str:
                 f"{_esc(curve)}; {_esc(diagnosis['advice'])}. Its encoder gives fine-tuning "
                 "little to start from.</p>"
             )
-    if "scratch_test_accuracy" in pretraining:
-        ours, scratch = (
-            pretraining["pretrained_test_accuracy"],
-            pretraining["scratch_test_accuracy"],
-        )
-        verdict = "helped" if ours > scratch else "did not help"
+    if "scratch_val_score" in pretraining:
+        ours, scratch = pretraining["pretrained_val_score"], pretraining["scratch_val_score"]
+        score = pretraining.get("score", "accuracy")
         parts.append(
             f"<p>With {pretraining['labelled_examples']} labelled examples, fine-tuning from "
-            f"the pretrained encoder reached test accuracy <b>{ours:.4f}</b> against "
-            f"<b>{scratch:.4f}</b> from scratch: pretraining {verdict} "
-            f"({ours - scratch:+.4f}).</p>"
+            f"the pretrained encoder reached validation {score} <b>{ours:.4f}</b> against "
+            f"<b>{scratch:.4f}</b> from scratch ({ours - scratch:+.4f}): the "
+            f"<b>{_esc(pretraining['initialization'])}</b> model ships (chosen on validation; "
+            f"test {score} {pretraining['pretrained_test_score']:.4f} vs "
+            f"{pretraining['scratch_test_score']:.4f}, reported only).</p>"
         )
     return "".join(parts) if len(parts) > 1 else ""
 
@@ -194,6 +194,52 @@ def _curves_section(histories: dict[str, dict]) -> str:
     return "<h2>Learning curves</h2>" + ("".join(parts) or "<p>No training history.</p>")
 
 
+def _baselines_section(metrics: dict) -> str:
+    baselines = metrics.get("baselines")
+    if not baselines:
+        return ""
+    names = ("r2", "rmse", "mae") if metrics.get("task") == "regression" else HEADLINE[:2]
+    head = "".join(f"<th>{_esc(METRIC_LABELS.get(n, n))}</th>" for n in names)
+    rows = [("trainpipe network", metrics)] + [
+        (baselines[key]["model"], baselines[key]) for key in ("linear", "hgb")
+    ]
+    body = "".join(
+        f"<tr><td>{_esc(label)}</td>" + "".join(f"<td>{m[n]:.4f}</td>" for n in names) + "</tr>"
+        for label, m in rows
+    )
+    return (
+        "<h2>Baselines on the same split</h2><p>Fitted on the same labelled training rows and "
+        f"scored on the same {metrics['num_examples']} test examples.</p>"
+        f"<table><tr><th>model</th>{head}</tr>{body}</table>" + _diagnosis_paragraph(metrics)
+    )
+
+
+def _diagnosis_paragraph(metrics: dict) -> str:
+    diagnosis = metrics.get("diagnosis")
+    return f"<p>Learning curves: {_esc(diagnosis['line'])}</p>" if diagnosis else ""
+
+
+def regression_html(
+    metrics: dict, comparison: dict, decision: dict, histories: dict[str, dict]
+) -> str:
+    picture = img_tag(
+        predicted_vs_actual_png(metrics["actual"], metrics["predicted"]), "predicted vs actual"
+    )
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>trainpipe evaluation</title>
+<style>{_STYLE}</style>
+</head><body>
+<h1>Evaluation on the test split (regression)</h1>
+<p>R^2 <b>{metrics["r2"]:.4f}</b> &middot; RMSE <b>{metrics["rmse"]:.4g}</b>
+&middot; MAE {metrics["mae"]:.4g} &middot; {metrics["num_examples"]} examples</p>
+{_decision_section(decision)}
+{_baselines_section(metrics)}
+<h2>Predictions</h2>{picture}
+{_curves_section(histories)}
+</body></html>
+"""
+
+
 def evaluation_html(
     metrics: dict,
     comparison: dict,
@@ -204,8 +250,10 @@ def evaluation_html(
     pretraining: dict | None = None,
 ) -> str:
     """``pretraining``: the pretrain stage's ``diagnosis`` and the fine-tune stage's
-    pretrained-vs-scratch comparison (``labelled_examples``, ``pretrained_test_accuracy``,
-    ``scratch_test_accuracy``), when they exist."""
+    pretrained-vs-scratch comparison (``pretraining_payoff.json``'s
+    validation and test scores and which initialization shipped), when they exist."""
+    if metrics.get("task") == "regression":
+        return regression_html(metrics, comparison, decision, histories)
     per_class = "".join(
         f"<tr><td>{_esc(name)}</td><td>{m['precision']:.3f}</td><td>{m['recall']:.3f}</td>"
         f"<td>{m['f1']:.3f}</td><td>{m['support']}</td></tr>"
@@ -225,6 +273,7 @@ def evaluation_html(
 &middot; {metrics["num_examples"]} examples</p>
 {_decision_section(decision)}
 {_comparison_section(metrics, comparison)}
+{_baselines_section(metrics)}
 {_pretraining_section(pretraining)}
 {_curves_section(histories)}
 <h2>Confusion matrix</h2>{confusion}

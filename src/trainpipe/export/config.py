@@ -27,6 +27,10 @@ class ExportConfig(Section):
     parity_max_examples: int | None = Field(None, ge=1)
     """Validation examples compared with torch; None compares the whole validation split."""
 
+    extra_outputs: bool = True
+    """Classification graphs also return ``probabilities`` (softmax, FP32 [N, classes]) and
+    ``label`` (the predicted class name, BYTES [N]) besides ``logits``."""
+
     quantize: Literal["none", "dynamic_int8"] = "none"
     """``dynamic_int8`` ships ONNX Runtime's dynamic int8 quantization (int8 weights,
     activations quantized per call) if it keeps accuracy within ``max_accuracy_drop``. Whether it

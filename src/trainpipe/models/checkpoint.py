@@ -12,8 +12,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from trainpipe.data.preprocess import Preprocessor, PreprocessSpec, WithPreprocessing
 from trainpipe.models import Classifier, build_encoder
 from trainpipe.models.config import ModelConfig
+from trainpipe.models.heads import Ensemble, TargetScale
 
 
 def to_bytes(payload: dict[str, Any]) -> bytes:
@@ -36,14 +38,25 @@ def encoder_payload(encoder: nn.Module, cfg: ModelConfig, input_shape: list[int]
 
 
 def classifier_payload(
-    model: Classifier, cfg: ModelConfig, input_shape: list[int], label_names: list[str]
+    model: Classifier | Ensemble,
+    cfg: ModelConfig,
+    input_shape: list[int],
+    label_names: list[str],
+    preprocess: PreprocessSpec | None = None,
+    target_scale: tuple[float, float] | None = None,
 ) -> dict:
+    """``input_shape`` is the network's (after preprocessing); ``preprocess`` travels with the
+    weights so the loaded model takes encoded table rows."""
     return {
         "kind": "classifier",
         "model_config": cfg.model_dump(),
         "input_shape": list(input_shape),
         "label_names": list(label_names),
         "state_dict": model.state_dict(),
+        "preprocess": preprocess.to_dict() if preprocess is not None else None,
+        "ensemble_size": len(model.members) if isinstance(model, Ensemble) else 1,
+        "task": "classification" if target_scale is None else "regression",
+        "target_scale": None if target_scale is None else [float(v) for v in target_scale],
     }
 
 
@@ -53,8 +66,23 @@ def load_encoder(payload: dict) -> nn.Module:
     return encoder
 
 
-def load_classifier(payload: dict) -> Classifier:
+def load_classifier(payload: dict) -> nn.Module:
+    """The classifier (or ensemble); wrapped in its preprocessing when trained on a table."""
     cfg = ModelConfig(**payload["model_config"])
-    model = Classifier(build_encoder(cfg, payload["input_shape"]), len(payload["label_names"]))
+
+    regression = payload.get("task") == "regression"
+    outputs = 1 if regression else len(payload["label_names"])
+
+    def member() -> Classifier:
+        return Classifier(build_encoder(cfg, payload["input_shape"]), outputs)
+
+    size = payload.get("ensemble_size", 1)
+    average = "mean" if regression else "probability"
+    model = Ensemble([member() for _ in range(size)], average) if size > 1 else member()
     model.load_state_dict(payload["state_dict"])
+    if regression:
+        model = TargetScale(model, *payload["target_scale"])
+    if payload.get("preprocess"):
+        spec = PreprocessSpec.from_dict(payload["preprocess"])
+        return WithPreprocessing(Preprocessor(spec), model).eval()
     return model.eval()

@@ -10,13 +10,15 @@ from trainpipe.configbase import Section
 
 
 class ModelConfig(Section):
-    name: Literal["auto", "mlp", "cnn", "vit", "transformer"] = "auto"
+    name: Literal["auto", "mlp", "cnn", "vit", "transformer", "linear"] = "auto"
     """Encoder architecture: ``mlp`` (any input), ``cnn`` (residual CNN, images), ``vit``
     (patch transformer, images), ``transformer`` (encoder over sequences; a table's features
-    are read as a sequence of scalars); ``auto`` picks cnn for images and mlp otherwise."""
+    are read as a sequence of scalars), ``linear`` (no hidden layer: with the head, a
+logistic/linear regression); ``auto`` picks cnn for images and mlp otherwise."""
 
-    hidden_dim: int = Field(32, ge=8, le=8192)
-    """Width of the hidden layers (mlp) or channels (cnn)."""
+    hidden_dim: int | None = Field(None, ge=8, le=8192)
+    """Width of the hidden layers (mlp) or channels (cnn); None: 128 for an mlp (tables),
+    32 for the image and sequence encoders."""
 
     embed_dim: int = Field(64, ge=4, le=8192)
     """Size of the encoder's output embedding, shared by pretraining and fine-tuning heads."""
@@ -44,9 +46,12 @@ class ModelConfig(Section):
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> ModelConfig:
-        if self.name in ("vit", "transformer") and self.hidden_dim % self.heads:
+        if self.name in ("vit", "transformer") and (self.hidden_dim or 32) % self.heads:
             raise ValueError(
                 f"hidden_dim {self.hidden_dim} is not divisible by heads {self.heads}; "
                 "choose sizes that divide evenly"
             )
         return self
+
+
+DEFAULT_WIDTH = {"mlp": 128, "cnn": 32, "vit": 32, "transformer": 32, "linear": 8}

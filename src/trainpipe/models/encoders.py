@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from trainpipe.errors import ConfigError
-from trainpipe.models.config import ModelConfig
+from trainpipe.models.config import DEFAULT_WIDTH, ModelConfig
 from trainpipe.models.layers import activation, init_weights, norm_1d, norm_2d
 
 
@@ -162,14 +162,37 @@ class SequenceTransformerEncoder(_TokenEncoder):
         return self.encode_tokens(self.embed(tokens))
 
 
+class LinearEncoder(nn.Module):
+    """No hidden layer: the flattened input is the embedding, so the head alone is a linear
+    model (the candidate a table's network is compared with on validation)."""
+
+    def __init__(self, cfg: ModelConfig, input_shape: list[int]):
+        super().__init__()
+        self.embed_dim = math.prod(input_shape)
+
+    def blocks(self) -> list[nn.Module]:
+        return []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1)
+
+
 def resolve_name(name: str, input_shape: list[int]) -> str:
     if name == "auto":
         return "cnn" if len(input_shape) == 3 else "mlp"
     return name
 
 
+def resolve_model(cfg: ModelConfig, input_shape: list[int]) -> ModelConfig:
+    """The config with ``auto`` choices made for this input: architecture and width."""
+    name = resolve_name(cfg.name, input_shape)
+    return cfg.model_copy(
+        update={"name": name, "hidden_dim": cfg.hidden_dim or DEFAULT_WIDTH[name]}
+    )
+
+
 def build_encoder(cfg: ModelConfig, input_shape: list[int]) -> nn.Module:
-    cfg = cfg.model_copy(update={"name": resolve_name(cfg.name, input_shape)})
+    cfg = resolve_model(cfg, input_shape)
     if cfg.name in ("cnn", "vit") and len(input_shape) != 3:
         raise ConfigError(
             f"config error: model.name={cfg.name!r} needs image inputs [channels, height, "
@@ -186,6 +209,7 @@ def build_encoder(cfg: ModelConfig, input_shape: list[int]) -> nn.Module:
         "cnn": CNNEncoder,
         "vit": ViTEncoder,
         "transformer": SequenceTransformerEncoder,
+        "linear": LinearEncoder,
     }
     encoder = encoders[cfg.name](cfg, input_shape)
     init_weights(encoder, cfg.init, cfg.activation)

@@ -25,6 +25,36 @@ class Classifier(nn.Module):
         return self.head(self.encoder(x))
 
 
+class Ensemble(nn.Module):
+    """Members with the same architecture. Classification: averaged in probability, returning
+    log-probabilities (valid logits: their softmax is the mean probability). Regression
+    (``average="mean"``): the mean prediction."""
+
+    def __init__(self, members: list[nn.Module], average: str = "probability"):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.average = average
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.average == "mean":
+            return torch.stack([m(x) for m in self.members]).mean(dim=0)
+        log_probs = torch.stack([F.log_softmax(m(x), dim=1) for m in self.members])
+        return torch.logsumexp(log_probs, dim=0) - math.log(len(self.members))
+
+
+class TargetScale(nn.Module):
+    """A regression network trained on standardized targets, answering in the target's units."""
+
+    def __init__(self, network: nn.Module, mean: float, std: float):
+        super().__init__()
+        self.network = network
+        self.register_buffer("mean", torch.tensor(float(mean)))
+        self.register_buffer("std", torch.tensor(float(std)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.network(x) * self.std + self.mean
+
+
 class MaskedReconstructor(nn.Module):
     """Encode a masked input, predict every original feature (the decoder is discarded)."""
 

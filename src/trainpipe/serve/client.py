@@ -45,6 +45,47 @@ def model_metadata(url: str, model: str, *, timeout_s: float = 10.0) -> dict[str
     return _request(f"{url.rstrip('/')}/v2/models/{model}", None, timeout_s)
 
 
+def _tensor(name: str, array: np.ndarray) -> dict[str, Any]:
+    array = np.asarray(array)
+    datatype = NUMPY_TO_DATATYPE.get(array.dtype)
+    if array.dtype.kind in "US":
+        datatype, array = "BYTES", array.astype(object)
+    if datatype is None:
+        raise InferenceClientError(
+            f"arrays of dtype {array.dtype} cannot be sent; use one of "
+            f"{sorted(str(d) for d in DATATYPE_TO_NUMPY.values())} or strings"
+        )
+    values = array.reshape(-1).tolist()
+    if datatype != "BYTES" and array.dtype.kind == "f":
+        # JSON has no NaN: a missing value travels as null.
+        values = [None if v != v else v for v in values]
+    return {"name": name, "shape": list(array.shape), "datatype": datatype, "data": values}
+
+
+def infer_outputs(
+    url: str,
+    model: str,
+    feeds: dict[str, np.ndarray],
+    *,
+    version: str | None = None,
+    output_names: list[str] | None = None,
+    timeout_s: float = 10.0,
+) -> dict[str, np.ndarray]:
+    """Run named inputs (one array per input, batch axis first; strings as str arrays, NaN for
+    missing numbers) through ``model``; returns every (or every named) output by name."""
+    body: dict[str, Any] = {"inputs": [_tensor(name, array) for name, array in feeds.items()]}
+    if output_names is not None:
+        body["outputs"] = [{"name": name} for name in output_names]
+    path = f"/v2/models/{model}" + (f"/versions/{version}" if version else "") + "/infer"
+    response = _request(url.rstrip("/") + path, json.dumps(body).encode(), timeout_s)
+    return {
+        output["name"]: np.asarray(
+            output["data"], dtype=DATATYPE_TO_NUMPY[output["datatype"]]
+        ).reshape(output["shape"])
+        for output in response["outputs"]
+    }
+
+
 def infer(
     url: str,
     model: str,
@@ -59,32 +100,17 @@ def infer(
 
     Without ``input_name`` the model's first input is used (one metadata request).
     """
-    array = np.asarray(array)
-    datatype = NUMPY_TO_DATATYPE.get(array.dtype)
-    if datatype is None:
-        raise InferenceClientError(
-            f"arrays of dtype {array.dtype} cannot be sent; use one of "
-            f"{sorted(str(d) for d in DATATYPE_TO_NUMPY.values())}"
-        )
     if input_name is None:
         input_name = model_metadata(url, model, timeout_s=timeout_s)["inputs"][0]["name"]
-    body: dict[str, Any] = {
-        "inputs": [
-            {
-                "name": input_name,
-                "shape": list(array.shape),
-                "datatype": datatype,
-                "data": array.reshape(-1).tolist(),
-            }
-        ]
-    }
-    if output_name is not None:
-        body["outputs"] = [{"name": output_name}]
-    path = f"/v2/models/{model}" + (f"/versions/{version}" if version else "") + "/infer"
-    response = _request(url.rstrip("/") + path, json.dumps(body).encode(), timeout_s)
-    output = response["outputs"][0]
-    dtype = DATATYPE_TO_NUMPY[output["datatype"]]
-    return np.asarray(output["data"], dtype=dtype).reshape(output["shape"])
+    outputs = infer_outputs(
+        url,
+        model,
+        {input_name: array},
+        version=version,
+        output_names=None if output_name is None else [output_name],
+        timeout_s=timeout_s,
+    )
+    return next(iter(outputs.values()))
 
 
 def wait_ready(url: str, timeout_s: float = 60.0, *, interval_s: float = 0.1) -> None:

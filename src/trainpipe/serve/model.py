@@ -33,8 +33,9 @@ log = logging.getLogger("trainpipe.serve")
 MODEL_FILE = "model.onnx"
 METADATA_FILE = "model.json"
 
-# Open Inference Protocol datatypes and their numpy dtypes (BYTES is not served by this server).
+# Open Inference Protocol datatypes and their numpy dtypes (BYTES: strings, as numpy objects).
 DATATYPE_TO_NUMPY: dict[str, np.dtype] = {
+    "BYTES": np.dtype(object),
     "BOOL": np.dtype(np.bool_),
     "UINT8": np.dtype(np.uint8),
     "UINT16": np.dtype(np.uint16),
@@ -62,6 +63,7 @@ _ORT_TYPE_TO_DATATYPE = {
     "tensor(float16)": "FP16",
     "tensor(float)": "FP32",
     "tensor(double)": "FP64",
+    "tensor(string)": "BYTES",
 }
 _OPTIMIZATION_LEVELS = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -77,13 +79,25 @@ class TensorSpec:
     datatype: str
     shape: tuple[int, ...]
     """-1 marks a dynamic dimension; dimension 0 is always the (dynamic) batch axis."""
+    allow_missing: bool = False
+    """NaN (or JSON null) marks a missing value the model imputes itself (table inputs)."""
 
     @property
     def dtype(self) -> np.dtype:
         return DATATYPE_TO_NUMPY[self.datatype]
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
+        data = {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
+        if self.allow_missing:
+            data["allow_missing"] = True
+        return data
+
+    def placeholder(self, rows: int) -> np.ndarray:
+        """A valid input of ``rows`` rows (warm-up): zeros, or empty strings for BYTES."""
+        shape = (rows, *(1 if d < 0 else d for d in self.shape[1:]))
+        if self.datatype == "BYTES":
+            return np.full(shape, "", dtype=object)
+        return np.zeros(shape, dtype=self.dtype)
 
 
 @dataclass(frozen=True)
@@ -138,7 +152,12 @@ def _tensor_spec(obj: dict[str, Any], where: str) -> TensorSpec:
             f"{where}: tensor {obj['name']!r} has shape {list(shape)}; the first axis must be "
             "the dynamic batch axis (-1); export with a dynamic batch dimension"
         )
-    return TensorSpec(name=str(obj["name"]), datatype=datatype, shape=shape)
+    return TensorSpec(
+        name=str(obj["name"]),
+        datatype=datatype,
+        shape=shape,
+        allow_missing=bool(obj.get("allow_missing", False)),
+    )
 
 
 def _optimization_level(obj: dict[str, Any], where: str) -> str | None:
@@ -211,12 +230,7 @@ class LoadedModel:
 
     def warm_up(self, batch_sizes: tuple[int, ...], iterations: int) -> None:
         for batch in batch_sizes:
-            feeds = {
-                spec.name: np.zeros(
-                    (batch, *(1 if d < 0 else d for d in spec.shape[1:])), dtype=spec.dtype
-                )
-                for spec in self.metadata.inputs
-            }
+            feeds = {spec.name: spec.placeholder(batch) for spec in self.metadata.inputs}
             for _ in range(iterations):
                 self.run(feeds)
 

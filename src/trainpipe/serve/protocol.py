@@ -108,21 +108,23 @@ def parse_infer_request(
         rows = shape[0]
         count = math.prod(shape)
         binary_size = _parameters(tensor, f"input {name!r}").get("binary_data_size")
-        if binary_size is not None:
-            if "data" in tensor:
-                raise InvalidInput(
-                    f"input {name!r} has both 'data' and a binary_data_size parameter; send "
-                    "its values one way: in 'data' or in the binary section"
-                )
+        if binary_size is not None and "data" in tensor:
+            raise InvalidInput(
+                f"input {name!r} has both 'data' and a binary_data_size parameter; send "
+                "its values one way: in 'data' or in the binary section"
+            )
+        if spec.datatype == "BYTES":
+            if binary_size is not None:
+                array, offset = _binary_strings(binary, offset, binary_size, count, name)
+            else:
+                array = _json_strings(tensor.get("data"), len(spec.shape), count, name)
+        elif binary_size is not None:
             array, offset = _binary_tensor(binary, offset, binary_size, spec.dtype, count, name)
         else:
             array = _json_tensor(tensor.get("data"), spec, count, name)
         array = array.reshape(shape)
-        if not allow_non_finite and array.dtype.kind == "f" and not np.isfinite(array).all():
-            raise InvalidInput(
-                f"input {name!r} contains NaN or infinity, which this server refuses "
-                "(allow_non_finite is off); fix the preprocessing that produced them"
-            )
+        if not allow_non_finite and array.dtype.kind == "f":
+            _check_finite(array, name, spec.allow_missing)
         feeds[name] = array
     if offset != len(binary):
         raise InvalidInput(
@@ -257,6 +259,8 @@ def _json_tensor(data: Any, spec: Any, count: int, name: str) -> np.ndarray:
         )
     flat = _flatten(data, len(spec.shape), name)
     allowed = _VALUE_TYPES.get(dtype.kind, (int, float))
+    if spec.allow_missing:
+        allowed = (*allowed, type(None))  # null: a missing value the model imputes
     wrong = {type(v) for v in flat} - set(allowed)
     if wrong:
         names = ", ".join(sorted(_TYPE_NAMES.get(t, t.__name__) for t in wrong))
@@ -287,6 +291,82 @@ def _json_tensor(data: Any, spec: Any, count: int, name: str) -> np.ndarray:
             "match the shape"
         )
     return array
+
+
+def _check_finite(array: np.ndarray, name: str, allow_missing: bool) -> None:
+    if allow_missing:
+        # NaN (JSON null) is a missing value the model imputes; infinity is still refused.
+        if np.isinf(array).any():
+            raise InvalidInput(
+                f"input {name!r} contains infinity, which this server refuses; send null or NaN "
+                "for a missing value"
+            )
+        return
+    if not np.isfinite(array).all():
+        raise InvalidInput(
+            f"input {name!r} contains NaN or infinity, which this server refuses "
+            "(allow_non_finite is off); fix the preprocessing that produced them"
+        )
+
+
+def _json_strings(data: Any, depth: int, count: int, name: str) -> np.ndarray:
+    """BYTES as JSON: a (nested) list of strings; null is a missing value (empty string)."""
+    if not isinstance(data, list):
+        raise InvalidInput(
+            f"input {name!r} has no 'data' list; send BYTES values as a list of strings"
+        )
+    values = _flatten(data, depth, name)
+    if not all(v is None or isinstance(v, str) for v in values):
+        raise InvalidInput(
+            f"input {name!r} is BYTES but its data holds non-strings; send each value as a "
+            "JSON string (null for missing)"
+        )
+    if len(values) != count:
+        raise InvalidInput(
+            f"input {name!r} has {len(values)} values but its shape needs {count}; make the data "
+            "match the shape"
+        )
+    return np.array(["" if v is None else v for v in values], dtype=object)
+
+
+def _binary_strings(
+    binary: bytes, offset: int, size: Any, count: int, name: str
+) -> tuple[np.ndarray, int]:
+    """BYTES in the binary extension: each element a 4-byte little-endian length, then bytes."""
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise InvalidInput(f"input {name!r}: binary_data_size must be a non-negative integer")
+    end = offset + size
+    if end > len(binary):
+        raise InvalidInput(
+            f"input {name!r} claims bytes {offset}..{end} of the binary section, which has only "
+            f"{len(binary)}; check Inference-Header-Content-Length and binary_data_size"
+        )
+    values, at = [], offset
+    while at < end:
+        if at + 4 > end:
+            break
+        length = int.from_bytes(binary[at : at + 4], "little")
+        if at + 4 + length > end:
+            break
+        try:
+            values.append(binary[at + 4 : at + 4 + length].decode())
+        except UnicodeDecodeError:
+            raise InvalidInput(f"input {name!r} holds bytes that are not UTF-8 text") from None
+        at += 4 + length
+    if at != end or len(values) != count:
+        raise InvalidInput(
+            f"input {name!r}: its {size} binary bytes do not hold {count} length-prefixed "
+            "strings (4-byte little-endian length, then the bytes, per element)"
+        )
+    return np.array(values, dtype=object), end
+
+
+def _string_blob(array: np.ndarray) -> bytes:
+    parts = []
+    for value in array.reshape(-1).tolist():
+        data = value if isinstance(value, bytes) else str(value).encode()
+        parts.append(len(data).to_bytes(4, "little") + data)
+    return b"".join(parts)
 
 
 def _binary_tensor(
@@ -357,7 +437,16 @@ def encode_infer_response(
             "datatype": spec.datatype,
             "shape": list(array.shape),
         }
-        if binary:
+        if spec.datatype == "BYTES":
+            if binary:
+                blob = _string_blob(array)
+                tensor["parameters"] = {"binary_data_size": len(blob)}
+                blobs.append(blob)
+            else:
+                tensor["data"] = [
+                    v.decode() if isinstance(v, bytes) else str(v) for v in array.reshape(-1)
+                ]
+        elif binary:
             blob = np.ascontiguousarray(array, dtype=spec.dtype.newbyteorder("<")).tobytes()
             tensor["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)

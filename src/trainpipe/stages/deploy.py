@@ -25,7 +25,9 @@ import numpy as np
 
 from trainpipe.data.stored import load_validated
 from trainpipe.errors import DeployError
+from trainpipe.evaluate.metrics import regression_metrics
 from trainpipe.export.onnx_export import INPUT_NAME, OUTPUT_NAME, ort_session
+from trainpipe.export.serving_graph import served_feeds
 from trainpipe.stages.context import StageContext, make_context
 
 
@@ -50,7 +52,7 @@ def _evaluation(package, model_uri: str, examples: int) -> dict:
 
 def infra_check(ctx: StageContext, model_uri: str, data_uri: str) -> dict:
     """Serve ``model_uri`` on loopback and check it; raises DeployError naming what failed."""
-    from trainpipe.serve.client import InferenceClientError, infer, wait_ready
+    from trainpipe.serve.client import InferenceClientError, infer_outputs, wait_ready
     from trainpipe.serve.config import ServeConfig
     from trainpipe.serve.errors import ModelLoadError
     from trainpipe.serve.server import start_in_background
@@ -58,7 +60,8 @@ def infra_check(ctx: StageContext, model_uri: str, data_uri: str) -> dict:
     cfg = ctx.cfg.deploy
     package = ctx.open(model_uri)
     metadata = package.get_json("model.json")
-    test = load_validated(ctx.open(data_uri)).test
+    dataset = load_validated(ctx.open(data_uri))
+    test = dataset.test
     evaluation = _evaluation(package, model_uri, len(test))
     version = metadata["version"]
     local = ort_session(
@@ -73,6 +76,15 @@ def infra_check(ctx: StageContext, model_uri: str, data_uri: str) -> dict:
     requests = [test.x[: cfg.smoke_examples]] + [
         test.x[i : i + rows] for i in range(0, len(test), rows)
     ]
+
+    def feeds(rows: np.ndarray) -> dict[str, np.ndarray]:
+        return served_feeds(dataset.preprocess, rows)
+
+    def ask(rows: np.ndarray) -> np.ndarray:
+        outputs = infer_outputs(
+            server.url, metadata["name"], feeds(rows), output_names=[OUTPUT_NAME]
+        )
+        return outputs[OUTPUT_NAME]
 
     def fail(problem: str) -> DeployError:
         return DeployError(
@@ -91,22 +103,14 @@ def infra_check(ctx: StageContext, model_uri: str, data_uri: str) -> dict:
         answers, latency_ms = [], []
         for batch in requests:
             sent = time.perf_counter()
-            answers.append(
-                infer(
-                    server.url,
-                    metadata["name"],
-                    batch,
-                    input_name=INPUT_NAME,
-                    output_name=OUTPUT_NAME,
-                )
-            )
+            answers.append(ask(batch))
             latency_ms.append((time.perf_counter() - sent) * 1000)
         smoke_latency_ms = latency_ms[0]
         latency_ms = []
         for i in range(cfg.latency_requests):
             one = test.x[i % len(test)][None]
             sent = time.perf_counter()
-            infer(server.url, metadata["name"], one, input_name=INPUT_NAME, output_name=OUTPUT_NAME)
+            ask(one)
             latency_ms.append((time.perf_counter() - sent) * 1000)
     except (InferenceClientError, TimeoutError) as exc:
         raise fail(f"the server did not answer test examples ({_one_line(exc)})") from exc
@@ -115,7 +119,7 @@ def infra_check(ctx: StageContext, model_uri: str, data_uri: str) -> dict:
 
     max_error = 0.0
     for batch, answer in zip(requests, answers, strict=True):
-        expected = local.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
+        expected = local.run([OUTPUT_NAME], feeds(batch))[0]
         if answer.shape != expected.shape or not np.allclose(
             answer, expected, atol=1e-5, rtol=1e-4
         ):
@@ -125,15 +129,20 @@ def infra_check(ctx: StageContext, model_uri: str, data_uri: str) -> dict:
             )
         max_error = max(max_error, float(np.abs(answer - expected).max()))
     served = np.concatenate(answers[1:])
-    served_accuracy = float((served.argmax(1) == test.y).mean())
+    # "accuracy" is the headline score: R^2 for a regression model.
+    score = "r2" if dataset.regression else "accuracy"
+    if dataset.regression:
+        served_accuracy = regression_metrics(test.y, served[:, 0])["r2"]
+    else:
+        served_accuracy = float((served.argmax(1) == test.y).mean())
     allowed = cfg.accuracy_tolerance
     if metadata.get("quantized"):
         allowed += metadata["quantization"]["max_accuracy_drop"]
-    gap = abs(served_accuracy - evaluation["accuracy"])
+    gap = abs(served_accuracy - evaluation[score])
     if gap > allowed:
         raise fail(
-            f"served accuracy on the {len(test)} test examples is {served_accuracy:.4f} but "
-            f"evaluation measured {evaluation['accuracy']:.4f} on them (gap {gap:.4f} > allowed "
+            f"served {score} on the {len(test)} test examples is {served_accuracy:.4f} but "
+            f"evaluation measured {evaluation[score]:.4f} on them (gap {gap:.4f} > allowed "
             f"{allowed:.4f}); the package does not serve the evaluated model"
         )
     return {
@@ -145,7 +154,8 @@ def infra_check(ctx: StageContext, model_uri: str, data_uri: str) -> dict:
         "test_examples": len(test),
         "max_abs_error_vs_package": max_error,
         "served_accuracy": served_accuracy,
-        "evaluation_accuracy": evaluation["accuracy"],
+        "evaluation_accuracy": evaluation[score],
+        "score": score,
         "accuracy_gap": gap,
         "allowed_accuracy_gap": allowed,
         "latency": {

@@ -11,21 +11,123 @@ from __future__ import annotations
 
 import numpy as np
 
+from trainpipe.data.datasets import Dataset, Split, label_subset, with_features
 from trainpipe.data.stored import load_validated
+from trainpipe.evaluate.baselines import baseline_scores
 from trainpipe.evaluate.champion import compare, load_champion
-from trainpipe.evaluate.gate import decide
+from trainpipe.evaluate.gate import decide, primary_metric
 from trainpipe.evaluate.histories import load_histories, load_pretraining
-from trainpipe.evaluate.metrics import classification_metrics, softmax
+from trainpipe.evaluate.metrics import classification_metrics, regression_metrics, softmax
 from trainpipe.evaluate.predict import predict_logits
 from trainpipe.evaluate.report import evaluation_html, shown_headline
 from trainpipe.evaluate.slices import build_slices, slice_scores
 from trainpipe.models.checkpoint import from_bytes, load_classifier
 from trainpipe.registry import Registry
-from trainpipe.stages.context import make_context
+from trainpipe.stages.context import StageContext, make_context
+from trainpipe.train.finetuning import resolve_label_fraction
+
+REGRESSION_HEADLINE = ("r2", "rmse", "mae")
 
 
 def _accuracy(probs: np.ndarray, y: np.ndarray, first: int) -> float:
     return float((probs[:first].argmax(1) == y[:first]).mean())
+
+
+def missing_classes(dataset: Dataset) -> list[str]:
+    """Names of classes with training examples but none in the test split."""
+    seen = np.bincount(dataset.train.y, minlength=dataset.num_classes) > 0
+    tested = np.bincount(dataset.test.y, minlength=dataset.num_classes) > 0
+    return [dataset.label_names[i] for i in np.flatnonzero(seen & ~tested)]
+
+
+def run_baselines(ctx: StageContext, dataset: Dataset) -> dict:
+    """Linear and tree baselines on the labelled rows fine-tuning used, scored on test."""
+    cfg = ctx.cfg.finetune
+    fraction = resolve_label_fraction(cfg, dataset.source)
+    features = with_features(dataset)
+    rows = label_subset(Split(np.arange(len(dataset.train)), dataset.train.y), fraction, cfg.seed).x
+    categorical = (
+        [c.kind == "categorical" for c in dataset.preprocess.columns]
+        if dataset.preprocess
+        else None
+    )
+    return baseline_scores(
+        {**features.splits(), "train": features.train.subset(rows)},
+        {**dataset.splits(), "train": dataset.train.subset(rows)},
+        dataset.num_classes,
+        categorical=categorical,
+        top_k=ctx.cfg.gate.top_k,
+        regression=dataset.regression,
+    )
+
+
+def _evaluate_classification(
+    ctx: StageContext, dataset: Dataset, model, slices, fixed: int | None
+) -> tuple[dict, dict]:
+    """Metrics and the champion comparison; ``fixed``: in continual runs, the number of leading
+    test examples that form the fixed original test set (the forgetting bound's numbers)."""
+    cfg = ctx.cfg.gate
+    test = dataset.test
+    logits = predict_logits(model, test.x)
+    scores = classification_metrics(test.y, logits, dataset.label_names, top_k=cfg.top_k)
+    probs = softmax(logits.astype(np.float64))
+    scores["slices"] = slice_scores(slices, test.y, probs)
+    scores["classes_missing_from_test"] = missing_classes(dataset)
+    scores["baselines"] = run_baselines(ctx, dataset)
+    registry = Registry(ctx.store, ctx.cfg.registry.model_name)
+    champion = load_champion(
+        registry, dataset.label_names, dataset.feature_shape, dataset.preprocess
+    )
+    champion_probs = None
+    if champion is not None and champion.comparable:
+        champion_probs = softmax(champion.logits(test.x, dataset.preprocess).astype(np.float64))
+    comparison = compare(cfg, test.y, probs, champion, champion_probs, slices)
+    if fixed:
+        scores["fixed_test"] = {"examples": fixed, "accuracy": _accuracy(probs, test.y, fixed)}
+        theirs = None if champion_probs is None else _accuracy(champion_probs, test.y, fixed)
+        comparison["fixed_test"] = {"examples": fixed, "champion_accuracy": theirs}
+    return scores, comparison
+
+
+def evaluate_regression(ctx: StageContext, dataset: Dataset, model) -> tuple[dict, dict]:
+    """Metrics (with the predictions for the report) and the champion comparison of a
+    regression model; the champion is scored on the same test rows, no bootstrap."""
+    test = dataset.test
+    predicted = predict_logits(model, test.x)[:, 0]
+    scores = regression_metrics(test.y, predicted)
+    scores["actual"] = test.y.astype(float).tolist()
+    scores["predicted"] = predicted.astype(float).tolist()
+    scores["slices"] = {}
+    scores["baselines"] = run_baselines(ctx, dataset)
+    registry = Registry(ctx.store, ctx.cfg.registry.model_name)
+    champion = load_champion(registry, [], dataset.feature_shape, dataset.preprocess)
+    comparison: dict = {"metric": "r2", "champion": None, "intervals": {}}
+    if champion is not None:
+        comparison["champion"] = champion.info()
+        if champion.comparable:
+            theirs = champion.logits(test.x, dataset.preprocess)[:, 0]
+            comparison["champion"]["metrics"] = regression_metrics(test.y, theirs)
+            comparison["champion"]["slices"] = {}
+    return scores, comparison
+
+
+def reconcile_diagnosis(diagnosis: dict | None, decision) -> dict:
+    """The learning-curve diagnosis, made to agree with the gate's linear-baseline rule: a
+    network the gate finds worse than a linear model is never called healthy. ``None`` (a
+    warm-started model has no curve diagnosis) reports only the rule."""
+    rule = next((r for r in decision.rules if r.rule == "beats_linear_baseline"), None)
+    diagnosis = diagnosis or {"state": "not_diagnosed", "advice": "no learning-curve diagnosis"}
+    state, advice = diagnosis["state"], diagnosis["advice"]
+    if rule is not None and not rule.passed:
+        state = "worse_than_linear"
+        advice = (
+            "the network is worse than a linear model on the same features and split: an "
+            "optimization problem; tune the learning rate, train longer, or check the features"
+        )
+    line = f"{state}: {advice}"
+    if rule is not None and rule.passed:
+        line += f" ({rule.detail})"
+    return {**diagnosis, "state": state, "advice": advice, "line": line}
 
 
 def run_evaluate(
@@ -52,23 +154,16 @@ def run_evaluate(
     )
     finetuned = ctx.open(finetune_uri)
     model = load_classifier(from_bytes(finetuned.get_bytes("model.pt")))
-    logits = predict_logits(model, test.x)
-    scores = classification_metrics(test.y, logits, dataset.label_names, top_k=cfg.top_k)
-    probs = softmax(logits.astype(np.float64))
-    scores["slices"] = slice_scores(slices, test.y, probs)
-
-    registry = Registry(ctx.store, ctx.cfg.registry.model_name)
-    champion = load_champion(registry, dataset.label_names, dataset.feature_shape)
-    champion_probs = None
-    if champion is not None and champion.comparable:
-        champion_probs = softmax(champion.logits(test.x).astype(np.float64))
-    comparison = compare(cfg, test.y, probs, champion, champion_probs, slices)
     fixed = data.get_json("dataset.json").get("fixed_test_examples")
-    if fixed:  # continual: the forgetting bound's numbers, on the fixed original test set
-        scores["fixed_test"] = {"examples": fixed, "accuracy": _accuracy(probs, test.y, fixed)}
-        theirs = None if champion_probs is None else _accuracy(champion_probs, test.y, fixed)
-        comparison["fixed_test"] = {"examples": fixed, "champion_accuracy": theirs}
-    verdict = decide(cfg, scores, comparison).to_dict()
+    if dataset.regression:
+        scores, comparison = evaluate_regression(ctx, dataset, model)
+    else:
+        scores, comparison = _evaluate_classification(ctx, dataset, model, slices, fixed)
+    decision = decide(cfg, scores, comparison)
+    verdict = decision.to_dict()
+    curves = finetuned.get_json("diagnosis.json") if "diagnosis.json" in finetuned.names() else None
+    diagnosis = reconcile_diagnosis(curves, decision)
+    scores["diagnosis"] = diagnosis
     html = evaluation_html(
         scores,
         comparison,
@@ -82,27 +177,37 @@ def run_evaluate(
     writer.put_json("metrics.json", scores)
     writer.put_json("comparison.json", comparison)
     writer.put_text("report.html", html)
+    metric = primary_metric(cfg, scores)
+    headline = REGRESSION_HEADLINE if dataset.regression else shown_headline(scores)
     if metrics is not None:
         # The report's headline numbers are the ones the KFP UI shows as Metrics.
-        for name in shown_headline(scores):
+        for name in headline:
             metrics.log_metric(name, round(scores[name], 6))
         if comparison["champion"] and "metrics" in comparison["champion"]:
-            theirs = comparison["champion"]["metrics"][cfg.metric]
-            metrics.log_metric(f"champion_{cfg.metric}", round(theirs, 6))
-            metrics.log_metric(f"{cfg.metric}_vs_champion", round(scores[cfg.metric] - theirs, 6))
-    if classification_metrics_artifact is not None:
+            theirs = comparison["champion"]["metrics"][metric]
+            metrics.log_metric(f"champion_{metric}", round(theirs, 6))
+            metrics.log_metric(f"{metric}_vs_champion", round(scores[metric] - theirs, 6))
+    if classification_metrics_artifact is not None and not dataset.regression:
         classification_metrics_artifact.log_confusion_matrix(
             scores["labels"], scores["confusion_matrix"]
         )
     if report is not None:
         with open(report.path, "w") as f:
             f.write(html)
-    summary = {k: scores[k] for k in ("accuracy", "macro_f1", "log_loss", "ece", "num_examples")}
+    summary = {k: scores[k] for k in (*headline, "num_examples") if k in scores}
+    summary["task"] = dataset.task
     champion_info = comparison["champion"]
     summary["champion_version"] = champion_info["version"] if champion_info else None
     summary["expected_decision"] = verdict["decision"]
+    summary["diagnosis"] = diagnosis["state"]
+    summary["diagnosis_line"] = diagnosis["line"]
+    summary["baselines"] = {
+        "metric": metric,
+        "network": scores[metric],
+        **{name: scores["baselines"][name][metric] for name in ("linear", "hgb")},
+    }
     print(
-        f"[evaluate] {cfg.metric} {scores[cfg.metric]:.4f} on {len(test)} test examples; "
+        f"[evaluate] {metric} {scores[metric]:.4f} on {len(test)} test examples; "
         f"champion: {'v' + champion_info['version'] if champion_info else 'none'}; "
         f"gate would {verdict['decision']}",
         flush=True,

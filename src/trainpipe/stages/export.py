@@ -9,12 +9,13 @@ time ONNX Runtime's optimization levels, and record it all in model.json.
 from __future__ import annotations
 
 from trainpipe.data.stored import load_validated
-from trainpipe.errors import ExportError
+from trainpipe.errors import ConfigError, ExportError
 from trainpipe.export.config import ExportConfig
 from trainpipe.export.metadata import model_metadata
 from trainpipe.export.onnx_export import check_parity, export_onnx
 from trainpipe.export.optimize import fixed_optimization_level, select_optimization_level
 from trainpipe.export.quantize import compare_quantized, quantize_dynamic_int8
+from trainpipe.export.serving_graph import check_serving_graph, serving_graph
 from trainpipe.models.checkpoint import from_bytes, load_classifier
 from trainpipe.stages.context import make_context
 
@@ -63,6 +64,11 @@ def run_export(config_json: str, run_id: str, data_uri: str, finetune_uri: str) 
         level=level["chosen"],
     )
     shipped, quantization = fp32, None
+    if cfg.quantize == "dynamic_int8" and dataset.regression:
+        raise ConfigError(
+            "config error: export.quantize=dynamic_int8 is measured by classification accuracy "
+            "and is not offered for regression models; set export.quantize=none"
+        )
     if cfg.quantize == "dynamic_int8":
         int8 = quantize_dynamic_int8(fp32)
         int8_level = choose_level(int8, timing_batch, cfg)
@@ -81,6 +87,23 @@ def run_export(config_json: str, run_id: str, data_uri: str, finetune_uri: str) 
             shipped, level = int8, int8_level
         else:
             quantization["reason"] = "accuracy drop beyond max_accuracy_drop; fp32 ships"
+    quantized = shipped is not fp32
+    shipped = serving_graph(
+        shipped,
+        dataset.preprocess,
+        dataset.label_names,
+        extra_outputs=cfg.extra_outputs,
+        regression=dataset.regression,
+    )
+    parity["serving_graph"] = check_serving_graph(
+        shipped,
+        model,
+        dataset,
+        validation.x[: cfg.parity_max_examples],
+        atol=cfg.parity_atol if not quantized else None,
+        rtol=cfg.parity_rtol,
+        level=level["chosen"],
+    )
 
     metadata = model_metadata(
         name=ctx.cfg.registry.model_name,
@@ -88,7 +111,8 @@ def run_export(config_json: str, run_id: str, data_uri: str, finetune_uri: str) 
         dataset=dataset,
         onnx_bytes=shipped,
         opset=cfg.opset,
-        quantized=shipped is not fp32,
+        quantized=quantized,
+        extra_outputs=cfg.extra_outputs,
         graph_optimization=level,
         parity=parity,
         quantization=quantization,

@@ -1,25 +1,31 @@
-"""finetune: train a classifier on a labelled share of the data, from the pretrained encoder.
+"""finetune: train a classifier on the labelled training rows, from the pretrained encoder.
 
-Besides the model it stores the learning curves (data and picture), their diagnosis next to a
-linear baseline's training loss, and, when ``compare_with_scratch`` is on, the test accuracy of
-the same architecture trained from scratch on the same labels: the evidence that pretraining
-paid off.
+Tables are trained on their preprocessed features (``with_features``); the model that is saved
+takes encoded rows and carries the preprocessing. With ``compare_with_scratch`` on, the same
+architecture is also trained from a random initialization on the same labels and the one with
+the better *validation* accuracy ships (``pretraining_payoff.json`` says which and by how much;
+test accuracies are reported, never used to choose). Small tables then get an ensemble: more
+networks from the chosen initialization with other seeds, averaged in probability. Also stored:
+the learning curves (data and picture) and their diagnosis.
 
 Warm start (``warm_start_uri``, a registry version; the continual pipeline passes the champion)
 initializes the whole classifier from that version's ``model.pt`` instead of the pretrained
 encoder and trains for ``continual.warm_start_epochs`` at ``finetune.lr`` times
 ``continual.warm_start_lr_scale`` on every labelled example of the data (the continual planner
 already mixed new and replayed examples); everything else (learning curves, diagnosis, torchrun,
-TrainJob, checkpoints and resume) is the same code path. The scratch comparison is skipped.
+TrainJob, checkpoints and resume) is the same code path. The scratch comparison and the
+ensemble are skipped.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
+import numpy as np
 import torch
 
-from trainpipe.data.datasets import Dataset, Split, label_subset
+from trainpipe.data.datasets import Dataset, Split, label_subset, with_features
 from trainpipe.data.stored import load_validated
 from trainpipe.errors import DataError
 from trainpipe.evaluate.plots import learning_curves_png
@@ -33,6 +39,7 @@ from trainpipe.models.checkpoint import (
     to_bytes,
 )
 from trainpipe.models.config import ModelConfig
+from trainpipe.models.heads import Ensemble
 from trainpipe.stages.context import StageContext, make_context
 from trainpipe.stages.training_run import (
     checkpoint_store,
@@ -45,9 +52,16 @@ from trainpipe.stages.tuned import tuned_context, tuned_summary
 from trainpipe.train.config import FinetuneConfig
 from trainpipe.train.diagnosis import diagnose, linear_baseline_train_loss
 from trainpipe.train.distributed import World
-from trainpipe.train.finetuning import classifier_trainer
+from trainpipe.train.finetuning import (
+    classifier_trainer,
+    resolve_ensemble_size,
+    resolve_label_fraction,
+)
+from trainpipe.train.objectives import Classification, Regression
 from trainpipe.train.trainer import Trainer
 from trainpipe.tune.space import fresh_encoder
+
+MAX_AUTO_EPOCHS = 1000
 
 
 def run_finetune(
@@ -79,13 +93,55 @@ def run_finetune(
             metrics.log_metric(
                 f"epoch_{record['epoch']:03d}_val_accuracy", round(record["val_metric"], 5)
             )
-        metrics.log_metric("val_accuracy", result.summary["final_val_accuracy"])
+        score = result.summary["score"]
+        metrics.log_metric(f"val_{score}", result.summary[f"final_val_{score}"])
     return result.uri
 
 
-def _test_accuracy(model: torch.nn.Module, split: Split) -> float:
-    logits = predict_logits(model.eval().cpu(), split.x)
-    return float((logits.argmax(1) == split.y).mean())
+def _scores(model: torch.nn.Module, split: Split) -> tuple[float, float]:
+    """(score, loss) on a split: accuracy and log loss, or for regression targets R^2 and the
+    mean squared error (of standardized targets, where training happens)."""
+    out = predict_logits(model.eval().cpu(), split.x)
+    if split.y.dtype.kind == "f":
+        mse = float(np.mean((out[:, 0] - split.y) ** 2))
+        return 1.0 - mse / max(float(np.var(split.y)), 1e-12), mse
+    logits = torch.as_tensor(out)
+    loss = float(torch.nn.functional.cross_entropy(logits, torch.as_tensor(split.y)))
+    return float((out.argmax(1) == split.y).mean()), loss
+
+
+def _score(model: torch.nn.Module, split: Split) -> float:
+    """Accuracy, or R^2 for regression targets."""
+    return _scores(model, split)[0]
+
+
+def standardized_targets(
+    dataset: Dataset, scale: tuple[float, float] | None = None
+) -> tuple[Dataset, tuple[float, float] | None]:
+    """Regression trains on targets standardized with the training split's mean and standard
+    deviation (or ``scale``: a warm-started model keeps its own); the saved model scales back.
+    Classification is returned as it is."""
+    if not dataset.regression:
+        return dataset, None
+    mean, std = scale or (float(dataset.train.y.mean()), float(dataset.train.y.std()) or 1.0)
+    splits = {
+        name: Split(split.x, ((split.y - mean) / std).astype(np.float32))
+        for name, split in dataset.splits().items()
+    }
+    return replace(dataset, **splits), (mean, std)
+
+
+def resolve_epochs(cfg: FinetuneConfig, examples: int) -> FinetuneConfig:
+    """Enough epochs for ``min_steps`` optimizer steps on a small table (images keep
+    ``epochs``: the digits demo's 20%-label comparison is tuned on them)."""
+    steps_per_epoch = max(1, math.ceil(examples / cfg.batch_size))
+    epochs = max(cfg.epochs, math.ceil(cfg.min_steps / steps_per_epoch))
+    return cfg.model_copy(update={"epochs": min(epochs, MAX_AUTO_EPOCHS)})
+
+
+def balanced_class_weights(y, num_classes: int) -> torch.Tensor:
+    counts = torch.bincount(torch.as_tensor(y), minlength=num_classes).float()
+    return len(y) / (num_classes * counts.clamp_min(1.0))
 
 
 def _train_classifier(
@@ -98,16 +154,35 @@ def _train_classifier(
     stage: str,
     checkpoints: bool,
     cfg: FinetuneConfig,
+    seed: int | None = None,
     initial: dict | None = None,
 ) -> tuple[Trainer, Classifier, dict]:
     """``initial``: a whole classifier's state dict to start from (warm start)."""
+    if dataset.preprocess is not None:
+        cfg = resolve_epochs(cfg, len(train))
+    if seed is not None:
+        cfg = cfg.model_copy(update={"seed": seed})
     torch.manual_seed(cfg.seed)
-    model = Classifier(encoder, dataset.num_classes)
+    model = Classifier(encoder, dataset.num_outputs)
     if initial is not None:
         model.load_state_dict(initial)
     teacher = None
     if cfg.teacher_uri:
         teacher = load_classifier(from_bytes(ctx.open(cfg.teacher_uri).get_bytes("model.pt")))
+    objective = (
+        Regression(cfg.regression_loss)
+        if dataset.regression
+        else Classification(
+            cfg.label_smoothing,
+            teacher=teacher,
+            distill_weight=cfg.distill_weight,
+            distill_temperature=cfg.distill_temperature,
+            augment=cfg.augment,
+            class_weights=balanced_class_weights(train.y, dataset.num_classes)
+            if cfg.class_weights == "balanced"
+            else None,
+        )
+    )
     trainer = classifier_trainer(
         cfg,
         model,
@@ -115,13 +190,22 @@ def _train_classifier(
         world=world,
         teacher=teacher,
         checkpoints=checkpoint_store(ctx, stage, cfg) if checkpoints else None,
+        objective=objective,
     )
     result = trainer.fit(train, dataset.validation)
     return trainer, model, result.to_dict()
 
 
-def _warm_start(ctx: StageContext, uri: str, dataset: Dataset) -> tuple[ModelConfig, dict]:
-    """The model config and classifier state of the registry version at ``uri``."""
+def choose_initialization(pretrained: tuple[float, float], scratch: tuple[float, float]) -> str:
+    """The initialization that ships, from (validation accuracy, validation log loss) of each:
+    the higher accuracy; on a tie (common on small validation splits) the lower log loss."""
+    if scratch[0] != pretrained[0]:
+        return "scratch" if scratch[0] > pretrained[0] else "pretrained"
+    return "scratch" if scratch[1] < pretrained[1] else "pretrained"
+
+
+def _warm_start(ctx: StageContext, uri: str, dataset: Dataset) -> dict:
+    """The payload of the registry version at ``uri``, checked against the data."""
     payload = from_bytes(ctx.open(uri).get_bytes("model.pt"))
     if payload["label_names"] != dataset.label_names:
         raise DataError(
@@ -129,7 +213,13 @@ def _warm_start(ctx: StageContext, uri: str, dataset: Dataset) -> tuple[ModelCon
             f"data has {dataset.label_names}; retrain fully (continual.policy "
             "full_retrain_on_drift) or fix the labels"
         )
-    return ModelConfig(**payload["model_config"]), load_classifier(payload).state_dict()
+    if payload.get("ensemble_size", 1) > 1:
+        raise DataError(
+            f"data error: the warm start model {uri} is an ensemble of "
+            f"{payload['ensemble_size']} networks, which cannot be warm-started; retrain fully "
+            "(continual.policy full_retrain_on_drift) or train with finetune.ensemble_size=1"
+        )
+    return payload
 
 
 def train_finetune(
@@ -150,24 +240,31 @@ def train_finetune(
                 "epochs": continual.warm_start_epochs,
                 "lr": cfg.lr * continual.warm_start_lr_scale,
                 "compare_with_scratch": False,
+                "min_steps": 0,
+                "ensemble_size": 1,
             }
         )
     world, _ = setup_world(cfg)
-    dataset = load_validated(ctx.open(data_uri))
-    if warm_start_uri:
-        model_cfg, initial = _warm_start(ctx, warm_start_uri, dataset)
+    encoded = load_validated(ctx.open(data_uri))
+    warm = _warm_start(ctx, warm_start_uri, encoded) if warm_start_uri else None
+    scale = tuple(warm["target_scale"]) if warm and warm.get("target_scale") else None
+    dataset, target_scale = standardized_targets(with_features(encoded), scale)
+    if warm is not None:
+        model_cfg, initial = ModelConfig(**warm["model_config"]), warm["state_dict"]
         encoder = build_encoder(model_cfg, dataset.feature_shape)
-        train = dataset.train
+        label_fraction, train = 1.0, dataset.train
     else:
         model_cfg, initial = ctx.cfg.model, None
+        pretrained = from_bytes(ctx.open(pretrain_uri).get_bytes("encoder.pt"))
         if tune_uri and fresh_encoder(ctx.cfg.tune.space) and not ctx.cfg.pretrain.enabled:
             # The search changed the architecture and nothing was pretrained: a fresh
             # encoder, as in the trials.
             torch.manual_seed(cfg.seed)
             encoder = build_encoder(ctx.cfg.model, dataset.feature_shape)
         else:
-            encoder = load_encoder(from_bytes(ctx.open(pretrain_uri).get_bytes("encoder.pt")))
-        train = label_subset(dataset.train, cfg.label_fraction, cfg.seed)
+            encoder = load_encoder(pretrained)
+        label_fraction = resolve_label_fraction(cfg, dataset.source)
+        train = label_subset(dataset.train, label_fraction, cfg.seed)
     trainer, _, history = _train_classifier(
         ctx,
         world,
@@ -196,20 +293,95 @@ def train_finetune(
     if not world.is_main:
         return
 
-    # Fresh modules: under FSDP the trained ones hold sharded parameters.
-    final = Classifier(build_encoder(model_cfg, dataset.feature_shape), dataset.num_classes)
-    final.load_state_dict(state)
-    baseline_loss = linear_baseline_train_loss(train.x, train.y, dataset.num_classes)
+    def classifier(weights: dict) -> Classifier:
+        # Fresh modules: under FSDP the trained ones hold sharded parameters.
+        model = Classifier(build_encoder(model_cfg, dataset.feature_shape), dataset.num_outputs)
+        model.load_state_dict(weights)
+        return model.eval()
+
+    final = classifier(state)
+    score_name = "r2" if dataset.regression else "accuracy"
+    files: dict[str, bytes | dict] = {}
+    summary: dict = {"task": dataset.task, "score": score_name}
+    if comparison is not None:
+        scratch = classifier(comparison[0])
+        pretrained_val, scratch_val = (
+            _scores(final, dataset.validation),
+            _scores(scratch, dataset.validation),
+        )
+        payoff = {
+            "labelled_examples": len(train),
+            "decided_on": "validation",
+            "score": score_name,
+            "pretrained_val_score": pretrained_val[0],
+            "scratch_val_score": scratch_val[0],
+            "pretrained_val_loss": pretrained_val[1],
+            "scratch_val_loss": scratch_val[1],
+            "pretraining_gain_val": pretrained_val[0] - scratch_val[0],
+            "pretrained_test_score": _score(final, dataset.test),
+            "scratch_test_score": _score(scratch, dataset.test),
+            "initialization": choose_initialization(pretrained_val, scratch_val),
+            "scratch_history": comparison[1]["history"],
+        }
+        payoff["pretraining_gain_test"] = (
+            payoff["pretrained_test_score"] - payoff["scratch_test_score"]
+        )
+        if payoff["initialization"] == "scratch":
+            final, state, history = scratch, comparison[0], comparison[1]
+        files["pretraining_payoff.json"] = payoff
+        summary |= {k: v for k, v in payoff.items() if k != "scratch_history"}
+        print(
+            f"[finetune] with {len(train)} labels: pretrained {pretrained_val[0]:.4f} vs from "
+            f"scratch {scratch_val[0]:.4f} validation {score_name} "
+            f"({payoff['pretraining_gain_val']:+.4f}; loss {pretrained_val[1]:.4f} vs "
+            f"{scratch_val[1]:.4f}): shipping the {payoff['initialization']} model",
+            flush=True,
+        )
+    members = resolve_ensemble_size(cfg, len(train), encoded.preprocess is not None)
+    if world.size > 1:
+        # Members train after rank 0 has chosen the initialization; other ranks have left.
+        members = 1
+    if members > 1:
+        from_scratch = comparison is not None and summary["initialization"] == "scratch"
+        states = [state]
+        for k in range(1, members):
+            member_trainer, _, _ = _train_classifier(
+                ctx,
+                world,
+                build_encoder(ctx.cfg.model, dataset.feature_shape)
+                if from_scratch
+                else load_encoder(pretrained),
+                dataset,
+                train,
+                stage=f"finetune-member-{k}",
+                checkpoints=False,
+                cfg=cfg,
+                seed=cfg.seed + 1000 * k,
+            )
+            states.append(member_trainer.full_state_dict())
+        average = "mean" if dataset.regression else "probability"
+        final = Ensemble([classifier(s) for s in states], average).eval()
+        summary["ensemble_val_score"] = _score(final, dataset.validation)
+        print(
+            f"[finetune] ensemble of {members} networks: validation {score_name} "
+            f"{summary['ensemble_val_score']:.4f}",
+            flush=True,
+        )
+    summary["ensemble_size"] = members
+    if dataset.regression:
+        # Standardized targets: predicting the mean costs 1.0 (their variance).
+        baseline_loss, chance_loss = None, 1.0
+    else:
+        baseline_loss = linear_baseline_train_loss(train.x, train.y, dataset.num_classes)
+        chance_loss = math.log(dataset.num_classes)
     diagnosis = diagnose(
-        history["history"],
-        chance_loss=math.log(dataset.num_classes),
-        baseline_train_loss=baseline_loss,
+        history["history"], chance_loss=chance_loss, baseline_train_loss=baseline_loss
     )
     print(f"[finetune] learning curves: {diagnosis.summary_line()}", flush=True)
     last = history["history"][-1]
-    summary = {
+    summary |= {
         "labelled_examples": len(train),
-        "label_fraction": cfg.label_fraction,
+        "label_fraction": label_fraction,
         "strategy": cfg.strategy,
         "processes": world.size,
         "epochs": len(history["history"]),
@@ -217,39 +389,19 @@ def train_finetune(
         "best_epoch": history["best_epoch"],
         "final_train_loss": last["train_loss"],
         "final_val_loss": last["val_loss"],
-        "final_val_accuracy": last["val_metric"],
+        f"final_val_{score_name}": _score(final, dataset.validation),
         "samples_per_s": round(history["samples_per_s"], 1),
         "diagnosis": diagnosis.state,
         "linear_baseline_train_loss": baseline_loss,
         "resumed_from_step": history["resumed_from_step"],
     }
-    files: dict[str, bytes | dict] = {
+    files |= {
         "history.json": history,
         "diagnosis.json": diagnosis.to_dict(),
-        "learning_curves.png": learning_curves_png(history["history"], "fine-tuning", "accuracy"),
+        "learning_curves.png": learning_curves_png(
+            history["history"], "fine-tuning", "neg. MSE" if dataset.regression else "accuracy"
+        ),
     }
-    if comparison is not None:
-        scratch = Classifier(
-            build_encoder(ctx.cfg.model, dataset.feature_shape), dataset.num_classes
-        )
-        scratch.load_state_dict(comparison[0])
-        payoff = {
-            "labelled_examples": len(train),
-            "pretrained_test_accuracy": _test_accuracy(final, dataset.test),
-            "scratch_test_accuracy": _test_accuracy(scratch, dataset.test),
-            "scratch_history": comparison[1]["history"],
-        }
-        payoff["pretraining_gain"] = (
-            payoff["pretrained_test_accuracy"] - payoff["scratch_test_accuracy"]
-        )
-        files["pretraining_payoff.json"] = payoff
-        summary |= {k: v for k, v in payoff.items() if k != "scratch_history"}
-        print(
-            f"[finetune] with {len(train)} labels: pretrained "
-            f"{payoff['pretrained_test_accuracy']:.4f} vs from scratch "
-            f"{payoff['scratch_test_accuracy']:.4f} test accuracy",
-            flush=True,
-        )
     if warm_start_uri:
         summary["warm_start_from"] = warm_start_uri
         inputs = {"data": data_uri, "warm_start": warm_start_uri}
@@ -260,6 +412,13 @@ def train_finetune(
         summary |= tuned_summary(ctx.open(tune_uri).get_json("best.json"))
     writer = ctx.writer("finetune", inputs=inputs)
     put_all(writer, files)
-    payload = classifier_payload(final, model_cfg, dataset.feature_shape, dataset.label_names)
+    payload = classifier_payload(
+        final,
+        model_cfg,
+        dataset.feature_shape,
+        dataset.label_names,
+        preprocess=encoded.preprocess,
+        target_scale=target_scale,
+    )
     writer.put_bytes("model.pt", to_bytes(payload))
     writer.commit(summary=summary)

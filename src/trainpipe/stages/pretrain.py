@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import torch
 
+from trainpipe.data.datasets import with_features
 from trainpipe.data.stored import load_validated
 from trainpipe.evaluate.plots import learning_curves_png
 from trainpipe.models import build_encoder
 from trainpipe.models.checkpoint import encoder_payload, to_bytes
+from trainpipe.models.encoders import resolve_model
 from trainpipe.stages.context import make_context
 from trainpipe.stages.training_run import (
     checkpoint_store,
@@ -44,7 +46,7 @@ def train_pretrain(config_json: str, run_id: str, data_uri: str, tune_uri: str =
     ctx = make_context(config_json, run_id)
     cfg = ctx.cfg
     world, _ = setup_world(cfg.pretrain)
-    dataset = load_validated(ctx.open(data_uri))
+    dataset = with_features(load_validated(ctx.open(data_uri)))
     torch.manual_seed(cfg.pretrain.seed)  # the same initial weights on every rank
     encoder = build_encoder(cfg.model, dataset.feature_shape)
     summary: dict = {"enabled": cfg.pretrain.enabled, "processes": world.size}
@@ -52,7 +54,10 @@ def train_pretrain(config_json: str, run_id: str, data_uri: str, tune_uri: str =
     encoder_state = encoder.state_dict()
     if cfg.pretrain.enabled:
         model, objective = pretraining_setup(
-            cfg.pretrain, encoder, dataset.feature_shape, cfg.model.hidden_dim
+            cfg.pretrain,
+            encoder,
+            dataset.feature_shape,
+            resolve_model(cfg.model, dataset.feature_shape).hidden_dim,
         )
         checkpoints = (
             checkpoint_store(ctx, "pretrain", cfg.pretrain)

@@ -42,7 +42,8 @@ def run_validate(
             split_tables(raw, dataset),
             schema,
             reference=cfg.reference_uri,
-            label_column=raw.label_column,
+            # A regression target is validated as a numeric column, not as a label set.
+            label_column=None if dataset.regression else raw.label_column,
             endpoint_url=endpoint_url,
         )
     except SchemaError as exc:  # a column type the data checks cannot describe

@@ -13,11 +13,12 @@ from collections.abc import Callable
 
 import torch
 
+from trainpipe.data.config import BUILTIN_DIGITS
 from trainpipe.models import Classifier
 from trainpipe.train.checkpoint import CheckpointStore
 from trainpipe.train.config import FinetuneConfig
 from trainpipe.train.distributed import World
-from trainpipe.train.objectives import Classification
+from trainpipe.train.objectives import Classification, Objective
 from trainpipe.train.optim import decay_groups
 from trainpipe.train.trainer import EpochRecord, Trainer
 
@@ -63,12 +64,14 @@ def classifier_trainer(
     teacher: torch.nn.Module | None = None,
     checkpoints: CheckpointStore | None = None,
     on_epoch_end: Callable[[EpochRecord], None] | None = None,
+    objective: Objective | None = None,
 ) -> Trainer:
     """The fine-tuning Trainer: strategy, distillation and layer-wise rates from ``cfg``; the
-    finetune stage and the tune stage's trials both train through it."""
+    finetune stage and the tune stage's trials both train through it. ``objective`` replaces the
+    classification objective (regression, class weights)."""
     if cfg.strategy == "linear_probe":
         model.encoder.requires_grad_(False)
-    objective = Classification(
+    objective = objective or Classification(
         cfg.label_smoothing,
         teacher=teacher,
         distill_weight=cfg.distill_weight,
@@ -89,3 +92,22 @@ def classifier_trainer(
     if teacher is not None:
         teacher.to(trainer.device)
     return trainer
+
+
+DIGITS_DEMO_LABEL_FRACTION = 0.2
+
+
+def resolve_label_fraction(cfg: FinetuneConfig, source: str) -> float:
+    """All labels of a user's data; the digits demo keeps its 20%-label showcase."""
+    if cfg.label_fraction is not None:
+        return cfg.label_fraction
+    return DIGITS_DEMO_LABEL_FRACTION if source == BUILTIN_DIGITS else 1.0
+
+
+AUTO_ENSEMBLE_SIZE = 5
+
+
+def resolve_ensemble_size(cfg: FinetuneConfig, labelled_rows: int, table: bool) -> int:
+    if cfg.ensemble_size is not None:
+        return cfg.ensemble_size
+    return AUTO_ENSEMBLE_SIZE if table and labelled_rows <= cfg.ensemble_max_rows else 1

@@ -95,8 +95,10 @@ class Classification:
         distill_weight: float = 0.5,
         distill_temperature: float = 2.0,
         augment: bool = False,
+        class_weights: torch.Tensor | None = None,
     ):
         self.label_smoothing = label_smoothing
+        self.class_weights = class_weights
         self.augment = augment
         self.teacher = teacher.eval() if teacher is not None else None
         self.distill_weight = distill_weight
@@ -106,7 +108,8 @@ class Classification:
         if self.augment and model.training:
             x = augment(x, generator)
         logits = model(x).float()
-        loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
+        weight = None if self.class_weights is None else self.class_weights.to(logits.device)
+        loss = F.cross_entropy(logits, y, weight=weight, label_smoothing=self.label_smoothing)
         if self.teacher is not None and model.training:
             with torch.no_grad():
                 teacher_logits = self.teacher(x).float()
@@ -121,3 +124,21 @@ class Classification:
             ) * (t * t)
             loss = (1 - self.distill_weight) * loss + self.distill_weight * distill
         return loss, (logits.argmax(dim=1) == y).sum()
+
+
+class Regression:
+    """MSE or Huber loss on standardized targets; the metric is the negative squared error."""
+
+    name = "regression"
+    metric_name = "neg_mse"
+
+    def __init__(self, loss: str = "mse"):
+        self.kind = loss
+
+    def loss(self, model, x, y, generator):
+        prediction = model(x).float().squeeze(1)
+        if self.kind == "huber":
+            loss = F.huber_loss(prediction, y, delta=1.0)
+        else:
+            loss = F.mse_loss(prediction, y)
+        return loss, -(prediction - y).pow(2).sum()

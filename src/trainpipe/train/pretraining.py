@@ -18,10 +18,13 @@ from trainpipe.train.objectives import (
 def pretraining_setup(
     cfg: PretrainConfig, encoder: nn.Module, input_shape: list[int], hidden_dim: int
 ) -> tuple[nn.Module, Objective]:
-    if cfg.objective == "masked_reconstruction":
+    objective = cfg.objective
+    if objective == "auto":
+        objective = "contrastive" if len(input_shape) == 3 else "masked_reconstruction"
+    if objective == "masked_reconstruction":
         model = MaskedReconstructor(encoder, input_shape, hidden_dim)
         return model, MaskedReconstruction(cfg.mask_ratio)
-    if cfg.objective == "rotation":
+    if objective == "rotation":
         if len(input_shape) != 3 or input_shape[1] != input_shape[2]:
             raise ConfigError(
                 f"config error: pretrain.objective='rotation' needs square images, but the data "

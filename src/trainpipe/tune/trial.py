@@ -15,7 +15,7 @@ from trainpipe.config import Config
 from trainpipe.data.datasets import Dataset, label_subset
 from trainpipe.models import Classifier, build_encoder
 from trainpipe.models.checkpoint import from_bytes, load_classifier, load_encoder, to_bytes
-from trainpipe.train.finetuning import classifier_trainer
+from trainpipe.train.finetuning import classifier_trainer, resolve_label_fraction
 from trainpipe.train.pretraining import pretraining_setup
 from trainpipe.train.trainer import EpochRecord, Trainer
 
@@ -82,7 +82,9 @@ class FinetuneTrial:
         if state is not None:
             model.load_state_dict(state)
         teacher = load_classifier(from_bytes(self.teacher_bytes)) if self.teacher_bytes else None
-        train = label_subset(self.dataset.train, ft.label_fraction, ft.seed)
+        train = label_subset(
+            self.dataset.train, resolve_label_fraction(ft, self.dataset.source), ft.seed
+        )
         trainer = classifier_trainer(
             ft, model, stage="tune", teacher=teacher, on_epoch_end=on_epoch
         )

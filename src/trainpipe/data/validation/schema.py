@@ -349,10 +349,11 @@ def _ranged(values: pa.ChunkedArray | pa.Array, family: str, infer_ranges: bool)
 
 
 def _missing_headroom(observed: float) -> float:
-    """Room for sampling noise above an observed missing fraction (0 stays 0)."""
+    """Room for sampling noise above an observed missing fraction (0 stays 0): a validation
+    split of a hundred rows easily shows twice the training split's rate plus a few rows."""
     if observed == 0:
         return 0.0
-    return min(1.0, _round_up(observed * 1.5 + 0.01, 3))
+    return min(1.0, _round_up(observed * 2 + 0.03, 3))
 
 
 def _round_up(x: float, digits: int) -> float:

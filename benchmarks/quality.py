@@ -1,0 +1,178 @@
+"""Model quality with the default config: trainpipe's network against a linear model and
+gradient-boosted trees, trained and scored on the same split, on tables that ship with
+scikit-learn or are generated here, and on the digits images.
+
+    OMP_NUM_THREADS=1 python -m benchmarks.quality [--quick] [--only NAME ...]
+
+Each dataset runs the pipeline's own stages in this process (validate_data, pretrain, finetune,
+evaluate) with nothing set but ``data.source`` and ``data.label_column``; the evaluate stage
+fits the baselines on the labelled training rows the network used and scores all three on the
+test split. Prints one JSON object on its last line: per-dataset metrics and wall time, the worst
+gap to the best baseline, and whether the goal holds (ahead of the linear baseline everywhere,
+within 0.01 accuracy / 0.02 R^2 of the best baseline). ``--quick`` uses smaller generated tables
+and leaves out the digits images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from trainpipe.config import load_config
+from trainpipe.stages.evaluate import run_evaluate
+from trainpipe.stages.finetune import run_finetune
+from trainpipe.stages.pretrain import run_pretrain
+from trainpipe.stages.validate import run_validate
+
+TOLERANCE = {"accuracy": 0.01, "r2": 0.02}
+
+
+def _sklearn_table(loader, path: Path) -> None:
+    data = loader()
+    columns = {str(f).replace(" ", "_"): data.data[:, i] for i, f in enumerate(data.feature_names)}
+    pq.write_table(pa.table({**columns, "label": data.target}), path)
+
+
+def mixed_table(path: Path, n: int, seed: int = 0) -> None:
+    """Churn-like: string, boolean and low-cardinality integer categories, skewed and missing
+    numbers, an interaction only a non-linear model sees."""
+    rng = np.random.default_rng(seed)
+    region = rng.choice(["north", "south", "east", "west"], n)
+    plan = rng.choice(["basic", "pro", "max"], n, p=[0.6, 0.3, 0.1])
+    seats = rng.integers(1, 6, n)
+    age = rng.normal(40, 12, n)
+    income = np.exp(rng.normal(10, 0.6, n))
+    active = rng.random(n) > 0.4
+    score = (
+        1.0 * (region == "north")
+        - 0.8 * (region == "west")
+        + 1.5 * (plan == "max")
+        + 0.5 * (plan == "pro")
+        + 0.04 * (age - 40)
+        + 0.8 * active * (seats > 2)
+        + 0.6 * np.log(income / 20000)
+        + rng.normal(0, 0.4, n)
+    )
+    missing_age = rng.random(n) < 0.15
+    table = pa.table(
+        {
+            "region": [None if rng.random() < 0.05 else r for r in region],
+            "plan": plan,
+            "seats": seats,
+            "age": [None if m else float(a) for a, m in zip(age, missing_age, strict=True)],
+            "income": [
+                None if (rng.random() < 0.1 and not m) else float(v)
+                for v, m in zip(income, missing_age, strict=True)
+            ],
+            "active": active,
+            "churn": np.where(score > 0.8, "yes", "no"),
+        }
+    )
+    pq.write_table(table, path)
+
+
+def friedman_table(path: Path, n: int, seed: int = 0) -> None:
+    """Friedman #1: a non-linear regression target of 5 of 10 uniform features, plus noise."""
+    from sklearn.datasets import make_friedman1
+
+    x, y = make_friedman1(n_samples=n, n_features=10, noise=1.0, random_state=seed)
+    pq.write_table(pa.table({**{f"x{i}": x[:, i] for i in range(10)}, "label": y}), path)
+
+
+def suite(folder: Path, quick: bool) -> dict[str, dict]:
+    from sklearn.datasets import load_breast_cancer, load_diabetes, load_wine
+
+    _sklearn_table(load_breast_cancer, folder / "breast_cancer.parquet")
+    _sklearn_table(load_wine, folder / "wine.parquet")
+    _sklearn_table(load_diabetes, folder / "diabetes.parquet")
+    friedman_table(folder / "friedman.parquet", 1000 if quick else 5000)
+    mixed_table(folder / "mixed.parquet", 800 if quick else 3000)
+    datasets = {
+        "breast_cancer": {"data.source": folder / "breast_cancer.parquet"},
+        "wine": {"data.source": folder / "wine.parquet"},
+        "diabetes_regression": {"data.source": folder / "diabetes.parquet"},
+        "friedman_regression": {"data.source": folder / "friedman.parquet"},
+        "mixed_categorical_missing": {
+            "data.source": folder / "mixed.parquet",
+            "data.label_column": "churn",
+        },
+    }
+    if not quick:
+        datasets["digits"] = {}
+    return datasets
+
+
+def run_one(name: str, settings: dict, root: Path) -> dict:
+    overrides = [f"{k}={v}" for k, v in settings.items()]
+    model_name = f"bench-{name}".replace("_", "-")
+    overrides += [f"storage.uri=file://{root}", f"registry.model_name={model_name}"]
+    cfg = load_config(None, overrides)
+    config_json = cfg.to_json()
+    started = time.monotonic()
+    run_id, data_uri = run_validate(config_json, name)
+    pretrain_uri = run_pretrain(config_json, run_id, data_uri)
+    finetune_uri = run_finetune(config_json, run_id, data_uri, pretrain_uri)
+    evaluate_uri = run_evaluate(config_json, run_id, data_uri, finetune_uri)
+    wall_s = time.monotonic() - started
+
+    from trainpipe.artifacts import ArtifactSet
+
+    metrics = ArtifactSet.open(evaluate_uri).get_json("metrics.json")
+    finetuned = ArtifactSet.open(finetune_uri).summary
+    metric = "r2" if metrics.get("task") == "regression" else "accuracy"
+    network = metrics[metric]
+    linear = metrics["baselines"]["linear"][metric]
+    hgb = metrics["baselines"]["hgb"][metric]
+    best = max(linear, hgb)
+    return {
+        "metric": metric,
+        "network": round(network, 4),
+        "linear": round(linear, 4),
+        "hgb": round(hgb, 4),
+        "gap_to_linear": round(network - linear, 4),
+        "gap_to_best": round(network - best, 4),
+        "within_goal": network >= linear and network >= best - TOLERANCE[metric],
+        "test_examples": metrics["num_examples"],
+        "initialization": finetuned.get("initialization"),
+        "wall_s": round(wall_s, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smaller tables, no digits")
+    parser.add_argument("--only", nargs="*", help="run only these datasets")
+    args = parser.parse_args()
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        datasets = suite(root, args.quick)
+        for name, settings in datasets.items():
+            if args.only and name not in args.only:
+                continue
+            results[name] = run_one(name, settings, root / "runs")
+            print(f"{name}: {json.dumps(results[name])}", flush=True)
+    gaps = {name: r["gap_to_best"] for name, r in results.items()}
+    worst = min(gaps, key=gaps.get)
+    summary = {
+        "datasets": results,
+        "worst_gap_to_best": gaps[worst],
+        "worst_dataset": worst,
+        "ahead_of_linear_everywhere": all(r["gap_to_linear"] >= 0 for r in results.values()),
+        "goal_met": all(r["within_goal"] for r in results.values()),
+        "quick": args.quick,
+        "python": platform.python_version(),
+    }
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()

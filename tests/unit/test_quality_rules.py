@@ -1,0 +1,139 @@
+"""What keeps a shipped model at least as good as a linear model: the stratified split that
+covers every class, the class-coverage and linear-baseline gate rules on real baselines, the
+diagnosis that never contradicts the gate, and the pretrained-vs-scratch choice on validation
+(through the real finetune stage)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tests.support.digits_model import config_json
+from trainpipe.artifacts import ArtifactSet
+from trainpipe.data.config import DataConfig
+from trainpipe.data.datasets import Dataset, Split, split_indices, with_features
+from trainpipe.data.stored import load_validated
+from trainpipe.evaluate.baselines import baseline_scores
+from trainpipe.evaluate.config import GateConfig
+from trainpipe.evaluate.gate import REJECT, decide
+from trainpipe.evaluate.metrics import classification_metrics
+from trainpipe.models import build_encoder
+from trainpipe.models.checkpoint import encoder_payload, to_bytes
+from trainpipe.models.config import ModelConfig
+from trainpipe.stages.context import make_context
+from trainpipe.stages.evaluate import missing_classes, reconcile_diagnosis
+from trainpipe.stages.finetune import choose_initialization, run_finetune
+from trainpipe.stages.validate import run_validate
+
+
+def blobs(n: int = 600, seed: int = 0) -> Dataset:
+    """Three linearly separable classes in 6 dimensions, split by the pipeline's own split."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, n)
+    x = (rng.normal(size=(n, 6)) + 2.5 * np.eye(3, 6)[y]).astype(np.float32)
+    rows = split_indices(DataConfig(), y, 3)
+    splits = [Split(x[rows[name]], y[rows[name]]) for name in ("train", "validation", "test")]
+    return Dataset(*splits, label_names=["a", "b", "c"], feature_shape=[6], source="blobs")
+
+
+def test_split_puts_every_class_in_every_split():
+    y = np.array([0] * 50 + [1] * 3 + [2] * 7)
+    rows = split_indices(DataConfig(split_seed=3), y, 3)
+    for name, index in rows.items():
+        assert set(y[index]) == {0, 1, 2}, name
+    assert sorted(np.concatenate(list(rows.values()))) == list(range(len(y)))
+
+
+def test_baselines_and_the_linear_rule():
+    data = blobs()
+    scores = baseline_scores(data.splits(), data.splits(), 3, categorical=None, top_k=3)
+    assert scores["linear"]["accuracy"] > 0.85 and scores["hgb"]["accuracy"] > 0.8
+    assert scores["train_examples"] == len(data.train)
+    rng = np.random.default_rng(1)
+    bad = classification_metrics(data.test.y, rng.normal(size=(len(data.test), 3)), ["a", "b", "c"])
+    good = classification_metrics(data.test.y, 5.0 * np.eye(3)[data.test.y], ["a", "b", "c"])
+    for metrics in (bad, good):
+        metrics |= {"slices": {}, "baselines": scores, "classes_missing_from_test": []}
+    cfg = GateConfig(min_value=0.0)
+    rejected = decide(cfg, bad, {"champion": None})
+    rule = next(r for r in rejected.rules if r.rule == "beats_linear_baseline")
+    assert rejected.decision == REJECT and not rule.passed
+    assert "worse than a linear model" in rule.detail and "\n" not in rule.detail
+    passed = next(r for r in decide(cfg, good, {"champion": None}).rules if r.rule == rule.rule)
+    assert passed.passed and passed.values["linear"] == scores["linear"]["accuracy"]
+    lenient = GateConfig(min_value=0.0, max_gap_to_linear=1.0)
+    assert decide(lenient, bad, {"champion": None}).decision != REJECT
+    off = GateConfig(min_value=0.0, max_gap_to_linear=None)
+    assert all(r.rule != rule.rule for r in decide(off, bad, {"champion": None}).rules)
+
+    # The diagnosis shown next to the gate agrees with it.
+    healthy = {"state": "healthy", "advice": "curves look healthy", "evidence": {}}
+    assert reconcile_diagnosis(healthy, rejected)["state"] == "worse_than_linear"
+    kept = reconcile_diagnosis(healthy, decide(cfg, good, {"champion": None}))
+    assert kept["state"] == "healthy" and "linear baseline" in kept["line"]
+
+
+def test_gate_refuses_a_test_split_without_a_trained_class():
+    data = blobs()
+    test = data.test.subset(np.flatnonzero(data.test.y != 2))
+    lacking = Dataset(
+        data.train, data.validation, test, data.label_names, data.feature_shape, "blobs"
+    )
+    assert missing_classes(lacking) == ["c"]
+    assert missing_classes(data) == []
+    metrics = classification_metrics(test.y, 5.0 * np.eye(3)[test.y], data.label_names)
+    metrics |= {"slices": {}, "classes_missing_from_test": missing_classes(lacking)}
+    decision = decide(GateConfig(), metrics, {"champion": None})
+    assert metrics["accuracy"] == 1.0 and decision.decision == REJECT
+    assert "no example of class(es) ['c']" in decision.reason
+
+
+@pytest.mark.parametrize(
+    ("pretrained", "scratch", "chosen"),
+    [
+        ((0.90, 0.3), (0.95, 0.4), "scratch"),
+        ((0.95, 0.3), (0.90, 0.1), "pretrained"),
+        ((0.95, 0.3), (0.95, 0.2), "scratch"),  # a tie goes to the lower log loss
+        ((0.95, 0.2), (0.95, 0.3), "pretrained"),
+    ],
+)
+def test_choose_initialization(pretrained, scratch, chosen):
+    assert choose_initialization(pretrained, scratch) == chosen
+
+
+def test_finetune_ships_scratch_when_the_pretrained_encoder_is_useless(tmp_path):
+    """The real finetune stage: a pretrained encoder with all-zero weights (it outputs a
+    constant) loses to a random initialization on validation, so from-scratch ships."""
+    data = blobs(300)
+    columns = {
+        f"f{i}": np.concatenate([s.x[:, i] for s in data.splits().values()]) for i in range(6)
+    }
+    labels = np.concatenate([s.y for s in data.splits().values()])
+    pq.write_table(pa.table({**columns, "label": labels}), tmp_path / "blobs.parquet")
+    model = {"name": "mlp", "hidden_dim": 16, "embed_dim": 8, "dropout": 0.0}
+    cfg = config_json(
+        f"file://{tmp_path}/store",
+        data={"source": str(tmp_path / "blobs.parquet")},
+        model=model,
+        finetune={"epochs": 5, "min_steps": 0, "ensemble_size": 1, "early_stopping_patience": None},
+    )
+    _, data_uri = run_validate(cfg, "r1")
+    dataset = with_features(load_validated(make_context(cfg, "r1").open(data_uri)))
+    encoder = build_encoder(ModelConfig(**model), dataset.feature_shape)
+    for parameter in encoder.parameters():
+        parameter.data.zero_()
+    writer = make_context(cfg, "r1").writer("pretrain")
+    writer.put_bytes(
+        "encoder.pt",
+        to_bytes(encoder_payload(encoder, ModelConfig(**model), dataset.feature_shape)),
+    )
+    finetune_uri = run_finetune(cfg, "r1", data_uri, writer.commit())
+    finetuned = ArtifactSet.open(finetune_uri)
+    payoff = finetuned.get_json("pretraining_payoff.json")
+    assert payoff["decided_on"] == "validation"
+    assert payoff["scratch_val_score"] > payoff["pretrained_val_score"]
+    assert payoff["initialization"] == "scratch"
+    assert finetuned.summary["initialization"] == "scratch"
+    assert finetuned.summary["final_val_accuracy"] == payoff["scratch_val_score"]
