@@ -310,6 +310,15 @@ def _labels(table: pa.Table, label_column: str, name: str) -> np.ndarray:
     return labels.to_numpy(zero_copy_only=False)
 
 
+def _check_classes(raw: RawSource, label_values: np.ndarray) -> None:
+    if len(label_values) < 2:
+        found = f"only the class {label_values[0]!s}" if len(label_values) else "no classes"
+        raise DataError(
+            f"data error: {raw.uri} has {found} in {raw.label_column!r}; a classifier needs "
+            "examples of at least 2 classes (check data.label_column and the data)"
+        )
+
+
 def _encode_tables(raw: RawSource, cfg: DataConfig, features: list[str], kinds) -> Dataset:
     """Tables: numbers with NaN for missing, categories as codes of the training split's
     categories (see trainpipe.data.preprocess), and the preprocessing fitted on train only."""
@@ -331,6 +340,7 @@ def _encode_tables(raw: RawSource, cfg: DataConfig, features: list[str], kinds) 
         y = {name: v.astype(np.float32) for name, v in labels.items()}
     else:
         label_values = np.unique(np.concatenate(list(labels.values())))
+        _check_classes(raw, label_values)
         label_names = [str(v) for v in label_values]
         y = {name: np.searchsorted(label_values, v).astype(np.int64) for name, v in labels.items()}
     if raw.presplit:
@@ -424,12 +434,7 @@ def encode(raw: RawSource, cfg: DataConfig) -> Dataset:
         for name, table in raw.tables.items()
     }
     label_values = np.unique(np.concatenate([labels for _, labels, _ in converted.values()]))
-    if len(label_values) < 2:
-        found = f"only the class {label_values[0]!s}" if len(label_values) else "no classes"
-        raise DataError(
-            f"data error: {raw.uri} has {found} in {raw.label_column!r}; a classifier needs "
-            "examples of at least 2 classes (check data.label_column and the data)"
-        )
+    _check_classes(raw, label_values)
     label_names = [str(v) for v in label_values]
     feature_shape = converted[names[0]][2]
     feature_names = [] if len(features) == 1 and len(feature_shape) > 1 else features
