@@ -193,13 +193,17 @@ def test_report_says_pretraining_failed_and_shows_pretrained_against_scratch():
         {
             "diagnosis": flat,
             "labelled_examples": 235,
-            "pretrained_test_accuracy": 0.90,
-            "scratch_test_accuracy": 0.92,
+            "score": "accuracy",
+            "initialization": "scratch",
+            "pretrained_val_score": 0.90,
+            "scratch_val_score": 0.92,
+            "pretrained_test_score": 0.91,
+            "scratch_test_score": 0.93,
         }
     )
     assert "Pretraining failed (underfitting): its training loss went from 6.0400 to 5.9800" in page
-    assert "fine-tuning from the pretrained encoder reached test accuracy <b>0.9000</b>" in page
-    assert "<b>0.9200</b> from scratch: pretraining did not help (-0.0200)" in page
+    assert "pretrained encoder reached validation accuracy <b>0.9000</b>" in page
+    assert "<b>0.9200</b> from scratch (-0.0200): the <b>scratch</b> model ships" in page
     assert "Pretraining" not in binary_report(None)
 
 
