@@ -41,10 +41,14 @@ def weights(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, weights_only=True)
 
 
-def test_two_processes_match_one_on_the_same_global_batch(tmp_path):
-    single = run([str(tmp_path / "one.pt")])
+@pytest.mark.parametrize("source", ["memory", "shards"])
+def test_two_processes_match_one_on_the_same_global_batch(tmp_path, source):
+    """With ``shards`` each rank streams its share through 2 DataLoader workers: the global
+    order must not depend on the number of ranks or workers."""
+    streamed = ["--shards", str(tmp_path / "shards")] if source == "shards" else []
+    single = run([str(tmp_path / "one.pt"), *streamed])
     assert single.returncode == 0, single.stderr[-2000:]
-    double = run([str(tmp_path / "two.pt")], torchrun=2)
+    double = run([str(tmp_path / "two.pt"), *streamed], torchrun=2)
     assert double.returncode == 0, double.stderr[-3000:]
     one, two = weights(tmp_path / "one.pt"), weights(tmp_path / "two.pt")
     assert one.keys() == two.keys()
@@ -77,8 +81,12 @@ def test_accumulation_matches_the_full_batch(tmp_path):
         torch.testing.assert_close(a[name], b[name], atol=1e-5, rtol=1e-4, msg=name)
 
 
-def test_killed_run_resumes_bitwise_identical(tmp_path):
-    """SIGKILL at a random step (as a preempted pod dies), restart, compare with no kill."""
+@pytest.mark.parametrize("source", ["memory", "shards"])
+def test_killed_run_resumes_bitwise_identical(tmp_path, source):
+    """SIGKILL at a random step (as a preempted pod dies), restart, compare with no kill. With
+    ``shards`` the data streams from Parquet shards through 2 DataLoader workers, so the data
+    position in the checkpoint must bring the stream back to the same batch."""
+    streamed = ["--shards", str(tmp_path / "shards")] if source == "shards" else []
     reference = run(
         [
             str(tmp_path / "ref.pt"),
@@ -88,6 +96,7 @@ def test_killed_run_resumes_bitwise_identical(tmp_path):
             "0.2",
             "--epochs",
             "4",
+            *streamed,
         ]
     )
     assert reference.returncode == 0, reference.stderr[-2000:]
@@ -105,6 +114,7 @@ def test_killed_run_resumes_bitwise_identical(tmp_path):
         "0.2",
         "--epochs",
         "4",
+        *streamed,
     ]
     victim = subprocess.Popen(
         command, cwd=ROOT, stderr=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"}
@@ -132,6 +142,7 @@ def test_killed_run_resumes_bitwise_identical(tmp_path):
             "0.2",
             "--epochs",
             "4",
+            *streamed,
         ]
     )
     assert restarted.returncode == 0, restarted.stderr[-2000:]

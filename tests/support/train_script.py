@@ -1,6 +1,7 @@
 """A small training job for the distributed and resume tests.
 
     python -m tests.support.train_script OUT.pt [--store URI] [--every N] [--epochs N]
+    python -m tests.support.train_script OUT.pt --shards DIR     # the same data, streamed
     torchrun --standalone --nproc_per_node=2 -m tests.support.train_script OUT.pt
 
 Trains a classifier on seeded synthetic data with trainpipe's Trainer (world from torchrun's
@@ -15,6 +16,8 @@ import numpy as np
 import torch
 
 from trainpipe.data.datasets import Split
+from trainpipe.data.shards import INDEX_NAME, discover_shards, write_shards
+from trainpipe.data.streaming import StreamingConfig, StreamSplit
 from trainpipe.models import Classifier, build_encoder
 from trainpipe.models.config import ModelConfig
 from trainpipe.storage import open_store
@@ -32,6 +35,21 @@ def blobs(n: int, seed: int) -> Split:
     return Split(x, y.astype(np.int64))
 
 
+def streamed(split: Split, uri: str) -> StreamSplit:
+    """``split`` written as Parquet shards (once) and read back as a stream with 2 workers."""
+    import pyarrow as pa
+
+    if not open_store(uri).exists(INDEX_NAME):
+        columns = {f"x{i}": split.x[:, i] for i in range(split.x.shape[1])}
+        write_shards(
+            pa.table({**columns, "y": split.y}), uri, rows_per_shard=100, row_group_rows=25
+        )
+    shards = discover_shards(uri).shards
+    features = [f"x{i}" for i in range(split.x.shape[1])]
+    streaming = StreamingConfig(shuffle_block_rows=128, loader_workers=2)
+    return StreamSplit(uri, shards, "y", features, [len(features)], [0, 1, 2], streaming)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("out")
@@ -41,6 +59,7 @@ def main() -> None:
     parser.add_argument("--dropout", type=float, default=0.0)
     parser.add_argument("--accumulate", type=int, default=1)
     parser.add_argument("--parallelism", default="ddp", choices=["ddp", "fsdp"])
+    parser.add_argument("--shards", help="stream the data from Parquet shards written here")
     args = parser.parse_args()
     cfg = FinetuneConfig(
         epochs=args.epochs,
@@ -61,7 +80,13 @@ def main() -> None:
     trainer = Trainer(
         cfg, model, Classification(), stage="train", world=world, checkpoints=checkpoints
     )
-    trainer.fit(blobs(640, 0), blobs(128, 1))
+    train, validation = blobs(640, 0), blobs(128, 1)
+    if args.shards:
+        train, validation = (
+            streamed(train, f"{args.shards}/train"),
+            streamed(validation, f"{args.shards}/val"),
+        )
+    trainer.fit(train, validation)
     state = trainer.full_state_dict()
     if world.is_main:
         torch.save(state, args.out)

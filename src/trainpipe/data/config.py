@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from trainpipe.configbase import Section
+from trainpipe.data.streaming import StreamingConfig
 
 BUILTIN_DIGITS = "digits"
 
@@ -16,6 +17,15 @@ class DataConfig(Section):
     """``digits`` (scikit-learn's 8x8 handwritten digits, no download), or a URI (file://, s3://,
     or a local path) to a .parquet/.csv/.npz file, or to a folder holding train.*, validation.*
     and test.* files that are already split."""
+
+    format: Literal["auto", "files", "shards"] = "auto"
+    """``shards``: ``source`` is a folder/prefix of Parquet shards streamed shard by shard (never
+    loaded whole; split by shard); ``files``: one file or a train/validation/test folder loaded
+    into memory; ``auto``: shards when the folder holds ``shards.json`` or ``*.parquet`` files
+    other than train/validation/test."""
+
+    streaming: StreamingConfig = StreamingConfig()
+    """How sharded sources are shuffled, read and cached (used when the source is sharded)."""
 
     label_column: str = "label"
     """Column with the class label (tables); ``y`` is used for .npz arrays."""

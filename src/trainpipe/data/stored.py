@@ -8,10 +8,27 @@ import numpy as np
 from trainpipe.artifacts import ArtifactSet
 from trainpipe.data.datasets import Dataset, dataset_to_npz, split_from_npz
 from trainpipe.data.preprocess import PreprocessSpec
+from trainpipe.data.sharded import SHARDS_FORMAT, stream_splits
+from trainpipe.data.streaming import StreamingConfig
 
 
-def load_validated(data: ArtifactSet) -> Dataset:
+def load_validated(
+    data: ArtifactSet, streaming: StreamingConfig | None = None, endpoint_url: str | None = None
+) -> Dataset:
+    """The splits as arrays, or as streamed shards when the source was sharded (then
+    ``streaming`` says how to read them)."""
     info = data.get_json("dataset.json")
+    if info.get("format") == SHARDS_FORMAT:
+        streams = stream_splits(info, streaming or StreamingConfig(), endpoint_url)
+        return Dataset(
+            streams["train"],
+            streams["validation"],
+            streams["test"],
+            label_names=info["label_names"],
+            feature_shape=info["feature_shape"],
+            source=info["source"],
+            feature_names=info.get("feature_names", []),
+        )
     train, validation, test = (
         split_from_npz(data.get_bytes(f"{name}.npz")) for name in ("train", "validation", "test")
     )

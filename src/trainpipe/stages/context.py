@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 
 from trainpipe.artifacts import ArtifactSet, ArtifactWriter
 from trainpipe.config import Config
+from trainpipe.data.datasets import Dataset
+from trainpipe.data.stored import load_validated
 from trainpipe.storage import Store, open_store
 
 STAGES = (
@@ -46,6 +48,12 @@ class StageContext:
 
     def open(self, uri: str) -> ArtifactSet:
         return ArtifactSet.open(uri, endpoint_url=self.cfg.storage.endpoint_url)
+
+    def load_data(self, uri: str) -> Dataset:
+        """The validated splits at ``uri``: arrays, or streamed shards for a sharded source."""
+        return load_validated(
+            self.open(uri), self.cfg.data.streaming, self.cfg.storage.endpoint_url
+        )
 
 
 def make_context(config_json: str, run_id: str) -> StageContext:

@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-from trainpipe.data.stored import load_validated
+from trainpipe.data.streaming import arrays_of
 from trainpipe.errors import DeployError
 from trainpipe.evaluate.metrics import regression_metrics
 from trainpipe.export.onnx_export import INPUT_NAME, OUTPUT_NAME, ort_session
@@ -60,7 +60,7 @@ def infra_check(ctx: StageContext, model_uri: str, data_uri: str) -> dict:
     cfg = ctx.cfg.deploy
     package = ctx.open(model_uri)
     metadata = package.get_json("model.json")
-    dataset = load_validated(ctx.open(data_uri))
+    dataset = arrays_of(ctx.load_data(data_uri))
     test = dataset.test
     evaluation = _evaluation(package, model_uri, len(test))
     version = metadata["version"]
@@ -187,7 +187,7 @@ def run_cluster_deploy(
     cfg = ctx.cfg
     package = ctx.open(model_uri)
     metadata = package.get_json("model.json")
-    examples = load_validated(ctx.open(data_uri)).test.x[: cfg.deploy.smoke_examples]
+    examples = arrays_of(ctx.load_data(data_uri)).test.x[: cfg.deploy.smoke_examples]
     expected = ort_session(package.get_bytes("model.onnx")).run(
         [OUTPUT_NAME], {INPUT_NAME: examples}
     )[0]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from trainpipe.data.datasets import Dataset, Split, label_subset, with_features
-from trainpipe.data.stored import load_validated
+from trainpipe.data.streaming import arrays_of
 from trainpipe.evaluate.baselines import baseline_scores
 from trainpipe.evaluate.champion import compare, load_champion
 from trainpipe.evaluate.gate import decide, primary_metric
@@ -142,7 +142,7 @@ def run_evaluate(
     ctx = make_context(config_json, run_id)
     cfg = ctx.cfg.gate
     data = ctx.open(data_uri)
-    dataset = load_validated(data)
+    dataset = arrays_of(ctx.load_data(data_uri))
     test = dataset.test
     slices = build_slices(
         test.y,

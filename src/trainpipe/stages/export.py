@@ -8,7 +8,7 @@ time ONNX Runtime's optimization levels, and record it all in model.json.
 
 from __future__ import annotations
 
-from trainpipe.data.stored import load_validated
+from trainpipe.data.streaming import arrays_of
 from trainpipe.errors import ConfigError, ExportError
 from trainpipe.export.config import ExportConfig
 from trainpipe.export.metadata import model_metadata
@@ -47,7 +47,7 @@ def accept_int8(report: dict, cfg: ExportConfig) -> bool:
 def run_export(config_json: str, run_id: str, data_uri: str, finetune_uri: str) -> str:
     ctx = make_context(config_json, run_id)
     cfg = ctx.cfg.export
-    dataset = load_validated(ctx.open(data_uri))
+    dataset = arrays_of(ctx.load_data(data_uri))
     model = load_classifier(from_bytes(ctx.open(finetune_uri).get_bytes("model.pt")))
     validation = dataset.validation
     timing_batch = validation.x[: cfg.timing_batch_size]

@@ -25,8 +25,8 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from trainpipe.data.datasets import Dataset, Split, label_subset, with_features
-from trainpipe.data.stored import load_validated
+from trainpipe.data.datasets import Dataset, Split, with_features
+from trainpipe.data.streaming import labelled_subset, materialize
 from trainpipe.errors import DataError
 from trainpipe.evaluate.plots import learning_curves_png
 from trainpipe.evaluate.predict import predict_logits
@@ -101,6 +101,7 @@ def run_finetune(
 def _scores(model: torch.nn.Module, split: Split) -> tuple[float, float]:
     """(score, loss) on a split: accuracy and log loss, or for regression targets R^2 and the
     mean squared error (of standardized targets, where training happens)."""
+    split = materialize(split, max_rows=None)  # a streamed split, read shard by shard
     out = predict_logits(model.eval().cpu(), split.x)
     if split.y.dtype.kind == "f":
         mse = float(np.mean((out[:, 0] - split.y) ** 2))
@@ -178,7 +179,7 @@ def _train_classifier(
             distill_weight=cfg.distill_weight,
             distill_temperature=cfg.distill_temperature,
             augment=cfg.augment,
-            class_weights=balanced_class_weights(train.y, dataset.num_classes)
+            class_weights=balanced_class_weights(materialize(train).y, dataset.num_classes)
             if cfg.class_weights == "balanced"
             else None,
         )
@@ -245,7 +246,7 @@ def train_finetune(
             }
         )
     world, _ = setup_world(cfg)
-    encoded = load_validated(ctx.open(data_uri))
+    encoded = ctx.load_data(data_uri)
     warm = _warm_start(ctx, warm_start_uri, encoded) if warm_start_uri else None
     scale = tuple(warm["target_scale"]) if warm and warm.get("target_scale") else None
     dataset, target_scale = standardized_targets(with_features(encoded), scale)
@@ -264,7 +265,7 @@ def train_finetune(
         else:
             encoder = load_encoder(pretrained)
         label_fraction = resolve_label_fraction(cfg, dataset.source)
-        train = label_subset(dataset.train, label_fraction, cfg.seed)
+        train = labelled_subset(dataset.train, label_fraction, cfg.seed)
     trainer, _, history = _train_classifier(
         ctx,
         world,
@@ -372,7 +373,8 @@ def train_finetune(
         # Standardized targets: predicting the mean costs 1.0 (their variance).
         baseline_loss, chance_loss = None, 1.0
     else:
-        baseline_loss = linear_baseline_train_loss(train.x, train.y, dataset.num_classes)
+        sample = materialize(train)  # a streamed split: a bounded sample for the baseline
+        baseline_loss = linear_baseline_train_loss(sample.x, sample.y, dataset.num_classes)
         chance_loss = math.log(dataset.num_classes)
     diagnosis = diagnose(
         history["history"], chance_loss=chance_loss, baseline_train_loss=baseline_loss

@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 
 from trainpipe.data.datasets import with_features
-from trainpipe.data.stored import load_validated
 from trainpipe.evaluate.plots import learning_curves_png
 from trainpipe.models import build_encoder
 from trainpipe.models.checkpoint import encoder_payload, to_bytes
@@ -46,7 +45,7 @@ def train_pretrain(config_json: str, run_id: str, data_uri: str, tune_uri: str =
     ctx = make_context(config_json, run_id)
     cfg = ctx.cfg
     world, _ = setup_world(cfg.pretrain)
-    dataset = with_features(load_validated(ctx.open(data_uri)))
+    dataset = with_features(ctx.load_data(data_uri))
     torch.manual_seed(cfg.pretrain.seed)  # the same initial weights on every rank
     encoder = build_encoder(cfg.model, dataset.feature_shape)
     summary: dict = {"enabled": cfg.pretrain.enabled, "processes": world.size}

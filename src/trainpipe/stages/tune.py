@@ -14,7 +14,6 @@ from dataclasses import replace
 from datetime import datetime
 
 from trainpipe.data.datasets import with_features
-from trainpipe.data.stored import load_validated
 from trainpipe.stages.context import StageContext, make_context, run_prefix
 from trainpipe.storage import PreconditionFailed, Store
 from trainpipe.tune import pbt
@@ -40,7 +39,7 @@ def _trial(ctx: StageContext, data_uri: str, pretrain_uri: str) -> FinetuneTrial
     if cfg.finetune.teacher_uri:
         teacher = ctx.open(cfg.finetune.teacher_uri).get_bytes("model.pt")
     return FinetuneTrial(
-        with_features(load_validated(ctx.open(data_uri))),
+        with_features(ctx.load_data(data_uri)),
         encoder,
         trial_epochs(cfg),
         teacher,

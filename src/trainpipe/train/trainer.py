@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import math
 import sys
 import time
@@ -28,6 +29,7 @@ import torch
 from torch import nn
 
 from trainpipe.data.datasets import Split
+from trainpipe.data.streaming import StreamSplit, stream_loader
 from trainpipe.errors import ConfigError, TrainingError
 from trainpipe.train.checkpoint import CheckpointStore, restore_rng, rng_state
 from trainpipe.train.config import OptimConfig
@@ -72,8 +74,9 @@ class TrainResult:
 class _FitState:
     """What one ``fit`` carries from step to step (and what a checkpoint restores)."""
 
-    x: torch.Tensor
-    y: torch.Tensor
+    x: torch.Tensor | None
+    y: torch.Tensor | None
+    examples: int
     steps_per_epoch: int
     total_steps: int
     warmup_steps: int
@@ -86,6 +89,8 @@ class _FitState:
     started: float = field(default_factory=time.monotonic)
     lr: float = 0.0
     bar: Any = None
+    stream: StreamSplit | None = None
+    """A sharded training split, read batch by batch instead of held in ``x``/``y``."""
 
 
 def resolve_device(name: str, world: World | None = None) -> torch.device:
@@ -213,7 +218,7 @@ class Trainer:
 
     # -- training -----------------------------------------------------------------------------
 
-    def fit(self, train: Split, validation: Split) -> TrainResult:
+    def fit(self, train: Split | StreamSplit, validation: Split | StreamSplit) -> TrainResult:
         """Restore (from the latest checkpoint, if any), then per epoch: train, validate and
         decide whether to stop; restore the best weights and write the final checkpoint."""
         run = self._restore(train)
@@ -229,21 +234,24 @@ class Trainer:
         result = run.result
         result.steps = run.progress["step"]
         result.wall_s = time.monotonic() - run.started
-        trained_examples = len(run.y) * len(result.history)
+        trained_examples = run.examples * len(result.history)
         result.samples_per_s = trained_examples / max(result.wall_s, 1e-9)
         self._checkpoint(run.progress, run.best, result)
         return result
 
-    def _restore(self, train: Split) -> _FitState:
+    def _restore(self, train: Split | StreamSplit) -> _FitState:
         """The state a fit starts from: fresh, or the latest checkpoint's (weights, optimizer,
         loss scaler, RNG, progress within the epoch, best-so-far and history)."""
         cfg, world = self.cfg, self.world
-        y = torch.as_tensor(train.y, device=self.device)
-        steps_per_epoch = math.ceil(len(y) / cfg.batch_size)
+        streamed = isinstance(train, StreamSplit)
+        steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
         total_steps = steps_per_epoch * cfg.epochs
         run = _FitState(
-            x=torch.as_tensor(train.x, device=self.device),
-            y=y,
+            x=None if streamed else torch.as_tensor(train.x, device=self.device),
+            y=None if streamed else torch.as_tensor(train.y, device=self.device),
+            examples=len(train),
+            # The stream's order follows this stage's seed, as the in-memory order does.
+            stream=dataclasses.replace(train, seed=cfg.seed) if streamed else None,
             steps_per_epoch=steps_per_epoch,
             total_steps=total_steps,
             warmup_steps=int(cfg.warmup_fraction * total_steps),
@@ -268,9 +276,9 @@ class Trainer:
 
     def _train_epoch(self, run: _FitState, epoch: int) -> None:
         """The optimizer steps of ``epoch`` from where ``run.progress`` stands."""
-        cfg, world, progress = self.cfg, self.world, run.progress
+        cfg, progress = self.cfg, run.progress
         self.train_model.train()
-        order = _epoch_order(cfg.seed, epoch, len(run.y)).to(self.device)
+        batches = self._epoch_batches(run, epoch)
         recent_losses = run.recent_losses
         for batch in range(progress["batch"], run.steps_per_epoch):
             step = progress["step"]
@@ -286,9 +294,8 @@ class Trainer:
             )
             for group in self.optimizer.param_groups:
                 group["lr"] = run.lr * self.lr_factor(group, epoch)
-            global_index = order[batch * cfg.batch_size : (batch + 1) * cfg.batch_size]
-            local_index = global_index[world.rank :: world.size]
-            loss_sum = self._optimizer_step(run.x, run.y, local_index, step, epoch)
+            x, y, local_index = next(batches)
+            loss_sum = self._optimizer_step(x, y, local_index, step, epoch)
             if loss_sum is None:
                 run.result.skipped_steps.append(step)
             else:
@@ -314,7 +321,33 @@ class Trainer:
             if cfg.checkpoint_every_steps and progress["step"] % cfg.checkpoint_every_steps == 0:
                 self._checkpoint(progress, run.best, run.result)
 
-    def _end_epoch(self, run: _FitState, epoch: int, validation: Split, wall_s: float) -> bool:
+    def _epoch_batches(self, run: _FitState, epoch: int):
+        """(x, y, this rank's rows of x/y) per step of ``epoch`` from ``run.progress["batch"]``:
+        indices into the in-memory split, or a streamed batch moved to the device."""
+        cfg, world = self.cfg, self.world
+        if run.stream is None:
+            order = _epoch_order(cfg.seed, epoch, len(run.y)).to(self.device)
+            for batch in range(run.progress["batch"], run.steps_per_epoch):
+                global_index = order[batch * cfg.batch_size : (batch + 1) * cfg.batch_size]
+                yield run.x, run.y, global_index[world.rank :: world.size]
+            return
+        loader = stream_loader(
+            run.stream,
+            epoch=epoch,
+            batch_size=cfg.batch_size,
+            start_batch=run.progress["batch"],
+            rank=world.rank,
+            world=world.size,
+            pin_memory=self.device.type == "cuda",
+        )
+        for x, y in loader:
+            x = x.to(self.device, non_blocking=True)
+            y = y.to(self.device, non_blocking=True)
+            yield x, y, torch.arange(len(y), device=self.device)
+
+    def _end_epoch(
+        self, run: _FitState, epoch: int, validation: Split | StreamSplit, wall_s: float
+    ) -> bool:
         """Validate, record and report the epoch, keep the best weights; True: stop early."""
         cfg, result = self.cfg, run.result
         loss_sum, count = all_reduce_sum(
@@ -422,28 +455,40 @@ class Trainer:
         self.checkpoints.save(progress["step"], state)
 
     @torch.no_grad()
-    def evaluate(self, split: Split) -> tuple[float, float]:
+    def evaluate(self, split: Split | StreamSplit) -> tuple[float, float]:
         """Mean loss and metric over a whole split, in eval mode. Every rank evaluates all of it
-        (validation splits are small) so ranks never wait on each other here."""
+        (validation splits are small) so ranks never wait on each other here; a streamed split
+        is read batch by batch."""
         model = self.train_model
         if isinstance(model, nn.parallel.DistributedDataParallel):
             model = model.module
         model.eval()
         # A fixed generator makes validation masks and augmentations identical every epoch.
         generator = torch.Generator().manual_seed(self.cfg.seed + 1)
-        x = torch.as_tensor(split.x, device=self.device)
-        y = torch.as_tensor(split.y, device=self.device)
         loss_sum, metric_sum = 0.0, 0.0
-        for start in range(0, len(y), EVAL_BATCH_SIZE):
-            batch_x, batch_y = (
-                x[start : start + EVAL_BATCH_SIZE],
-                y[start : start + EVAL_BATCH_SIZE],
-            )
+        for batch_x, batch_y in self._eval_batches(split):
             with self._autocast():
                 loss, metric = self.objective.loss(model, batch_x, batch_y, generator)
             loss_sum += loss.item() * len(batch_y)
             metric_sum += float(metric)
-        return loss_sum / len(y), metric_sum / len(y)
+        return loss_sum / len(split), metric_sum / len(split)
+
+    def _eval_batches(self, split: Split | StreamSplit):
+        if isinstance(split, StreamSplit):
+            loader = stream_loader(
+                split,
+                epoch=0,
+                batch_size=EVAL_BATCH_SIZE,
+                shuffle=False,
+                pin_memory=self.device.type == "cuda",
+            )
+            for x, y in loader:
+                yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            return
+        x = torch.as_tensor(split.x, device=self.device)
+        y = torch.as_tensor(split.y, device=self.device)
+        for start in range(0, len(y), EVAL_BATCH_SIZE):
+            yield x[start : start + EVAL_BATCH_SIZE], y[start : start + EVAL_BATCH_SIZE]
 
     # -- progress -----------------------------------------------------------------------------
 

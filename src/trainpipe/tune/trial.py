@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import torch
 
 from trainpipe.config import Config
-from trainpipe.data.datasets import Dataset, label_subset
+from trainpipe.data.datasets import Dataset
+from trainpipe.data.streaming import labelled_subset
 from trainpipe.models import Classifier, build_encoder
 from trainpipe.models.checkpoint import from_bytes, load_classifier, load_encoder, to_bytes
 from trainpipe.train.finetuning import classifier_trainer, resolve_label_fraction
@@ -82,7 +83,7 @@ class FinetuneTrial:
         if state is not None:
             model.load_state_dict(state)
         teacher = load_classifier(from_bytes(self.teacher_bytes)) if self.teacher_bytes else None
-        train = label_subset(
+        train = labelled_subset(
             self.dataset.train, resolve_label_fraction(ft, self.dataset.source), ft.seed
         )
         trainer = classifier_trainer(

@@ -6,9 +6,10 @@
     trainpipe validate digits --label-column label --write-schema schema.yaml
 
 DATA is a file or folder URI (Parquet, CSV, JSONL, .npz with x and y; file://, s3:// or a path)
-or ``digits``;
-name splits as SPLIT=URI to check leakage between them. Without --schema, the schema is inferred
-from --reference, or else from the first DATA (then only data-quality problems show).
+or ``digits``; name splits as SPLIT=URI to check leakage between them. One DATA that is a prefix
+of Parquet shards (``shards.json`` or ``*.parquet``) is validated shard by shard with bounded
+memory. Without --schema, the schema is inferred from --reference, or else from the first DATA
+(then only data-quality problems show).
 
 Exit status: 0 clean (warnings allowed), 1 blocking anomalies (one line each on stdout),
 2 usage errors (bad arguments, unreadable schema or reference).
@@ -21,10 +22,12 @@ import sys
 from pathlib import PurePosixPath
 
 from trainpipe.cli_help import example_epilog
+from trainpipe.data.shards import is_shard_prefix
 from trainpipe.data.validation.api import validate_dataset
 from trainpipe.data.validation.io import DataReadError, read_table
 from trainpipe.data.validation.report import ValidationReport
 from trainpipe.data.validation.schema import SchemaError, load_schema, save_schema
+from trainpipe.errors import DataError
 from trainpipe.storage import StorageError, open_store, split_uri
 
 EXIT_CLEAN, EXIT_ANOMALIES, EXIT_USAGE = 0, 1, 2
@@ -108,17 +111,24 @@ def main(argv: list[str] | None = None) -> int:
     try:
         splits = parse_splits(args.data)
         schema = load_schema(args.schema) if args.schema else None
-        reference = read_table(args.reference) if args.reference else None
+        sharded_reference = args.reference and is_shard_prefix(args.reference)
+        reference = read_table(args.reference) if args.reference and not sharded_reference else None
     except (ValueError, SchemaError, DataReadError) as exc:
         print(f"error: {_reference_hint(exc, args)}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        report = validate_dataset(
-            splits, schema=schema, reference=reference, label_column=args.label_column
-        )
+        if len(splits) == 1 and is_shard_prefix(next(iter(splits.values()))):
+            report = _validate_shard_prefix(splits, schema, args)
+        else:
+            report = validate_dataset(
+                splits, schema=schema, reference=reference, label_column=args.label_column
+            )
     except SchemaError as exc:  # e.g. --label-column names no column
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except DataError as exc:  # a missing or unreadable shard
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ANOMALIES
     try:
         if args.write_schema and report.data_schema is not None:
             save_schema(report.data_schema, args.write_schema)
@@ -134,6 +144,20 @@ def main(argv: list[str] | None = None) -> int:
             print(f"warning {anomaly.message}")
         print(report.summary_line())
     return EXIT_ANOMALIES if report.blocking else EXIT_CLEAN
+
+
+def _validate_shard_prefix(splits: dict[str, str], schema, args) -> ValidationReport:
+    """A prefix of Parquet shards, validated shard by shard (docs/data-at-scale.md)."""
+    from trainpipe.data.shards import discover_shards
+    from trainpipe.data.validation.streaming import validate_shards
+
+    ((name, uri),) = splits.items()
+    shards = discover_shards(uri)
+    reference = discover_shards(args.reference) if args.reference else None
+    report, _ = validate_shards(
+        shards, {name: shards.shards}, schema, label_column=args.label_column, reference=reference
+    )
+    return report
 
 
 def _reference_hint(exc: Exception, args: argparse.Namespace) -> str:

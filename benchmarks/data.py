@@ -1,0 +1,292 @@
+"""Streaming data loader: throughput against a plain Parquet reader, memory at 1x and 10x data,
+validation speed and the cost of a mid-epoch resume.
+
+    python -m benchmarks.data            # 1M rows x 32 features (1x, 10x for RSS), 50k images
+    python -m benchmarks.data --quick    # 20,000 rows (1x) and 200,000 (10x), 2,000 images
+
+Data: ``--images`` random 32x32 RGB JPEGs in 10 class folders, prepared as image shards
+(local; the raw side decodes them in one process, the loader in its workers), and a numeric
+table (``--features`` float32 columns and an int label) written as Parquet
+shards (``--rows-per-shard`` rows, row groups of 4096) to a local folder and to moto's S3
+server on loopback. Compared in the same run, alternating rounds, on the same shards:
+
+- ``raw``: pyarrow reads every shard's row groups in file order, converts them to a float32
+  matrix and hands out contiguous tensors per batch (no shuffle, no workers, one process): the
+  floor any loader pays to get the bytes out;
+- ``loader``: trainpipe's ``stream_loader`` for one epoch (shard permutation + block shuffle,
+  ``--workers`` DataLoader processes, global batches of ``--batch`` rows, labels encoded).
+
+For S3, each round starts with an empty shard cache (the loader downloads through it; the raw
+reader downloads each shard into memory). Peak RSS is measured in a fresh process streaming one
+epoch of the 1x and of the 10x data (main process plus its largest worker). Validation rows/s is
+``validate_shards`` on the local 1x shards; resume cost is the time to the first batch at the
+middle of an epoch against the start of it. The last line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from trainpipe.data.images import decode_one, prepare_images
+from trainpipe.data.shards import ShardCache, discover_shards, split_shards, write_shards
+from trainpipe.data.streaming import StreamingConfig, StreamSplit, stream_loader
+from trainpipe.data.validation.streaming import validate_shards
+from trainpipe.storage import FileStore
+
+ROW_GROUP_ROWS = 4096
+
+
+def make_table(rows: int, features: int, seed: int = 0) -> pa.Table:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(rows, features)).astype(np.float32)
+    columns = {f"f{i}": x[:, i] for i in range(features)}
+    return pa.table({**columns, "label": rng.integers(0, 10, rows)})
+
+
+def make_images(root: Path, count: int, side: int, per_shard: int) -> str:
+    """``count`` random JPEGs (``side`` x ``side`` RGB, 10 classes) prepared as image shards."""
+    import io
+
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        folder = root / "images" / f"c{i % 10}"
+        folder.mkdir(parents=True, exist_ok=True)
+        buffer = io.BytesIO()
+        pixels = rng.integers(0, 255, (side, side, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(buffer, format="JPEG", quality=90)
+        (folder / f"{i:06d}.jpg").write_bytes(buffer.getvalue())
+    prepare_images(str(root / "images"), str(root / "image-shards"), rows_per_shard=per_shard)
+    shutil.rmtree(root / "images")
+    return str(root / "image-shards")
+
+
+def image_split(uri: str, side: int, workers: int) -> StreamSplit:
+    streaming = StreamingConfig(loader_workers=workers, cache_dir="/nonexistent")
+    shards = discover_shards(uri).shards
+    labels = [f"c{i}" for i in range(10)]
+    return StreamSplit(uri, shards, "label", ["image"], [3, side, side], labels, streaming)
+
+
+def raw_images_epoch(split: StreamSplit, batch: int, cache: Path) -> int:
+    """Every image decoded in file order in this one process, handed out as batch tensors."""
+    shard_set, rows = split.shard_set(), 0
+    for shard in split.shards:
+        for table in shard_set.iter_batches(shard, ["image"]):
+            images = table.column("image").to_pylist()
+            for start in range(0, len(images), batch):
+                chunk = [decode_one(b, split.feature_shape) for b in images[start : start + batch]]
+                rows += len(torch.from_numpy(np.stack(chunk)))
+    return rows
+
+
+def make_split(uri: str, features: int, workers: int, cache: Path | None, endpoint: str | None):
+    """A stream of local shards (``cache`` None: read in place) or of S3 shards."""
+    streaming = StreamingConfig(loader_workers=workers, cache_dir=str(cache or "/nonexistent"))
+    shards = discover_shards(uri, endpoint_url=endpoint, cache=streaming.cache()).shards
+    names = [f"f{i}" for i in range(features)]
+    return StreamSplit(
+        uri, shards, "label", names, [features], list(range(10)), streaming, endpoint_url=endpoint
+    )
+
+
+def raw_epoch(split: StreamSplit, batch: int, cache: Path) -> int:
+    """Every row group in file order into float32 batches: the plain reader's floor."""
+    shard_set = split.shard_set()
+    if not isinstance(shard_set.store, FileStore):
+        shard_set.cache = ShardCache(cache, 1 << 40)
+    rows = 0
+    for shard in split.shards:
+        for table in shard_set.iter_batches(shard):
+            x = np.stack(
+                [c.to_numpy() for c in table.select(split.feature_columns).columns], axis=1
+            )
+            y = table.column("label").to_numpy()
+            for start in range(0, len(y), batch):
+                # What a training loop needs: contiguous tensors per batch.
+                features = torch.from_numpy(np.ascontiguousarray(x[start : start + batch]))
+                labels = torch.from_numpy(y[start : start + batch].astype(np.int64))
+                rows += min(len(features), len(labels))
+    return rows
+
+
+def loader_epoch(split: StreamSplit, batch: int) -> int:
+    return sum(len(y) for _, y in stream_loader(split, epoch=1, batch_size=batch))
+
+
+def timed(fn, *args) -> tuple[float, int]:
+    started = time.perf_counter()
+    rows = fn(*args)
+    return time.perf_counter() - started, rows
+
+
+def compare(split: StreamSplit, batch: int, rounds: int, cache: Path, raw=raw_epoch) -> dict:
+    """Alternating rounds; the best round of each side (the least disturbed by other load)."""
+    raw_s, loader_s = [], []
+    for _ in range(rounds):
+        shutil.rmtree(cache, ignore_errors=True)
+        seconds, rows = timed(raw, split, batch, cache / "raw")
+        raw_s.append(seconds)
+        shutil.rmtree(cache, ignore_errors=True)
+        split._set = None
+        seconds, loaded = timed(loader_epoch, split, batch)
+        assert loaded == rows, (loaded, rows)
+        loader_s.append(seconds)
+    raw = rows / min(raw_s)
+    loader = rows / min(loader_s)
+    return {
+        "raw_samples_per_s": round(raw, 1),
+        "loader_samples_per_s": round(loader, 1),
+        "ratio": round(loader / raw, 3),
+    }
+
+
+def child_rss(uri: str, features: int, workers: int, batch: int) -> dict:
+    """Stream one epoch in a fresh process; its own and its largest worker's peak RSS."""
+    code = (
+        "import json,resource,sys;from benchmarks.data import make_split,loader_epoch;"
+        f"s=make_split({uri!r},{features},{workers},None,None);"
+        f"n=loader_epoch(s,{batch});"
+        "print(json.dumps({'rows':n,'self_kib':resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,"
+        "'worker_kib':resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=3600
+    )
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    out["peak_mib"] = round((out["self_kib"] + out["worker_kib"]) / 1024, 1)
+    return out
+
+
+def resume_cost(split: StreamSplit, batch: int) -> dict:
+    def first_batch(start: int) -> float:
+        started = time.perf_counter()
+        next(iter(stream_loader(split, epoch=1, batch_size=batch, start_batch=start)))
+        return time.perf_counter() - started
+
+    middle = len(split) // batch // 2
+    return {
+        "first_batch_s_at_start": round(min(first_batch(0) for _ in range(2)), 3),
+        "first_batch_s_mid_epoch": round(min(first_batch(middle) for _ in range(2)), 3),
+    }
+
+
+def start_s3() -> tuple[subprocess.Popen, str]:
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tests.support.s3_server"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    port = int(server.stdout.readline().split()[1])
+    # moto accepts any credentials; these are benchmark values, not secrets.
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    return server, f"http://127.0.0.1:{port}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--rows", type=int, default=None)
+    parser.add_argument("--features", type=int, default=32)
+    parser.add_argument("--rows-per-shard", type=int, default=None)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--images", type=int, default=None)
+    args = parser.parse_args()
+    args.images = args.images or (2_000 if args.quick else 50_000)
+    rows = args.rows or (20_000 if args.quick else 1_000_000)
+    per_shard = args.rows_per_shard or max(ROW_GROUP_ROWS, rows // 16)
+    rounds = args.rounds or (2 if args.quick else 3)
+    root = Path(tempfile.mkdtemp(prefix="bench-data-"))
+    server, endpoint = start_s3()
+    try:
+        import boto3
+
+        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="bench")
+        table = make_table(rows, args.features)
+        local_uri = str(root / "x1")
+        write_shards(table, local_uri, rows_per_shard=per_shard, row_group_rows=ROW_GROUP_ROWS)
+        write_shards(
+            table,
+            "s3://bench/x1",
+            rows_per_shard=per_shard,
+            row_group_rows=ROW_GROUP_ROWS,
+            endpoint_url=endpoint,
+        )
+        for copy in range(10):  # 10x: the same rows again, as more shards of the same size
+            write_shards(
+                make_table(rows, args.features, seed=copy),
+                str(root / "x10"),
+                rows_per_shard=per_shard,
+                row_group_rows=ROW_GROUP_ROWS,
+                stem=f"copy{copy}",
+            )
+        cache = root / "cache"
+        local = make_split(local_uri, args.features, args.workers, cache, None)
+        remote = make_split("s3://bench/x1", args.features, args.workers, cache, endpoint)
+        result: dict = {
+            "rows_1x": rows,
+            "features": args.features,
+            "shards_1x": len(local.shards),
+            "workers": args.workers,
+            "batch": args.batch,
+            "local": compare(local, args.batch, rounds, cache),
+            "s3": compare(remote, args.batch, rounds, cache),
+        }
+        side = 32
+        images_uri = make_images(root, args.images, side, max(256, args.images // 8))
+        result["images"] = compare(
+            image_split(images_uri, side, args.workers),
+            args.batch,
+            rounds,
+            cache,
+            raw=raw_images_epoch,
+        ) | {"count": args.images, "pixels": f"3x{side}x{side} JPEG"}
+        rss1 = child_rss(local_uri, args.features, args.workers, args.batch)
+        rss10 = child_rss(str(root / "x10"), args.features, args.workers, args.batch)
+        result["peak_rss_mib_1x"] = rss1["peak_mib"]
+        result["peak_rss_mib_10x"] = rss10["peak_mib"]
+        result["rss_ratio_10x_vs_1x"] = round(rss10["peak_mib"] / rss1["peak_mib"], 3)
+
+        shard_set = discover_shards(local_uri)
+        splits = split_shards(shard_set.shards, validation_fraction=0.1, test_fraction=0.1, seed=0)
+        started = time.perf_counter()
+        validate_shards(shard_set, splits, label_column="label", workers=args.workers)
+        result["validation_rows_per_s"] = round(rows / (time.perf_counter() - started), 1)
+        result["resume"] = resume_cost(local, args.batch)
+        result["goals"] = {
+            "loader_vs_raw_local_ge_0.9": result["local"]["ratio"] >= 0.9,
+            "rss_10x_within_1.2x": result["rss_ratio_10x_vs_1x"] <= 1.2,
+        }
+        result["machine"] = f"{platform.machine()}, {os.cpu_count()} cpus"
+        result["peak_rss_this_process_mib"] = round(
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1
+        )
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+        shutil.rmtree(root, ignore_errors=True)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,299 @@
+"""A dataset stored as a prefix of Parquet shards (file:// or s3://), read shard by shard.
+
+    shards = discover_shards("s3://bucket/table/", endpoint_url=..., cache=ShardCache(dir, 2**30))
+    splits = split_shards(shards.shards, validation_fraction=0.15, test_fraction=0.2, seed=0)
+    table = shards.read_rows(shards.shards[0], np.array([0, 5, 9]))   # only those row groups
+
+A shard set is every ``*.parquet`` under the prefix, or exactly the shards listed in an optional
+``shards.json`` (``{"shards": [{"name", "sha256", "rows"}]}``, as :func:`write_shards` writes it),
+whose sha256s are then checked on every download, as artifacts are. Row counts come from Parquet
+footers, so nothing is read beyond metadata until a loader asks for rows. Remote shards are
+downloaded whole into a local cache with a byte limit (least recently used evicted); local shards
+are read in place. Every error names the shard and the fix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import posixpath
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from trainpipe.errors import DataError
+from trainpipe.storage import FileStore, StorageError, Store, open_store, sha256_bytes
+
+INDEX_NAME = "shards.json"
+SHARD_SUFFIX = ".parquet"
+OPEN_FILES = 8  # Parquet footers kept parsed per process
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    name: str
+    """Key of the shard under the shard set's prefix."""
+    rows: int
+    row_group_rows: tuple[int, ...]
+    sha256: str = ""
+    """Expected sha256 from ``shards.json``; empty when the set has no index."""
+
+
+class ShardCache:
+    """Local copies of remote shards, at most ``max_bytes`` in all (least recently used go first).
+
+    Worker processes share the folder: a download lands under a temporary name and is renamed
+    into place, so a reader never sees half a shard."""
+
+    def __init__(self, folder: str | Path, max_bytes: int):
+        self.folder = Path(folder)
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+
+    def path(self, store: Store, shard: ShardInfo) -> Path:
+        digest = hashlib.sha256(store.uri_for(shard.name).encode()).hexdigest()[:24]
+        local = self.folder / f"{digest}{SHARD_SUFFIX}"
+        if local.exists():
+            os.utime(local)  # recently used
+            return local
+        with self._lock:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            try:
+                store.get_file(shard.name, local, sha256=shard.sha256 or None)
+            except StorageError as exc:
+                raise DataError(f"data error: shard {store.uri_for(shard.name)}: {exc}") from None
+            self._evict(keep=local)
+        return local
+
+    def _evict(self, keep: Path) -> None:
+        files = [p for p in self.folder.glob(f"*{SHARD_SUFFIX}") if p != keep]
+        total = sum(p.stat().st_size for p in files) + keep.stat().st_size
+        for path in sorted(files, key=lambda p: p.stat().st_mtime):
+            if total <= self.max_bytes:
+                break
+            total -= path.stat().st_size
+            path.unlink(missing_ok=True)
+
+
+@dataclass
+class ShardSet:
+    store: Store
+    shards: list[ShardInfo]
+    schema: pa.Schema
+    cache: ShardCache | None = None
+    _verified: set[str] = field(default_factory=set, repr=False)
+    _open: OrderedDict = field(default_factory=OrderedDict, repr=False)
+
+    @property
+    def uri(self) -> str:
+        return self.store.uri
+
+    @property
+    def rows(self) -> int:
+        return sum(s.rows for s in self.shards)
+
+    def local_path(self, shard: ShardInfo) -> Path:
+        """Where the shard's bytes are on this machine (downloading it when remote)."""
+        if isinstance(self.store, FileStore):
+            path = self.store.root / shard.name
+            if not path.exists():
+                raise DataError(
+                    f"data error: shard {self.store.uri_for(shard.name)} is missing; restore it "
+                    f"or remove it from {INDEX_NAME}"
+                )
+            if shard.sha256 and shard.name not in self._verified:
+                if _file_sha256(path) != shard.sha256:
+                    raise DataError(
+                        f"data error: shard {self.store.uri_for(shard.name)} does not match the "
+                        f"sha256 in {INDEX_NAME}; the shard was replaced or corrupted, rewrite it"
+                    )
+                self._verified.add(shard.name)
+            return path
+        if self.cache is None:
+            raise DataError(
+                f"data error: shards under {self.uri} are remote and no shard cache is set; "
+                "set data.streaming.cache_dir"
+            )
+        return self.cache.path(self.store, shard)
+
+    def open(self, shard: ShardInfo) -> pq.ParquetFile:
+        if shard.name in self._open:
+            return self._open[shard.name]
+        path = self.local_path(shard)
+        try:
+            handle = pq.ParquetFile(path)
+            self._open[shard.name] = handle
+            while len(self._open) > OPEN_FILES:
+                self._open.popitem(last=False)
+            return handle
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise DataError(
+                f"data error: shard {self.store.uri_for(shard.name)} is not a readable Parquet "
+                f"file ({exc}); rewrite or remove the shard"
+            ) from None
+
+    def read_row_group(self, shard: ShardInfo, group: int, columns: list[str] | None = None):
+        try:
+            return self.open(shard).read_row_group(group, columns=columns)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise DataError(
+                f"data error: shard {self.store.uri_for(shard.name)} row group {group} cannot "
+                f"be read ({exc}); rewrite or remove the shard"
+            ) from None
+
+    def read_rows(self, shard: ShardInfo, rows: np.ndarray, columns: list[str] | None = None):
+        """The given rows (any order) of one shard, reading only the row groups that hold them."""
+        starts = np.concatenate([[0], np.cumsum(shard.row_group_rows)])
+        groups = np.searchsorted(starts, rows, side="right") - 1
+        parts = {int(g): self.read_row_group(shard, int(g), columns) for g in np.unique(groups)}
+        offset, tables = 0, []
+        base = {}
+        for g in sorted(parts):
+            base[g] = offset
+            offset += len(parts[g])
+            tables.append(parts[g])
+        table = pa.concat_tables(tables)
+        local = np.array([base[g] + r - starts[g] for g, r in zip(groups, rows, strict=True)])
+        return table.take(pa.array(local, type=pa.int64()))
+
+    def iter_batches(self, shard: ShardInfo, columns: list[str] | None = None):
+        """Row groups of one shard in order: what streaming validation reads."""
+        for group in range(len(shard.row_group_rows)):
+            yield self.read_row_group(shard, group, columns)
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def is_shard_prefix(uri: str, *, endpoint_url: str | None = None) -> bool:
+    """True when ``uri`` is a folder/prefix holding ``shards.json`` or ``*.parquet`` shards other
+    than a pre-split ``train/validation/test`` set."""
+    if uri.endswith((".parquet", ".csv", ".jsonl", ".npz")):
+        return False
+    try:
+        names = [k.rsplit("/", 1)[-1] for k in open_store(uri, endpoint_url=endpoint_url).list()]
+    except StorageError:
+        return False
+    if INDEX_NAME in names:
+        return True
+    presplit = {"train.parquet", "validation.parquet", "test.parquet"}
+    parquet = [n for n in names if n.endswith(SHARD_SUFFIX) and not n.startswith(".")]
+    return bool(parquet) and not presplit.issubset(parquet)
+
+
+def discover_shards(
+    uri: str, *, endpoint_url: str | None = None, cache: ShardCache | None = None
+) -> ShardSet:
+    """The shard set under ``uri``, with row counts and row groups from each footer."""
+    store = open_store(uri, endpoint_url=endpoint_url)
+    keys = [k for k in store.list() if not posixpath.basename(k).startswith(".")]
+    if INDEX_NAME in keys:
+        index = store.get_editable_bytes(INDEX_NAME)
+        try:
+            entries = json.loads(index)["shards"]
+            listed = [(e["name"], e.get("sha256", "")) for e in entries]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise DataError(
+                f"data error: {store.uri_for(INDEX_NAME)} is not a shard index ({exc}); "
+                "rewrite it with trainpipe.data.shards.write_shards or delete it"
+            ) from None
+        present = set(keys)
+        for name, _ in listed:
+            if name not in present:
+                raise DataError(
+                    f"data error: shard {store.uri_for(name)} is listed in {INDEX_NAME} but "
+                    f"missing; restore it or remove it from {INDEX_NAME}"
+                )
+    else:
+        listed = [(k, "") for k in keys if k.endswith(SHARD_SUFFIX)]
+    if not listed:
+        raise DataError(
+            f"data error: {uri} holds no *.parquet shards; fix data.source (a prefix of Parquet "
+            "shards)"
+        )
+    shard_set = ShardSet(store, [], pa.schema([]), cache)
+    schema = None
+    for name, sha in listed:
+        provisional = ShardInfo(name, 0, (), sha)
+        meta = shard_set.open(provisional).metadata
+        groups = tuple(meta.row_group(i).num_rows for i in range(meta.num_row_groups))
+        shard_set.shards.append(ShardInfo(name, meta.num_rows, groups, sha))
+        this = meta.schema.to_arrow_schema()
+        if schema is None:
+            schema = this
+        elif not this.equals(schema, check_metadata=False):
+            raise DataError(
+                f"data error: shard {store.uri_for(name)} has schema {this} but the first shard "
+                f"has {schema}; every shard must have the same columns and types"
+            )
+    shard_set.schema = schema
+    return shard_set
+
+
+def split_shards(
+    shards: list[ShardInfo], *, validation_fraction: float, test_fraction: float, seed: int
+) -> dict[str, list[ShardInfo]]:
+    """Whole shards per split, by a stable hash of (seed, shard name) mapped to [0, 1): below
+    ``test_fraction`` is test, then validation up to ``test + validation``, the rest train. A
+    shard's split depends on its name alone, so the same shards are the test set in every run,
+    on every machine, and when new shards (partitions) arrive. A split the thresholds leave empty
+    (few shards) takes the shard nearest to its range instead."""
+    if len(shards) < 3:
+        raise DataError(
+            f"data error: {len(shards)} shard(s) cannot make train, validation and test splits "
+            "by shard; write at least 3 shards (more is better: the split is by whole shards)"
+        )
+
+    def position(shard: ShardInfo) -> float:
+        digest = hashlib.sha256(f"{seed}:{shard.name}".encode()).hexdigest()
+        return int(digest[:16], 16) / 2.0**64
+
+    ordered = sorted(shards, key=position)
+    cut_test, cut_val = test_fraction, test_fraction + validation_fraction
+    test = [s for s in ordered if position(s) < cut_test] or ordered[:1]
+    rest = [s for s in ordered if s not in test]
+    validation = [s for s in rest if position(s) < cut_val] or rest[:1]
+    train = [s for s in rest if s not in validation]
+    if not train:
+        train, validation = validation[1:], validation[:1]
+    by_name = lambda group: sorted(group, key=lambda s: s.name)  # noqa: E731
+    return {"test": by_name(test), "validation": by_name(validation), "train": by_name(train)}
+
+
+def write_shards(
+    table: pa.Table,
+    uri: str,
+    *,
+    rows_per_shard: int,
+    row_group_rows: int = 1024,
+    endpoint_url: str | None = None,
+    stem: str = "part",
+) -> list[dict]:
+    """Write ``table`` as Parquet shards plus ``shards.json`` under ``uri`` (the preparation
+    step; also what tests and benchmarks use). Returns the index entries."""
+    import io
+
+    store = open_store(uri, endpoint_url=endpoint_url)
+    entries = []
+    for number, start in enumerate(range(0, len(table), rows_per_shard)):
+        part = table.slice(start, rows_per_shard)
+        buffer = io.BytesIO()
+        pq.write_table(part, buffer, row_group_size=row_group_rows)
+        data = buffer.getvalue()
+        name = f"{stem}-{number:05d}{SHARD_SUFFIX}"
+        store.put_bytes(name, data)
+        entries.append({"name": name, "sha256": sha256_bytes(data), "rows": len(part)})
+    store.put_bytes(INDEX_NAME, json.dumps({"shards": entries, "written_at": time.time()}).encode())
+    return entries

@@ -1,0 +1,398 @@
+"""Validate a sharded source shard by shard, in parallel, with memory that does not grow with it.
+
+    report = validate_shards(shard_set, {"train": [...], "validation": [...], "test": [...]},
+                             schema=None, label_column="label", workers=2)
+
+Every row group goes through the same per-table checks as in-memory data
+(:func:`~trainpipe.data.validation.checks.check_table`); an anomaly is reported once per split
+and check/column, naming the first shard it was found in and how many shards have it. Statistics
+are mergeable sketches (:mod:`.sketches`) turned into the report's usual ``DatasetStatistics``,
+so the HTML/JSON report is the same as for in-memory data. Drift of each split against a
+reference shard set uses the same PSI/JS metrics over the reference's quantile bins.
+
+What is approximate or narrower than in memory, and why: quantiles, histograms and distinct
+counts come from sketches; duplicates are counted within a row group (finding repeats across
+shards needs every row hash in memory); leakage between splits is not checked because splits are
+whole shards (a row in two shards is a duplicate, not found for the same reason); the KS
+statistic needs raw samples and is not computed. An inferred schema comes from the first
+training shard with its category lists dropped (later shards may hold other categories) and the
+label set taken from all shards.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from trainpipe.data.images import decode_one, is_image_column
+from trainpipe.data.shards import ShardInfo, ShardSet
+from trainpipe.data.validation.api import _drift_anomalies
+from trainpipe.data.validation.checks import Anomaly, check_table, make_anomaly
+from trainpipe.data.validation.drift import QUANTILE_BINS, DriftResult, js_distance, psi
+from trainpipe.data.validation.hashing import column_hash, duplicate_count, row_hashes
+from trainpipe.data.validation.report import ValidationReport, new_report
+from trainpipe.data.validation.schema import ArrayColumn, Schema, dtype_family, infer_schema
+from trainpipe.data.validation.sketches import ColumnSketch
+from trainpipe.data.validation.stats import (
+    QUANTILES,
+    TOP_K,
+    ColumnStatistics,
+    DatasetStatistics,
+    Histogram,
+    LabelStatistics,
+)
+
+HISTOGRAM_BINS = 20
+
+
+@dataclass
+class ShardSummary:
+    """Mergeable summary of some rows: counts, sketches per column, labels, anomalies."""
+
+    rows: int = 0
+    duplicates: int = 0
+    columns: dict[str, ColumnSketch] = field(default_factory=dict)
+    types: dict[str, str] = field(default_factory=dict)
+    kinds: dict[str, str] = field(default_factory=dict)
+    labels: Counter = field(default_factory=Counter)
+    anomalies: dict[tuple, tuple[Anomaly, int]] = field(default_factory=dict)
+
+    def merge(self, other: ShardSummary) -> ShardSummary:
+        self.rows += other.rows
+        self.duplicates += other.duplicates
+        for name, sketch in other.columns.items():
+            if name in self.columns:
+                self.columns[name].merge(sketch)
+            else:
+                self.columns[name] = sketch
+        self.types |= other.types
+        self.kinds |= other.kinds
+        self.labels.update(other.labels)
+        for key, (anomaly, shards) in other.anomalies.items():
+            first, count = self.anomalies.get(key, (anomaly, 0))
+            self.anomalies[key] = (first, count + shards)
+        return self
+
+
+def _kind(schema: Schema, name: str, type_: pa.DataType) -> str:
+    if any(c.name == name for c in schema.columns):
+        return schema.column(name).kind
+    family = dtype_family(type_)
+    return {"array": "array", "int": "numeric", "float": "numeric"}.get(family, "categorical")
+
+
+def summarize_table(table: pa.Table, schema: Schema, split: str, where: str) -> ShardSummary:
+    """Summary of one table (a row group): checks, sketches, label counts."""
+    out = ShardSummary(rows=table.num_rows)
+    images = [f.name for f in table.schema if is_image_column(f.type)]
+    for name in images:
+        _summarize_images(table.column(name), name, schema, split, where, out)
+    table = table.drop_columns(images)
+    checked = schema
+    if images:  # decoded above; the table checks see the other columns
+        kept = [c for c in schema.columns if c.name not in images]
+        checked = schema.model_copy(update={"columns": kept})
+    for anomaly in check_table(table, checked, split=split):
+        located = anomaly.model_copy(update={"message": f"{where}: {anomaly.message}"})
+        out.anomalies[(anomaly.check, anomaly.column)] = (located, 1)
+    out.duplicates = duplicate_count(row_hashes(table))
+    label = schema.label.column if schema.label is not None else None
+    for f in table.schema:
+        column = table.column(f.name)
+        kind = _kind(schema, f.name, f.type)
+        sketch = ColumnSketch(categorical=kind == "categorical")
+        sketch.count = len(column) - column.null_count
+        sketch.missing = column.null_count
+        present = column.drop_null()
+        if len(present):
+            sketch.distinct.update(column_hash(present))
+        if kind == "array" and pa.types.is_fixed_size_list(f.type):
+            sketch.update_numeric(pc.list_flatten(present).to_numpy(zero_copy_only=False))
+        elif kind == "numeric":
+            sketch.update_numeric(present.to_numpy())
+        elif kind == "text":
+            sketch.update_numeric(pc.utf8_length(present).to_numpy())
+        elif kind == "categorical":
+            sketch.categories.update(_value_counts(present))
+        out.columns[f.name] = sketch
+        out.types[f.name] = str(f.type)
+        out.kinds[f.name] = kind
+        if f.name == label:
+            out.labels.update(_value_counts(present))
+    return out
+
+
+def _value_counts(values) -> dict:
+    counts = pc.value_counts(values)
+    names, numbers = counts.field("values").to_pylist(), counts.field("counts").to_pylist()
+    return dict(zip(names, numbers, strict=True))
+
+
+def _summarize_images(column, name: str, schema: Schema, split: str, where: str, out) -> None:
+    """Decode every image: unreadable ones, and ones whose shape differs from the schema's, are
+    anomalies naming the shard; pixels feed the column's sketch (pixel statistics)."""
+    spec = next((c for c in schema.columns if c.name == name), None)
+    shape = getattr(spec, "shape", None)
+    sketch = ColumnSketch()
+    sketch.count = len(column) - column.null_count
+    sketch.missing = column.null_count
+    problems: dict[str, list] = {"unreadable": [], "array_shape": []}
+    for row, data in enumerate(column.to_pylist()):
+        if data is None:
+            continue
+        try:
+            pixels = decode_one(data, shape)
+        except ValueError as exc:
+            kind = "array_shape" if "like the others" in str(exc) else "unreadable"
+            problems[kind].append((row, str(exc)))
+            continue
+        sketch.update_numeric(pixels)
+    for check, rows in problems.items():
+        if rows:
+            anomaly = make_anomaly(
+                schema,
+                check,
+                f"{where}: {len(rows)} image(s) rejected, first at row {rows[0][0]}: {rows[0][1]}",
+                split=split,
+                column=name,
+                severity="blocking",
+            )
+            out.anomalies[(check, name)] = (anomaly, 1)
+    out.columns[name] = sketch
+    out.types[name] = str(column.type)
+    out.kinds[name] = "image"
+
+
+def summarize_shard(shards: ShardSet, shard: ShardInfo, schema: Schema, split: str) -> ShardSummary:
+    summary = ShardSummary()
+    for table in shards.iter_batches(shard):
+        summary.merge(summarize_table(table, schema, split, f"shard {shard.name}"))
+    return summary
+
+
+def summarize_split(
+    shards: ShardSet, members: list[ShardInfo], schema: Schema, split: str, workers: int
+) -> ShardSummary:
+    """Shards summarized in parallel threads (Arrow decodes without the GIL), merged in order."""
+    total = ShardSummary()
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for part in pool.map(lambda s: summarize_shard(shards, s, schema, split), members):
+            total.merge(part)
+    return total
+
+
+def to_statistics(summary: ShardSummary, schema: Schema) -> DatasetStatistics:
+    columns = {}
+    for name, sketch in summary.columns.items():
+        base = {
+            "name": name,
+            "kind": summary.kinds[name],
+            "type": summary.types[name],
+            "count": sketch.count,
+            "missing": sketch.missing,
+            "distinct": sketch.distinct.estimate(),
+        }
+        if sketch.finite:
+            edges, counts = sketch.histogram(HISTOGRAM_BINS)
+            quantiles = sketch.quantile.quantiles(list(QUANTILES))
+            base |= {
+                "nan": sketch.nan,
+                "inf": sketch.inf,
+                "min": sketch.min,
+                "max": sketch.max,
+                "mean": sketch.mean,
+                "std": sketch.std,
+                "quantiles": {
+                    f"p{round(q * 100):02d}": v for q, v in zip(QUANTILES, quantiles, strict=True)
+                },
+                "histogram": Histogram(edges=edges, counts=counts),
+            }
+        if sketch.categories:
+            base["top_k"] = [(k, int(v)) for k, v in sketch.categories.most_common(TOP_K)]
+        columns[name] = ColumnStatistics(**base)
+    label = None
+    if schema.label is not None and summary.labels:
+        counts = list(summary.labels.values())
+        label = LabelStatistics(
+            column=schema.label.column,
+            distribution={str(k): int(v) for k, v in sorted(summary.labels.items(), key=str)},
+            imbalance_ratio=max(counts) / min(counts),
+        )
+    return DatasetStatistics(
+        num_rows=summary.rows,
+        num_columns=len(summary.columns),
+        columns=columns,
+        duplicate_rows=summary.duplicates,
+        label=label,
+    )
+
+
+def _drift(reference: ShardSummary, current: ShardSummary, schema: Schema, split: str):
+    results = []
+    for name, ref in reference.columns.items():
+        cur = current.columns.get(name)
+        kind = reference.kinds[name]
+        if cur is None or kind == "other":
+            continue
+        if ref.categories:
+            keys = sorted(set(ref.categories) | set(cur.categories or {}), key=str)
+            ref_counts = np.array([ref.categories.get(k, 0) for k in keys], dtype=float)
+            cur_counts = np.array([(cur.categories or {}).get(k, 0) for k in keys], dtype=float)
+        elif ref.finite and cur.finite:
+            edges = np.unique(ref.quantile.quantiles(list(np.linspace(0, 1, QUANTILE_BINS + 1))))
+            ref_counts = ref.quantile.bin_counts(edges[1:-1])
+            cur_counts = cur.quantile.bin_counts(edges[1:-1])
+        else:
+            continue
+        limits = schema.thresholds(name)
+        metrics = {"psi": psi(ref_counts, cur_counts), "js": js_distance(ref_counts, cur_counts)}
+        thresholds = {"psi": limits.psi, "js": limits.js}
+        exceeded = [
+            k for k, v in metrics.items() if thresholds[k] is not None and v > thresholds[k]
+        ]
+        results.append(
+            DriftResult(
+                split=split,
+                column=name,
+                kind=kind,
+                metrics=metrics,
+                thresholds=thresholds,
+                drifted=bool(exceeded),
+                exceeded=exceeded,
+                n_reference=int(ref_counts.sum()),
+                n_current=int(cur_counts.sum()),
+            )
+        )
+    return results
+
+
+def _label_anomalies(summary: ShardSummary, schema: Schema, split: str) -> list[Anomaly]:
+    """Label checks over the whole split (per row group they would be meaningless)."""
+    if schema.label is None or not summary.labels:
+        return []
+    out = []
+    known = schema.label.values
+    if known is not None:
+        unknown = {k: v for k, v in summary.labels.items() if k not in set(known)}
+        if unknown:
+            out.append(
+                make_anomaly(
+                    schema,
+                    "unknown_label",
+                    f"{sum(unknown.values())} rows have labels {sorted(unknown, key=str)[:5]} "
+                    f"outside the schema's {known}",
+                    split=split,
+                    column=schema.label.column,
+                )
+            )
+    limit = schema.label.max_imbalance_ratio
+    counts = [summary.labels.get(k, 0) for k in known] if known else list(summary.labels.values())
+    ratio = max(counts) / min(counts) if min(counts) else math.inf
+    if limit is not None and ratio > limit:
+        out.append(
+            make_anomaly(
+                schema,
+                "class_imbalance",
+                f"class imbalance {ratio:.3g} (largest/smallest class) exceeds {limit}",
+                split=split,
+                column=schema.label.column,
+            )
+        )
+    return out
+
+
+def _first_shape(values: list) -> list[int] | None:
+    for data in values:
+        try:
+            return list(decode_one(data, None).shape) if data is not None else None
+        except ValueError:
+            continue
+    return None
+
+
+def streaming_schema(shards: ShardSet, first: ShardInfo, label_column: str | None) -> Schema:
+    """Inferred from the first shard, without category lists (later shards may hold others)."""
+    table = shards.read_row_group(first, 0)
+    images = [f.name for f in table.schema if is_image_column(f.type)]
+    schema = infer_schema(table.drop_columns(images), label_column=label_column)
+    for name in images:  # the first readable image fixes the shape every image must have
+        shape = _first_shape(table.column(name).to_pylist())
+        if shape is not None:
+            column = ArrayColumn(name=name, dtype="float", shape=shape)
+            schema = schema.model_copy(update={"columns": [*schema.columns, column]})
+    columns = [
+        c.model_copy(update={"values": None}) if c.kind == "categorical" else c
+        for c in schema.columns
+    ]
+    label = None
+    if schema.label is not None:
+        # Every shard's labels are known only after the pass: validate_shards fills them in.
+        label = schema.label.model_copy(update={"values": None, "max_imbalance_ratio": None})
+    return schema.model_copy(update={"columns": columns, "label": label})
+
+
+def validate_shards(
+    shards: ShardSet,
+    splits: dict[str, list[ShardInfo]],
+    schema: Schema | None = None,
+    *,
+    label_column: str | None = None,
+    reference: ShardSet | None = None,
+    workers: int = 2,
+) -> tuple[ValidationReport, dict[str, ShardSummary]]:
+    """The report (as :func:`validate_dataset` makes it) and each split's merged summary."""
+    source = "given"
+    if schema is None:
+        first = splits.get("train") or next(iter(splits.values()))
+        schema = streaming_schema(shards, first[0], label_column)
+        source = "data"
+    per_row_group = schema.model_copy(
+        update={
+            "label": None
+            if schema.label is None
+            else schema.label.model_copy(update={"values": None, "max_imbalance_ratio": None})
+        }
+    )
+    summaries = {
+        name: summarize_split(shards, members, per_row_group, name, workers)
+        for name, members in splits.items()
+    }
+    if source == "data" and schema.label is not None:
+        seen = {v for summary in summaries.values() for v in summary.labels}
+        label = schema.label.model_copy(update={"values": sorted(seen, key=str)})
+        schema = schema.model_copy(update={"label": label})
+    anomalies: list[Anomaly] = []
+    for name, summary in summaries.items():
+        for anomaly, count in summary.anomalies.values():
+            more = f" (and {count - 1} more shard(s))" if count > 1 else ""
+            anomalies.append(anomaly.model_copy(update={"message": anomaly.message + more}))
+        anomalies.extend(_label_anomalies(summary, schema, name))
+    drift: list[DriftResult] = []
+    reference_stats = None
+    if reference is not None:
+        ref_summary = summarize_split(
+            reference, reference.shards, per_row_group, "reference", workers
+        )
+        reference_stats = to_statistics(ref_summary, schema)
+        for name, summary in summaries.items():
+            drift.extend(_drift(ref_summary, summary, schema, name))
+        anomalies.extend(_drift_anomalies(drift, schema))
+    evaluated = {"missing_column", "wrong_type", "missing_fraction", "nan", "inf", "duplicates"}
+    if reference is not None:
+        evaluated.add("drift")
+    report = new_report(
+        schema_source=source,
+        data_schema=schema,
+        splits={name: to_statistics(s, schema) for name, s in summaries.items()},
+        reference=reference_stats,
+        anomalies=anomalies,
+        drift=drift,
+        evaluated=sorted(evaluated),
+    )
+    return report, summaries

@@ -1,0 +1,143 @@
+"""Sharded sources and the streaming loader: order, resume position, splits, bad shards."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from trainpipe.data.shards import discover_shards, split_shards, write_shards
+from trainpipe.data.streaming import StreamingConfig, StreamSplit, read_all, stream_loader
+from trainpipe.errors import DataError
+
+
+def table(rows: int) -> pa.Table:
+    rng = np.random.default_rng(0)
+    return pa.table(
+        {
+            "row_id": np.arange(rows, dtype=np.float64),
+            "f1": rng.normal(size=rows),
+            "label": rng.integers(0, 3, rows),
+        }
+    )
+
+
+def stream(tmp_path, rows=1000, per_shard=137, group=50, block=256) -> StreamSplit:
+    uri = str(tmp_path / "shards")
+    write_shards(table(rows), uri, rows_per_shard=per_shard, row_group_rows=group)
+    shards = discover_shards(uri)
+    return StreamSplit(
+        uri,
+        shards.shards,
+        "label",
+        ["row_id", "f1"],
+        [2],
+        [0, 1, 2],
+        # Two batches of 40 rows x 2 features per transfer: workers take turns within an epoch.
+        StreamingConfig(
+            shuffle_block_rows=block,
+            transfer_mib=2 * 40 * (4 * 2 + 8) / 2**20,
+            cache_dir=str(tmp_path / "cache"),
+        ),
+        seed=3,
+    )
+
+
+def global_sequence(split, *, world: int, workers: int, epoch=1, batch=40, start=0) -> list:
+    """Rows of each global batch, rebuilt by interleaving the ranks' shares."""
+    per_rank = [
+        [
+            y_x[0][:, 0].numpy().astype(int).tolist()
+            for y_x in stream_loader(
+                split,
+                epoch=epoch,
+                batch_size=batch,
+                start_batch=start,
+                rank=rank,
+                world=world,
+                workers=workers,
+            )
+        ]
+        for rank in range(world)
+    ]
+    sequence = []
+    for shares in zip(*per_rank, strict=True):
+        merged = [None] * sum(len(s) for s in shares)
+        for rank, share in enumerate(shares):
+            merged[rank::world] = share
+        sequence.extend(merged)
+    return sequence
+
+
+def test_same_global_order_whatever_ranks_and_workers(tmp_path):
+    split = stream(tmp_path)
+    reference = global_sequence(split, world=1, workers=0)
+    assert sorted(reference) == list(range(1000))  # every row once per epoch
+    assert reference[:50] != list(range(50))  # and shuffled
+    for world, workers in [(1, 2), (2, 0), (2, 2)]:
+        assert global_sequence(split, world=world, workers=workers) == reference, (world, workers)
+    assert global_sequence(split, world=1, workers=0, epoch=2) != reference  # reshuffled
+
+
+def test_resume_mid_epoch_continues_the_same_sequence(tmp_path):
+    split = stream(tmp_path)
+    whole = global_sequence(split, world=2, workers=2)
+    assert global_sequence(split, world=2, workers=2, start=7) == whole[7 * 40 :]
+
+
+def test_read_all_and_split_by_shard_are_stable(tmp_path):
+    split = stream(tmp_path)
+    assert read_all(split).x[:, 0].tolist() == list(range(1000))
+    shards = discover_shards(split.uri).shards
+    a = split_shards(shards, validation_fraction=0.15, test_fraction=0.2, seed=0)
+    b = split_shards(list(reversed(shards)), validation_fraction=0.15, test_fraction=0.2, seed=0)
+    assert a == b and all(a.values())
+    assert sum(len(v) for v in a.values()) == len(shards)
+
+
+def test_missing_shard_names_it(tmp_path):
+    split = stream(tmp_path)
+    (tmp_path / "shards" / "part-00003.parquet").unlink()
+    with pytest.raises(DataError, match=r"shard .*part-00003.parquet is listed in shards.json"):
+        discover_shards(split.uri)
+
+
+def test_truncated_shard_names_it(tmp_path):
+    split = stream(tmp_path)
+    path = tmp_path / "shards" / "part-00002.parquet"
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(DataError, match=r"part-00002.parquet") as caught:
+        discover_shards(split.uri)
+    assert "\n" not in str(caught.value)
+
+
+def test_s3_shards_stream_through_a_bounded_checked_cache(tmp_path, s3_bucket, s3_endpoint):
+    uri = f"{s3_bucket}/table"
+    write_shards(table(600), uri, rows_per_shard=100, endpoint_url=s3_endpoint)
+    cache = tmp_path / "cache"
+    limit_bytes = 6000  # about two shards of this table
+    streaming = StreamingConfig(cache_dir=str(cache), cache_max_gib=limit_bytes / 2**30)
+    shards = discover_shards(uri, endpoint_url=s3_endpoint, cache=streaming.cache()).shards
+    split = StreamSplit(
+        uri, shards, "label", ["row_id", "f1"], [2], [0, 1, 2], streaming, endpoint_url=s3_endpoint
+    )
+    assert sorted(global_sequence(split, world=1, workers=2)) == list(range(600))
+    cached = [p.stat().st_size for p in cache.glob("*.parquet")]
+    # Two workers may each hold one shard being read beyond the limit.
+    assert 0 < sum(cached) <= limit_bytes + 2 * max(cached)
+    assert len(cached) < len(shards)
+
+
+def test_split_by_shard_keeps_test_shards_when_partitions_arrive():
+    from trainpipe.data.shards import ShardInfo
+
+    def shards(n):
+        return [ShardInfo(f"day-{i:03d}.parquet", 10, (10,)) for i in range(n)]
+
+    before = split_shards(shards(40), validation_fraction=0.15, test_fraction=0.2, seed=0)
+    after = split_shards(shards(80), validation_fraction=0.15, test_fraction=0.2, seed=0)
+    for name in ("test", "validation", "train"):
+        assert set(s.name for s in before[name]) <= set(s.name for s in after[name]), name
+    assert 4 <= len(before["test"]) <= 14 and 2 <= len(before["validation"]) <= 11
+    few = split_shards(shards(3), validation_fraction=0.15, test_fraction=0.2, seed=0)
+    assert [len(few[k]) for k in ("train", "validation", "test")] == [1, 1, 1]

@@ -1,0 +1,105 @@
+"""Streaming validation: mergeable sketches and shard-by-shard checks naming the shard."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from trainpipe.data.shards import discover_shards, split_shards, write_shards
+from trainpipe.data.validation.sketches import ColumnSketch, DistinctSketch, QuantileSketch
+from trainpipe.data.validation.streaming import validate_shards
+
+
+def test_merged_sketches_match_the_whole_data():
+    rng = np.random.default_rng(0)
+    values = rng.lognormal(size=50_000)
+    parts = np.array_split(values, 7)
+    merged = ColumnSketch()
+    for part in parts:
+        one = ColumnSketch()
+        one.update_numeric(part)
+        merged.merge(one)
+    assert merged.finite == len(values)
+    assert np.isclose(merged.mean, values.mean()) and np.isclose(merged.std, values.std())
+    assert merged.min == values.min() and merged.max == values.max()
+    for q, estimate in zip(
+        [0.01, 0.5, 0.99], merged.quantile.quantiles([0.01, 0.5, 0.99]), strict=True
+    ):
+        rank = (values <= estimate).mean()
+        assert abs(rank - q) < 0.02, (q, rank)
+    kept = sum(len(level) for level in merged.quantile.levels)
+    assert kept < 3000  # bounded: a few hundred items per level, not 50k
+
+
+def test_quantile_sketch_memory_does_not_grow_with_rows():
+    sketch = QuantileSketch()
+    sizes = []
+    for _ in range(4):
+        sketch.update(np.random.default_rng(1).normal(size=100_000))
+        sizes.append(sum(len(v) for v in sketch.levels))
+    assert max(sizes) < 5000
+
+
+def test_distinct_sketch_estimates_within_a_few_percent():
+    a, b = DistinctSketch(), DistinctSketch()
+    a.update(np.arange(0, 60_000, dtype=np.uint64))
+    b.update(np.arange(30_000, 100_000, dtype=np.uint64))
+    a.merge(b)
+    assert abs(a.estimate() - 100_000) / 100_000 < 0.05
+    small = DistinctSketch()
+    small.update(np.array([5, 5, 7, 9], dtype=np.uint64))
+    assert small.estimate() == 3
+
+
+def test_shard_anomaly_names_the_shard_and_stats_cover_every_row(tmp_path):
+    rng = np.random.default_rng(0)
+    n = 1200
+    x = rng.normal(size=n)
+    x[850] = np.nan  # row 850 lives in shard part-00004 (200 rows per shard)
+    table = pa.table({"x": x, "label": rng.integers(0, 3, n)})
+    write_shards(table, str(tmp_path), rows_per_shard=200, row_group_rows=64)
+    shards = discover_shards(str(tmp_path))
+    splits = split_shards(shards.shards, validation_fraction=0.2, test_fraction=0.2, seed=0)
+    report, summaries = validate_shards(shards, splits, label_column="label", workers=2)
+    nan = [a for a in report.anomalies if a.check == "nan"]
+    assert len(nan) == 1 and "shard part-00004.parquet" in nan[0].message
+    assert sum(s.rows for s in summaries.values()) == n
+    labels = sum((s.labels for s in summaries.values()), start=type(summaries["train"].labels)())
+    assert dict(labels) == {
+        k: int(v) for k, v in zip(*np.unique(table["label"], return_counts=True), strict=True)
+    }
+    assert report.splits["train"].columns["x"].count == sum(s.rows for s in splits["train"])
+
+
+def test_drift_against_reference_shards(tmp_path):
+    rng = np.random.default_rng(0)
+    reference = pa.table({"x": rng.normal(size=2000), "label": rng.integers(0, 2, 2000)})
+    shifted = pa.table({"x": rng.normal(loc=1.5, size=2000), "label": rng.integers(0, 2, 2000)})
+    write_shards(reference, str(tmp_path / "ref"), rows_per_shard=500)
+    write_shards(shifted, str(tmp_path / "cur"), rows_per_shard=500)
+    current = discover_shards(str(tmp_path / "cur"))
+    splits = split_shards(current.shards, validation_fraction=0.25, test_fraction=0.25, seed=0)
+    report, _ = validate_shards(
+        current, splits, label_column="label", reference=discover_shards(str(tmp_path / "ref"))
+    )
+    drifted = {(r.split, r.column) for r in report.drift if r.drifted}
+    assert ("train", "x") in drifted and ("train", "label") not in drifted
+
+
+def test_validate_cli_on_a_shard_prefix(tmp_path, capsys):
+    from trainpipe.data.validation.cli import main
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=600)
+    x[450] = np.inf
+    write_shards(
+        pa.table({"x": x, "label": rng.integers(0, 2, 600)}),
+        str(tmp_path / "s"),
+        rows_per_shard=100,
+    )
+    assert main([str(tmp_path / "s"), "--label-column", "label"]) == 1
+    out = capsys.readouterr().out
+    assert "BLOCKING" in out and "shard part-00004.parquet" in out and "check=inf" in out
+    (tmp_path / "s" / "part-00001.parquet").unlink()
+    assert main([str(tmp_path / "s")]) == 1
+    assert "part-00001.parquet is listed in shards.json but missing" in capsys.readouterr().err
