@@ -52,7 +52,11 @@ def features_of(shard_set: ShardSet, cfg: DataConfig) -> tuple[list[str], list[i
     images = [f.name for f in table.schema if is_image_column(f.type)]
     if images and cfg.feature_columns is None:
         # Image shards: the encoded image is the input; other columns (keys) are not features.
-        _feature_columns(table, cfg.label_column, cfg, name)
+        if cfg.label_column not in table.column_names:
+            raise DataError(
+                f"data error: {name} has no label column {cfg.label_column!r} (columns: "
+                f"{', '.join(table.column_names)}); set data.label_column"
+            )
         data = table.column(images[0])[0].as_py()
         try:
             shape = cfg.feature_shape or list(decode_one(data, None).shape)
