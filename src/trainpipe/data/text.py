@@ -7,8 +7,9 @@
 
 Sources are JSONL or Parquet (a file or a folder of shards, read through
 :func:`trainpipe.data.validation.io.read_table`, so file:// and s3:// both work), plain text
-(``.txt``: one document per blank-line separated paragraph), or ``builtin:pydoc_topics`` (the
-help texts shipped in the standard library's ``pydoc_data``). The validation and test documents
+(``.txt``: one document per blank-line separated paragraph), ``builtin:pydoc_topics`` (the
+help texts shipped in the standard library's ``pydoc_data``), or ``builtin:reviews`` (generated
+short product reviews labelled ``positive``/``negative``, for classifier demos and tests). The validation and test documents
 are chosen by a hash of each document's text, not its position, so they stay the same when the
 corpus grows or is reordered.
 
@@ -34,6 +35,7 @@ from trainpipe.errors import DataError
 from trainpipe.storage import StorageError, open_store, split_uri
 
 BUILTIN_PYDOC = "builtin:pydoc_topics"
+BUILTIN_REVIEWS = "builtin:reviews"
 PAD, UNK, EOS, MASK, CLS = "<pad>", "<unk>", "<eos>", "<mask>", "<cls>"
 SPECIAL_TOKENS = [PAD, UNK, EOS, MASK, CLS]
 """Always ids 0-4 in a trained tokenizer, so models and objectives can rely on them."""
@@ -42,7 +44,8 @@ SPECIAL_TOKENS = [PAD, UNK, EOS, MASK, CLS]
 class TextDataConfig(Section):
     source: str = BUILTIN_PYDOC
     """Corpus URI: a .jsonl/.parquet file or folder of shards, a .txt file (documents separated
-    by blank lines) on file:// or s3://, or ``builtin:pydoc_topics``."""
+    by blank lines) on file:// or s3://, ``builtin:pydoc_topics`` or ``builtin:reviews``
+    (labelled, column ``label``)."""
 
     text_column: str = "text"
     """Column holding the text in JSONL/Parquet sources."""
@@ -98,12 +101,39 @@ def _pydoc_documents() -> list[str]:
     return [topics[name].strip() for name in sorted(topics) if topics[name].strip()]
 
 
+_PRODUCTS = ["kettle", "lamp", "chair", "phone case", "backpack", "blender", "desk", "charger"]
+_GOOD = ["great", "sturdy", "lovely", "reliable", "excellent", "quiet", "handy", "perfect"]
+_BAD = ["broken", "flimsy", "awful", "noisy", "useless", "cheap", "faulty", "disappointing"]
+_TEMPLATES = [
+    "the {p} is {a} and i would buy it again",
+    "this {p} arrived {a}, {b} overall",
+    "my new {p} feels {a}. {b} value for money",
+    "honestly a {a} {p}, really {b}",
+]
+
+
+def synthetic_reviews(n: int = 600, seed: int = 0) -> tuple[list[str], list[str]]:
+    """``n`` generated reviews and their labels (``positive``/``negative``, balanced): the
+    label is carried only by the adjectives, so a classifier must read the words."""
+    rng = np.random.default_rng(seed)
+    texts, labels = [], []
+    for i in range(n):
+        positive = i % 2 == 0
+        words = _GOOD if positive else _BAD
+        template = _TEMPLATES[rng.integers(len(_TEMPLATES))]
+        a, b = rng.choice(words, 2, replace=False)
+        product = _PRODUCTS[rng.integers(len(_PRODUCTS))]
+        texts.append(template.format(p=product, a=a, b=b) + f" (order {i})")
+        labels.append("positive" if positive else "negative")
+    return texts, labels
+
+
 def _text_documents(uri: str) -> list[str]:
     base, name = split_uri(uri)
     try:
         raw = open_store(base).get_bytes(name)
     except StorageError as exc:
-        raise DataReadError(f"{uri} is unreadable: {exc}") from exc
+        raise DataError(f"{uri} is unreadable: {exc}") from exc
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -120,9 +150,15 @@ def read_documents(cfg: TextDataConfig) -> tuple[list[str], list[str] | None]:
                 "JSONL/Parquet source"
             )
         return _pydoc_documents(), None
+    if cfg.source == BUILTIN_REVIEWS:
+        texts, labels = synthetic_reviews()
+        return texts, labels if cfg.label_column else None
     if cfg.source.endswith(".txt"):
         return _text_documents(cfg.source), None
-    table = read_table(cfg.source)
+    try:
+        table = read_table(cfg.source)
+    except DataReadError as exc:
+        raise DataError(str(exc)) from exc
     for column in (cfg.text_column, cfg.label_column):
         if column is not None and column not in table.column_names:
             raise DataError(
@@ -224,7 +260,7 @@ def load_tokenizer(uri: str):
     try:
         raw = open_store(base).get_bytes(name)
     except StorageError as exc:
-        raise DataReadError(f"tokenizer {uri} is unreadable: {exc}") from exc
+        raise DataError(f"tokenizer {uri} is unreadable: {exc}") from exc
     return tokenizer_from_json(raw.decode("utf-8"), origin=uri)
 
 
