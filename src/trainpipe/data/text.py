@@ -9,9 +9,9 @@ Sources are JSONL or Parquet (a file or a folder of shards, read through
 :func:`trainpipe.data.validation.io.read_table`, so file:// and s3:// both work), plain text
 (``.txt``: one document per blank-line separated paragraph), ``builtin:pydoc_topics`` (the
 help texts shipped in the standard library's ``pydoc_data``), or ``builtin:reviews`` (generated
-short product reviews labelled ``positive``/``negative``, for classifier demos and tests). The validation and test documents
-are chosen by a hash of each document's text, not its position, so they stay the same when the
-corpus grows or is reordered.
+short product reviews labelled ``positive``/``negative``, for classifier demos and tests).
+The validation and test documents are chosen by a hash of each document's text, not its
+position, so they stay the same when the corpus grows or is reordered.
 
 Packed sequences are ``[n, seq_len + 1]`` int64 token ids: documents joined with an end-of-text
 token and cut into windows; a causal model reads ``[:, :-1]`` and predicts ``[:, 1:]``. They
