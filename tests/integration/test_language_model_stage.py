@@ -1,0 +1,50 @@
+"""The language-model command end to end with a tiny config: pretrain, fine-tune, export,
+report; a config mistake is one line and exit 2."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from trainpipe.artifacts import ArtifactSet
+from trainpipe.serve.model import METADATA_FILE
+from trainpipe.stages.language_model import main
+
+TINY = [
+    "text.vocab_size=300",
+    "text.seq_len=32",
+    "model.dim=32",
+    "model.depth=1",
+    "model.heads=2",
+    "model.max_seq_len=48",
+    "pretrain.epochs=1",
+    "pretrain.batch_size=64",
+    "finetune.epochs=2",
+    "classifier_text.seq_len=24",
+]
+
+
+@pytest.mark.slow
+def test_language_model_command_writes_report_and_servable_package(tmp_path, capsys):
+    store = f"file://{tmp_path}"
+    args = ["--run-id", "r1", "--set", f"storage_uri={store}"]
+    for item in TINY:
+        args += ["--set", item]
+    assert main(args) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["val_perplexity"] < 300 and summary["mfu"] is None
+    assert len(summary["samples"]) == 2
+    report = ArtifactSet.open(summary["report_uri"]).get_json("report.json")
+    assert report["language_model"]["history"][0]["val_perplexity"] > 0
+    assert report["classifier"]["strategy"] == "lora"
+    assert all(p["prediction_agreement"] == 1.0 for p in report["classifier"]["onnx_parity"])
+    package = ArtifactSet.open(summary["package_uri"])
+    assert {"model.onnx", "tokenizer.json", METADATA_FILE} <= set(package.names())
+    assert package.get_json(METADATA_FILE)["inputs"][0]["datatype"] == "BYTES"
+
+
+def test_config_mistake_is_one_line_and_exit_2(capsys):
+    assert main(["--set", "model.heads=3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("trainpipe: config error: model:") and "\n" not in err
