@@ -156,3 +156,49 @@ def test_onnx_export_keeps_batch_and_sequence_length_dynamic():
         ids[0, seq // 2 :] = 0  # a padded row
         report = check_parity(onnx_bytes, classifier, ids, atol=1e-4, rtol=1e-3)
         assert report["prediction_agreement"] == 1.0
+
+
+class _Crash(Exception):
+    pass
+
+
+def test_lm_resume_from_checkpoint_is_exact(tmp_path):
+    """A run stopped mid-epoch (after step 5, checkpoint at step 3) and resumed ends with the
+    same weights, bit for bit, as the run that was never stopped. (The SIGKILL variant for
+    classifiers is tests/integration/test_distributed.py; the checkpoint code is shared.)"""
+    from trainpipe.data.datasets import Split
+    from trainpipe.storage import open_store
+    from trainpipe.train.checkpoint import CheckpointStore
+    from trainpipe.train.lm_objectives import MaskedLM
+    from trainpipe.train.trainer import Trainer
+
+    rng = np.random.default_rng(0)
+    data = Split(rng.integers(5, 60, (96, 17)), np.zeros(96, dtype=np.int64))
+    val = Split(rng.integers(5, 60, (16, 17)), np.zeros(16, dtype=np.int64))
+    cfg = pretrain_cfg(epochs=2, batch_size=16, checkpoint_every_steps=3)
+
+    def fit(store_dir, stop_after_step=None):
+        torch.manual_seed(0)
+        model = TransformerLM(LMConfig(kind="masked", dropout=0.1, **TINY), 60)
+
+        def hook(step):
+            if step == stop_after_step:
+                raise _Crash
+
+        trainer = Trainer(
+            cfg,
+            model,
+            MaskedLM(0.15, mask_id=3, vocab_size=60, special_ids=[0, 1, 2, 3, 4]),
+            stage="lm",
+            checkpoints=CheckpointStore(open_store(str(store_dir)), "run", "lm", keep=2),
+            on_step_end=hook,
+        )
+        result = trainer.fit(data, val)
+        return model.state_dict(), result
+
+    straight, first = fit(tmp_path / "a")
+    with pytest.raises(_Crash):
+        fit(tmp_path / "b", stop_after_step=4)
+    resumed, second = fit(tmp_path / "b")
+    assert first.resumed_from_step is None and second.resumed_from_step == 3
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
