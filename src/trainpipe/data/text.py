@@ -314,16 +314,13 @@ def pad_batch(
     return out
 
 
-def classification_splits(
-    tokenizer, corpus: Corpus, seq_len: int
-) -> tuple[dict[str, Split], list[str]]:
-    """Padded token ids and integer labels per split, and the label names (sorted)."""
+def label_arrays(corpus: Corpus) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Integer labels per split and the label names (sorted, from the training split)."""
     if corpus.labels is None:
         raise DataError("text classification needs labels; set text.label_column")
     names = sorted(set(corpus.labels["train"]))
     index = {name: i for i, name in enumerate(names)}
-    pad_id, cls_id = special_id(tokenizer, PAD), tokenizer.token_to_id(CLS)
-    splits = {}
+    arrays = {}
     for split in ("train", "validation", "test"):
         unknown = sorted(set(corpus.labels[split]) - set(index))
         if unknown:
@@ -331,10 +328,21 @@ def classification_splits(
                 f"{split} has labels never seen in train: {unknown[:5]}; give every class "
                 "training examples"
             )
+        arrays[split] = np.array([index[v] for v in corpus.labels[split]], dtype=np.int64)
+    return arrays, names
+
+
+def classification_splits(
+    tokenizer, corpus: Corpus, seq_len: int
+) -> tuple[dict[str, Split], list[str]]:
+    """Padded token ids and integer labels per split, and the label names (sorted)."""
+    labels, names = label_arrays(corpus)
+    pad_id, cls_id = special_id(tokenizer, PAD), tokenizer.token_to_id(CLS)
+    splits = {}
+    for split, y in labels.items():
         ids = pad_batch(encode(tokenizer, getattr(corpus, split)), pad_id, seq_len, cls_id=cls_id)
         # Every split padded to the same width so the Trainer can batch across them.
         width = np.full((len(ids), seq_len), pad_id, dtype=np.int64)
         width[:, : ids.shape[1]] = ids[:, :seq_len]
-        labels = np.array([index[v] for v in corpus.labels[split]], dtype=np.int64)
-        splits[split] = Split(width, labels)
+        splits[split] = Split(width, y)
     return splits, names

@@ -30,13 +30,17 @@ def export_text_package(
     labels: list[str],
     max_seq_len: int,
     check_ids: np.ndarray,
+    pad_id: int | None = None,
+    cls_id: int | None = None,
     opset: int = 18,
     atol: float = 1e-4,
     rtol: float = 1e-3,
 ) -> tuple[str, list[dict]]:
     """Export, check parity on ``check_ids`` at its full width and at a third of it (the
     sequence axis must really be dynamic), write the package; returns its URI and the parity
-    reports. Raises ExportError when ONNX Runtime and torch disagree."""
+    reports. Raises ExportError when ONNX Runtime and torch disagree. ``pad_id``/``cls_id``
+    default to the tokenizer's ``<pad>``/``<cls>``; pass them for a tokenizer with other
+    names (a Hugging Face one, whose post-processor adds its own [CLS]: ``cls_id`` None)."""
     onnx_bytes = export_token_onnx(model, max_seq_len, opset)
     width = check_ids.shape[1]
     reports = [
@@ -44,11 +48,9 @@ def export_text_package(
         for seq in sorted({width, max(2, width // 3)})
     ]
     inputs, outputs = text_signature(len(labels))
-    spec = TextSpec(
-        pad_id=special_id(tokenizer, PAD),
-        max_seq_len=max_seq_len,
-        cls_id=tokenizer.token_to_id(CLS),
-    )
+    if pad_id is None:
+        pad_id, cls_id = special_id(tokenizer, PAD), tokenizer.token_to_id(CLS)
+    spec = TextSpec(pad_id=pad_id, max_seq_len=max_seq_len, cls_id=cls_id)
     uri = write_model_package(
         store,
         prefix,

@@ -38,6 +38,7 @@ from trainpipe.storage import open_store
 from trainpipe.train.lm import (
     LMPretrainConfig,
     TextFinetuneConfig,
+    finetune_hf_classifier,
     finetune_text_classifier,
     pretrain_language_model,
 )
@@ -65,6 +66,10 @@ class LanguageModelRunConfig(Section):
         source=BUILTIN_REVIEWS, label_column="label", seq_len=48
     )
     """Labelled corpus of the downstream task (the pretraining tokenizer is reused)."""
+
+    hf_checkpoint_uri: str | None = None
+    """A Hugging Face checkpoint folder (config.json, model.safetensors, tokenizer files; file://
+    or s3://) to fine-tune instead of pretraining a model here (needs ``trainpipe[hf]``)."""
 
     finetune: TextFinetuneConfig = TextFinetuneConfig(
         epochs=6, batch_size=32, lr=1e-2, device="cpu", strategy="lora"
@@ -105,8 +110,54 @@ def _merge(base: dict, update: dict) -> None:
             base[key] = value
 
 
+def run_hf_classifier(cfg: LanguageModelRunConfig, run_id: str) -> dict:
+    """Fine-tune the Hugging Face checkpoint and export it; returns the report."""
+    store = open_store(cfg.storage_uri)
+    started = time.monotonic()
+    clf, tokenizer = finetune_hf_classifier(
+        cfg.hf_checkpoint_uri, cfg.classifier_text, cfg.finetune
+    )
+    package_uri, parity = export_text_package(
+        clf.model,
+        tokenizer.backend_tokenizer,
+        store,
+        f"runs/{run_id}/classifier",
+        name=cfg.model_name,
+        version=run_id,
+        labels=clf.label_names,
+        max_seq_len=cfg.classifier_text.seq_len,
+        check_ids=clf.splits["test"].x,
+        pad_id=tokenizer.pad_token_id,
+        cls_id=None,  # the tokenizer's post-processor adds the model's own special tokens
+    )
+    report = {
+        "language_model": None,
+        "classifier": _classifier_report(cfg, clf, parity, package_uri),
+        "wall_s": time.monotonic() - started,
+    }
+    writer = ArtifactWriter(store, f"runs/{run_id}/language_model", stage="lm", run_id=run_id)
+    writer.put_json("report.json", report)
+    report["report_uri"] = writer.commit(summary={"test_accuracy": clf.test_accuracy})
+    return report
+
+
+def _classifier_report(cfg, clf, parity: list[dict], package_uri: str) -> dict:
+    return {
+        "source": cfg.hf_checkpoint_uri or "pretrained here",
+        "strategy": cfg.finetune.strategy,
+        "labels": clf.label_names,
+        "trainable_params": clf.trainable_params,
+        "test_accuracy": clf.test_accuracy,
+        "history": [vars(r) for r in clf.result.history],
+        "onnx_parity": parity,
+        "package_uri": package_uri,
+    }
+
+
 def run_language_model(cfg: LanguageModelRunConfig, run_id: str) -> dict:
     """Pretrain, fine-tune, export; returns the report (also written to the store)."""
+    if cfg.hf_checkpoint_uri:
+        return run_hf_classifier(cfg, run_id)
     store = open_store(cfg.storage_uri)
     started = time.monotonic()
     lm = pretrain_language_model(cfg.text, cfg.model, cfg.pretrain)
@@ -127,15 +178,7 @@ def run_language_model(cfg: LanguageModelRunConfig, run_id: str) -> dict:
     )
     report = {
         "language_model": lm.report(),
-        "classifier": {
-            "strategy": cfg.finetune.strategy,
-            "labels": clf.label_names,
-            "trainable_params": clf.trainable_params,
-            "test_accuracy": clf.test_accuracy,
-            "history": [vars(r) for r in clf.result.history],
-            "onnx_parity": parity,
-            "package_uri": package_uri,
-        },
+        "classifier": _classifier_report(cfg, clf, parity, package_uri),
         "wall_s": time.monotonic() - started,
     }
     writer = ArtifactWriter(store, f"runs/{run_id}/language_model", stage="lm", run_id=run_id)
@@ -166,12 +209,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     report = stage_entry(run_language_model)(cfg, args.run_id)
     lm, clf = report["language_model"], report["classifier"]
-    summary = {
-        "val_perplexity": round(lm["val_perplexity"], 2),
-        "test_perplexity": round(lm["test_perplexity"], 2),
-        "tokens_per_s": lm["throughput"]["tokens_per_s"],
-        "mfu": lm["throughput"]["mfu"],
-        "samples": lm["samples"],
+    summary = {}
+    if lm is not None:
+        summary = {
+            "val_perplexity": round(lm["val_perplexity"], 2),
+            "test_perplexity": round(lm["test_perplexity"], 2),
+            "tokens_per_s": lm["throughput"]["tokens_per_s"],
+            "mfu": lm["throughput"]["mfu"],
+            "samples": lm["samples"],
+        }
+    summary |= {
         "classifier_test_accuracy": round(clf["test_accuracy"], 4),
         "package_uri": clf["package_uri"],
         "report_uri": report["report_uri"],

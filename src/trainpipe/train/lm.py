@@ -28,6 +28,7 @@ from trainpipe.data.text import (
     TextDataConfig,
     classification_splits,
     encode,
+    label_arrays,
     pack,
     read_corpus,
     special_id,
@@ -76,8 +77,10 @@ class TextFinetuneConfig(FinetuneConfig):
     lora_alpha: float = Field(16.0, gt=0.0)
     """LoRA: scale numerator (the update is alpha / rank x B A)."""
 
-    lora_targets: tuple[str, ...] = ("q", "v")
-    """LoRA: names of the linear layers that get adapters (q, k, v, o, gate, up, down)."""
+    lora_targets: tuple[str, ...] | None = None
+    """LoRA: names of the linear layers that get adapters; None: the attention query and value
+    projections (``q``, ``v`` of the native models; peft's default for the architecture of a
+    Hugging Face checkpoint). Native names: q, k, v, o, gate, up, down."""
 
     compare_with_scratch: bool = False
     """Not used for text models."""
@@ -233,7 +236,7 @@ def finetune_text_classifier(
             model.encoder,
             rank=cfg.lora_rank,
             alpha=cfg.lora_alpha,
-            targets=tuple(cfg.lora_targets),
+            targets=tuple(cfg.lora_targets or ("q", "v")),
         )
         groups = decay_groups(model.parameters(), cfg.weight_decay, lr_scale=1.0, depth=0)
     else:
@@ -260,3 +263,62 @@ def finetune_text_classifier(
         logits = model(torch.as_tensor(splits["test"].x))
     accuracy = float((logits.argmax(1).numpy() == splits["test"].y).mean())
     return TextClassifierResult(model, names, result, accuracy, trainable_params, splits)
+
+
+def finetune_hf_classifier(
+    checkpoint_uri: str,
+    text: TextDataConfig,
+    cfg: TextFinetuneConfig,
+    *,
+    world: World | None = None,
+    checkpoints: CheckpointStore | None = None,
+    stage: str = "hf_finetune",
+) -> tuple[TextClassifierResult, object]:
+    """Fine-tune a user's Hugging Face checkpoint (file:// or s3://) as a classifier over
+    ``text``'s labelled corpus: ``full``, ``linear_probe`` (head only) or ``lora`` (peft,
+    merged at the end). Returns the result and the checkpoint's fast tokenizer."""
+    from trainpipe.models.hf import apply_peft_lora, load_hf_classifier, merge_peft_lora
+
+    if cfg.strategy not in ("full", "linear_probe", "lora") or cfg.layer_lr_decay != 1.0:
+        raise ConfigError(
+            f"config error: finetune.strategy={cfg.strategy!r} (layer_lr_decay "
+            f"{cfg.layer_lr_decay}) is not available for Hugging Face checkpoints; use full, "
+            "linear_probe or lora with layer_lr_decay 1.0"
+        )
+    corpus = read_corpus(text)
+    labels, names = label_arrays(corpus)
+    torch.manual_seed(cfg.seed)
+    model, tokenizer = load_hf_classifier(checkpoint_uri, len(names))
+    splits = {}
+    for split, y in labels.items():
+        ids = tokenizer(
+            getattr(corpus, split),
+            truncation=True,
+            max_length=text.seq_len,
+            padding="max_length",
+            return_tensors="np",
+        )["input_ids"]
+        splits[split] = Split(ids.astype("int64"), y)
+    if cfg.strategy == "lora":
+        apply_peft_lora(model, rank=cfg.lora_rank, alpha=cfg.lora_alpha, targets=cfg.lora_targets)
+    elif cfg.strategy == "linear_probe":
+        head = ("classifier", "score")
+        for name, p in model.named_parameters():
+            p.requires_grad_(any(part in name.split(".") for part in head))
+    trainer = Trainer(
+        cfg,
+        model,
+        Classification(cfg.label_smoothing),
+        stage=stage,
+        world=world,
+        checkpoints=checkpoints,
+    )
+    result = trainer.fit(splits["train"], splits["validation"])
+    trainable_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    if cfg.strategy == "lora":
+        merge_peft_lora(model)
+    model = model.eval().cpu()
+    with torch.inference_mode():
+        logits = model(torch.as_tensor(splits["test"].x))
+    accuracy = float((logits.argmax(1).numpy() == splits["test"].y).mean())
+    return TextClassifierResult(model, names, result, accuracy, trainable_params, splits), tokenizer
