@@ -202,3 +202,18 @@ def test_lm_resume_from_checkpoint_is_exact(tmp_path):
     resumed, second = fit(tmp_path / "b")
     assert first.resumed_from_step is None and second.resumed_from_step == 3
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+
+
+def test_activation_checkpointing_gives_the_same_gradients():
+    ids = torch.randint(5, 50, (2, 12))
+    grads, forward_calls = [], []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        model = TransformerLM(LMConfig(activation_checkpointing=checkpointing, **TINY), 50)
+        calls = []
+        model.layers[0].register_forward_hook(lambda *args, calls=calls: calls.append(1))
+        model(ids).float().pow(2).mean().backward()
+        grads.append(model.layers[0].mlp.up.weight.grad.clone())
+        forward_calls.append(len(calls))
+    torch.testing.assert_close(grads[0], grads[1])
+    assert forward_calls == [1, 2]  # recomputed in the backward pass
