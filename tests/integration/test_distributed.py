@@ -77,8 +77,10 @@ def test_accumulation_matches_the_full_batch(tmp_path):
         torch.testing.assert_close(a[name], b[name], atol=1e-5, rtol=1e-4, msg=name)
 
 
-def test_killed_run_resumes_bitwise_identical(tmp_path):
-    """SIGKILL at a random step (as a preempted pod dies), restart, compare with no kill."""
+@pytest.mark.parametrize("model", ["mlp", "lm"])
+def test_killed_run_resumes_bitwise_identical(tmp_path, model):
+    """SIGKILL at a random step (as a preempted pod dies), restart, compare with no kill; for
+    the classifier and for a masked language model (random masks, dropout)."""
     reference = run(
         [
             str(tmp_path / "ref.pt"),
@@ -88,6 +90,8 @@ def test_killed_run_resumes_bitwise_identical(tmp_path):
             "0.2",
             "--epochs",
             "4",
+            "--model",
+            model,
         ]
     )
     assert reference.returncode == 0, reference.stderr[-2000:]
@@ -105,6 +109,8 @@ def test_killed_run_resumes_bitwise_identical(tmp_path):
         "0.2",
         "--epochs",
         "4",
+        "--model",
+        model,
     ]
     victim = subprocess.Popen(
         command, cwd=ROOT, stderr=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"}
@@ -132,6 +138,8 @@ def test_killed_run_resumes_bitwise_identical(tmp_path):
             "0.2",
             "--epochs",
             "4",
+            "--model",
+            model,
         ]
     )
     assert restarted.returncode == 0, restarted.stderr[-2000:]
