@@ -110,37 +110,6 @@ def _merge(base: dict, update: dict) -> None:
             base[key] = value
 
 
-def run_hf_classifier(cfg: LanguageModelRunConfig, run_id: str) -> dict:
-    """Fine-tune the Hugging Face checkpoint and export it; returns the report."""
-    store = open_store(cfg.storage_uri)
-    started = time.monotonic()
-    clf, tokenizer = finetune_hf_classifier(
-        cfg.hf_checkpoint_uri, cfg.classifier_text, cfg.finetune
-    )
-    package_uri, parity = export_text_package(
-        clf.model,
-        tokenizer.backend_tokenizer,
-        store,
-        f"runs/{run_id}/classifier",
-        name=cfg.model_name,
-        version=run_id,
-        labels=clf.label_names,
-        max_seq_len=cfg.classifier_text.seq_len,
-        check_ids=clf.splits["test"].x,
-        pad_id=tokenizer.pad_token_id,
-        cls_id=None,  # the tokenizer's post-processor adds the model's own special tokens
-    )
-    report = {
-        "language_model": None,
-        "classifier": _classifier_report(cfg, clf, parity, package_uri),
-        "wall_s": time.monotonic() - started,
-    }
-    writer = ArtifactWriter(store, f"runs/{run_id}/language_model", stage="lm", run_id=run_id)
-    writer.put_json("report.json", report)
-    report["report_uri"] = writer.commit(summary={"test_accuracy": clf.test_accuracy})
-    return report
-
-
 def _classifier_report(cfg, clf, parity: list[dict], package_uri: str) -> dict:
     return {
         "source": cfg.hf_checkpoint_uri or "pretrained here",
@@ -155,41 +124,51 @@ def _classifier_report(cfg, clf, parity: list[dict], package_uri: str) -> dict:
 
 
 def run_language_model(cfg: LanguageModelRunConfig, run_id: str) -> dict:
-    """Pretrain, fine-tune, export; returns the report (also written to the store)."""
-    if cfg.hf_checkpoint_uri:
-        return run_hf_classifier(cfg, run_id)
+    """Pretrain (or load a Hugging Face checkpoint), fine-tune, export; returns the report
+    (also written to the store)."""
     store = open_store(cfg.storage_uri)
     started = time.monotonic()
-    lm = pretrain_language_model(cfg.text, cfg.model, cfg.pretrain)
-    classifier_text = cfg.classifier_text.model_copy(
-        update={"seq_len": min(cfg.classifier_text.seq_len, cfg.model.max_seq_len)}
-    )
-    clf = finetune_text_classifier(lm.model, lm.tokenizer, classifier_text, cfg.finetune)
+    lm = None
+    if cfg.hf_checkpoint_uri:
+        clf, hf_tokenizer = finetune_hf_classifier(
+            cfg.hf_checkpoint_uri, cfg.classifier_text, cfg.finetune
+        )
+        tokenizer, max_seq_len = hf_tokenizer.backend_tokenizer, cfg.classifier_text.seq_len
+        # The tokenizer's post-processor adds the model's own special tokens: no cls_id.
+        special = {"pad_id": hf_tokenizer.pad_token_id, "cls_id": None}
+    else:
+        lm = pretrain_language_model(cfg.text, cfg.model, cfg.pretrain)
+        classifier_text = cfg.classifier_text.model_copy(
+            update={"seq_len": min(cfg.classifier_text.seq_len, cfg.model.max_seq_len)}
+        )
+        clf = finetune_text_classifier(lm.model, lm.tokenizer, classifier_text, cfg.finetune)
+        tokenizer, max_seq_len, special = lm.tokenizer, cfg.model.max_seq_len, {}
     package_uri, parity = export_text_package(
         clf.model,
-        lm.tokenizer,
+        tokenizer,
         store,
         f"runs/{run_id}/classifier",
         name=cfg.model_name,
         version=run_id,
         labels=clf.label_names,
-        max_seq_len=cfg.model.max_seq_len,
+        max_seq_len=max_seq_len,
         check_ids=clf.splits["test"].x,
+        **special,
     )
     report = {
-        "language_model": lm.report(),
+        "language_model": lm.report() if lm else None,
         "classifier": _classifier_report(cfg, clf, parity, package_uri),
         "wall_s": time.monotonic() - started,
     }
     writer = ArtifactWriter(store, f"runs/{run_id}/language_model", stage="lm", run_id=run_id)
     writer.put_json("report.json", report)
-    writer.put_bytes(
-        "lm.pt", to_bytes({"config": cfg.model.model_dump(), "state": lm.model.state_dict()})
-    )
-    writer.put_text("tokenizer.json", lm.tokenizer.to_str())
-    report["report_uri"] = writer.commit(
-        summary={"val_perplexity": lm.val_perplexity, "test_accuracy": clf.test_accuracy}
-    )
+    summary = {"test_accuracy": clf.test_accuracy}
+    if lm is not None:
+        payload = {"config": cfg.model.model_dump(), "state": lm.model.state_dict()}
+        writer.put_bytes("lm.pt", to_bytes(payload))
+        writer.put_text("tokenizer.json", lm.tokenizer.to_str())
+        summary["val_perplexity"] = lm.val_perplexity
+    report["report_uri"] = writer.commit(summary=summary)
     return report
 
 

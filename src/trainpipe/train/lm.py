@@ -254,10 +254,16 @@ def finetune_text_classifier(
         param_groups=groups,
         lr_factor=finetune_lr_factor(cfg),
     )
+    return _fit_and_test(trainer, splits, names, merge_lora if cfg.strategy == "lora" else None)
+
+
+def _fit_and_test(trainer: Trainer, splits: dict[str, Split], names: list[str], merge):
+    """Train, count what trained, merge adapters (``merge(model)``), score the test split."""
     result = trainer.fit(splits["train"], splits["validation"])
+    model = trainer.model
     trainable_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    if cfg.strategy == "lora":
-        merge_lora(model)
+    if merge is not None:
+        merge(model)
     model = model.eval().cpu()
     with torch.inference_mode():
         logits = model(torch.as_tensor(splits["test"].x))
@@ -313,12 +319,5 @@ def finetune_hf_classifier(
         world=world,
         checkpoints=checkpoints,
     )
-    result = trainer.fit(splits["train"], splits["validation"])
-    trainable_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    if cfg.strategy == "lora":
-        merge_peft_lora(model)
-    model = model.eval().cpu()
-    with torch.inference_mode():
-        logits = model(torch.as_tensor(splits["test"].x))
-    accuracy = float((logits.argmax(1).numpy() == splits["test"].y).mean())
-    return TextClassifierResult(model, names, result, accuracy, trainable_params, splits), tokenizer
+    merge = merge_peft_lora if cfg.strategy == "lora" else None
+    return _fit_and_test(trainer, splits, names, merge), tokenizer
