@@ -36,7 +36,10 @@ def test_language_model_command_writes_report_and_servable_package(tmp_path, cap
     assert summary["val_perplexity"] < 300 and summary["mfu"] is None
     assert len(summary["samples"]) == 2
     report = ArtifactSet.open(summary["report_uri"]).get_json("report.json")
-    assert report["language_model"]["history"][0]["val_perplexity"] > 0
+    first = report["language_model"]["history"][0]
+    assert first["val_perplexity"] > 0
+    assert first["tokens"] == report["language_model"]["tokens_per_epoch"] > 0
+    assert ArtifactSet.open(summary["report_uri"]).get_bytes("curves.png").startswith(b"\x89PNG")
     assert report["classifier"]["strategy"] == "lora"
     assert all(p["prediction_agreement"] == 1.0 for p in report["classifier"]["onnx_parity"])
     package = ArtifactSet.open(summary["package_uri"])

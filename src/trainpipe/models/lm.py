@@ -8,7 +8,7 @@ encoder for masked LM (BERT-style), sharing one block design.
 Blocks are pre-norm: RMSNorm, attention with rotary position embeddings (RoPE) through
 ``F.scaled_dot_product_attention`` (flash/memory-efficient kernels on GPU), RMSNorm, SwiGLU
 feed-forward. The output projection shares the token embedding's weights (tied). Sizes come
-from config; :meth:`LMConfig.preset` names a few GPT-2-like shapes.
+from config (docs/language-models.md lists GPT-2-small and ~1B shapes).
 """
 
 from __future__ import annotations

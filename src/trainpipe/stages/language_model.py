@@ -8,9 +8,9 @@ Defaults are the CPU demo (a few minutes on 2 cores): a small causal LM pretrain
 standard library's pydoc help texts, fine-tuned with LoRA on generated product reviews. It
 writes, under ``<storage_uri>/runs/<run_id>/``:
 
-- ``language_model/``: ``report.json`` (size, FLOPs per token, learning curves in tokens,
-  validation/test perplexity, tokens/s and MFU, generated samples), ``lm.pt`` (weights),
-  ``tokenizer.json``;
+- ``language_model/``: ``report.json`` (size, FLOPs per token, learning curves with tokens
+  seen, validation/test perplexity, tokens/s and MFU, generated samples), ``curves.png``,
+  ``lm.pt`` (weights), ``tokenizer.json``;
 - ``classifier/``: the model package (``model.onnx``, ``model.json``, ``tokenizer.json``),
   servable with ``trainpipe serve <that URI>``; its parity and test accuracy are in the report.
 """
@@ -30,6 +30,7 @@ from trainpipe.artifacts import ArtifactWriter
 from trainpipe.configbase import Section
 from trainpipe.data.text import BUILTIN_PYDOC, BUILTIN_REVIEWS, TextDataConfig
 from trainpipe.errors import ConfigError
+from trainpipe.evaluate.plots import learning_curves_png
 from trainpipe.export.text import export_text_package
 from trainpipe.models.checkpoint import to_bytes
 from trainpipe.models.lm import LMConfig
@@ -167,6 +168,9 @@ def run_language_model(cfg: LanguageModelRunConfig, run_id: str) -> dict:
         payload = {"config": cfg.model.model_dump(), "state": lm.model.state_dict()}
         writer.put_bytes("lm.pt", to_bytes(payload))
         writer.put_text("tokenizer.json", lm.tokenizer.to_str())
+        history = report["language_model"]["history"]
+        title = f"{cfg.model.kind} LM ({lm.tokens_per_epoch:,} tokens/epoch)"
+        writer.put_bytes("curves.png", learning_curves_png(history, title, lm.result.metric_name))
         summary["val_perplexity"] = lm.val_perplexity
     report["report_uri"] = writer.commit(summary=summary)
     return report

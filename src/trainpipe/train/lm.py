@@ -96,6 +96,7 @@ class PretrainedLM:
     throughput: dict
     val_perplexity: float
     test_perplexity: float
+    tokens_per_epoch: int = 0
     samples: list[str] = field(default_factory=list)
 
     def report(self) -> dict:
@@ -107,8 +108,14 @@ class PretrainedLM:
             "val_perplexity": self.val_perplexity,
             "test_perplexity": self.test_perplexity,
             "throughput": self.throughput,
+            "tokens_per_epoch": self.tokens_per_epoch,
             "history": [
-                {**vars(r), "val_perplexity": _perplexity(r.val_loss)} for r in self.result.history
+                {
+                    **vars(r),
+                    "tokens": r.epoch * self.tokens_per_epoch,
+                    "val_perplexity": _perplexity(r.val_loss),
+                }
+                for r in self.result.history
             ],
             "samples": self.samples,
         }
@@ -189,6 +196,7 @@ def pretrain_language_model(
         throughput={**meter.summary(), "records": meter.records},
         val_perplexity=_perplexity(val_loss),
         test_perplexity=_perplexity(test_loss),
+        tokens_per_epoch=len(splits["train"]) * text.seq_len,
         samples=samples,
     )
 
