@@ -26,6 +26,7 @@ import torch
 
 from trainpipe.data.datasets import Split
 from trainpipe.models.lm import LMConfig, TransformerLM
+from trainpipe.train.lm import compile_with_fallback
 from trainpipe.train.lm_objectives import CausalLM
 from trainpipe.train.optim import build_optimizer
 from trainpipe.train.schedule import get_lr
@@ -48,7 +49,9 @@ def make_model(shape: dict, device: torch.device, compile_model: bool) -> Transf
     )
     model = TransformerLM(cfg, shape["vocab"]).to(device)
     if compile_model:
-        model.compile()
+        example = torch.zeros(1, shape["seq_len"], dtype=torch.int64)
+        if not compile_with_fallback(model, example, "bench"):
+            raise SystemExit("torch.compile failed; rerun with --no-compile")
     return model
 
 

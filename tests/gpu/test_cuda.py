@@ -14,7 +14,7 @@ import torch
 from trainpipe.data.datasets import Split
 from trainpipe.models.lm import LMConfig, TransformerLM
 from trainpipe.train.distributed import World
-from trainpipe.train.lm import LMPretrainConfig
+from trainpipe.train.lm import LMPretrainConfig, compile_with_fallback
 from trainpipe.train.lm_objectives import CausalLM
 from trainpipe.train.throughput import peak_flops
 from trainpipe.train.trainer import Trainer
@@ -45,7 +45,7 @@ def train_lm(world=None, **overrides):
     torch.manual_seed(0)
     model = TransformerLM(LMConfig(dim=64, depth=2, heads=4, max_seq_len=SEQ), VOCAB)
     if overrides.pop("compile", False):
-        model.compile()
+        assert compile_with_fallback(model.cuda(), torch.zeros(1, SEQ, dtype=torch.int64), "gpu")
     base = {"epochs": 3, "batch_size": 32, "lr": 3e-3, "device": "cuda", "precision": "bf16"}
     cfg = LMPretrainConfig(**{**base, **overrides})
     trainer = Trainer(cfg, model, CausalLM(), stage="gpu", world=world)

@@ -15,6 +15,7 @@ from trainpipe.models.lora import LoRALinear, apply_lora, merge_lora
 from trainpipe.train.lm import (
     LMPretrainConfig,
     TextFinetuneConfig,
+    compile_with_fallback,
     finetune_text_classifier,
     pretrain_language_model,
 )
@@ -224,3 +225,19 @@ def test_activation_checkpointing_gives_the_same_gradients(monkeypatch):
         grads.append(model.layers[0].mlp.up.weight.grad.clone())
     torch.testing.assert_close(grads[0], grads[1])
     assert len(checkpointed) == TINY["depth"]  # once per block, only when switched on
+
+
+def test_compile_falls_back_to_eager_when_the_compiler_fails(monkeypatch, capsys):
+    def broken_compile(model, **kwargs):
+        def run(*args):
+            raise RuntimeError("inductor: no C++ compiler")
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    model = TransformerLM(LMConfig(**TINY), 40)
+    assert not compile_with_fallback(model, torch.ones(1, 4, dtype=torch.int64), "t")
+    assert (
+        "torch.compile failed (RuntimeError: inductor: no C++ compiler)" in capsys.readouterr().err
+    )
+    assert model(torch.ones(1, 4, dtype=torch.int64)).shape == (1, 4, 40)  # still eager

@@ -13,6 +13,7 @@ Trainer does the rest (schedule, clipping, precision, DDP/FSDP, checkpoints and 
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -163,7 +164,7 @@ def pretrain_language_model(
     model = TransformerLM(model_cfg, tokenizer.get_vocab_size())
     flops_per_token = model.flops_per_token(text.seq_len)
     if train.compile:
-        model.compile()
+        compile_with_fallback(model, torch.as_tensor(splits["train"].x[:2, :-1]), stage)
     objective = _objective(model_cfg, train, tokenizer)
     meter = ThroughputMeter(
         tokens_per_step=train.batch_size * text.seq_len,
@@ -199,6 +200,26 @@ def pretrain_language_model(
         tokens_per_epoch=len(splits["train"]) * text.seq_len,
         samples=samples,
     )
+
+
+def compile_with_fallback(model: torch.nn.Module, example: torch.Tensor, stage: str) -> bool:
+    """``model.compile()`` (in place: parameter names stay plain) when a probe forward of a
+    compiled copy succeeds; otherwise one line on stderr and the model stays eager (no C++
+    toolchain for inductor, an op the compiler cannot handle)."""
+    device = next(model.parameters()).device
+    try:
+        with torch.no_grad():
+            torch.compile(model)(example.to(device))
+    except Exception as exc:  # the compiler stack raises many unrelated types
+        print(
+            f"[{stage}] torch.compile failed ({type(exc).__name__}: {str(exc)[:200]}); "
+            "training eagerly",
+            file=sys.stderr,
+            flush=True,
+        )
+        return False
+    model.compile()
+    return True
 
 
 def sample_texts(model: TransformerLM, tokenizer, prompts: list[str], tokens: int) -> list[str]:
