@@ -3,7 +3,9 @@
 A batch's ``x`` holds packed token ids ``[batch, seq_len + 1]`` (see
 :func:`trainpipe.data.text.pack`); labels are unused. Both return the mean cross-entropy per
 predicted token and, as the validation metric, each sequence's share of correctly predicted
-tokens summed over the batch (so the Trainer's per-example mean is the token accuracy).
+tokens summed over the batch (so the Trainer's per-example mean is the token accuracy). In
+training mode the metric is not computed (the Trainer discards it there, and an argmax over the
+vocabulary at every position is real work for a large model).
 Validation perplexity is ``exp(val_loss)``: every sequence has the same number of targets.
 """
 
@@ -21,6 +23,8 @@ class CausalLM:
         inputs, targets = x[:, :-1], x[:, 1:]
         logits = model(inputs).float()
         loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+        if model.training:
+            return loss, loss.new_zeros(())
         correct = (logits.argmax(-1) == targets).float().mean(1)
         return loss, correct.sum()
 
@@ -53,6 +57,8 @@ class MaskedLM:
         logits = model(inputs).float()
         targets = ids.masked_fill(~chosen, -100)
         loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
+        if model.training:
+            return loss, loss.new_zeros(())
         hits = ((logits.argmax(-1) == ids) & chosen).sum(1).float()
         per_sequence = hits / chosen.sum(1).clamp_min(1)
         return loss, per_sequence.sum()
