@@ -51,3 +51,33 @@ def test_config_mistake_is_one_line_and_exit_2(capsys):
     assert main(["--set", "model.heads=3"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("trainpipe: config error: model:") and "\n" not in err
+
+
+@pytest.mark.slow
+def test_language_model_command_under_torchrun_two_processes(tmp_path):
+    """DDP over 2 gloo processes: one tokenizer (rank 0's, broadcast), one report and package
+    (rank 0 writes)."""
+    import os
+    import subprocess
+    import sys
+
+    args = ["--run-id", "ddp", "--set", f"storage_uri=file://{tmp_path}"]
+    for item in TINY:
+        args += ["--set", item]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "trainpipe.stages.language_model",
+        *args,
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout[done.stdout.index("{") :])
+    assert done.stdout.count('"package_uri"') == 1
+    package = ArtifactSet.open(summary["package_uri"])
+    assert package.get_json(METADATA_FILE)["text"]["pad_id"] == 0

@@ -13,6 +13,9 @@ writes, under ``<storage_uri>/runs/<run_id>/``:
   ``lm.pt`` (weights), ``tokenizer.json``;
 - ``classifier/``: the model package (``model.onnx``, ``model.json``, ``tokenizer.json``),
   servable with ``trainpipe serve <that URI>``; its parity and test accuracy are in the report.
+
+Under ``torchrun --nproc_per_node=N -m trainpipe.stages.language_model ...`` every rank trains
+(DDP; the tokenizer is trained on rank 0 and broadcast) and rank 0 exports and writes.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import sys
 import time
 from pathlib import Path
 
+import torch
 import yaml
 from pydantic import Field, ValidationError
 
@@ -36,6 +40,7 @@ from trainpipe.models.checkpoint import to_bytes
 from trainpipe.models.lm import LMConfig
 from trainpipe.stages.entry import stage_entry
 from trainpipe.storage import open_store
+from trainpipe.train.distributed import World, init_from_env, shutdown
 from trainpipe.train.lm import (
     LMPretrainConfig,
     TextFinetuneConfig,
@@ -124,26 +129,39 @@ def _classifier_report(cfg, clf, parity: list[dict], package_uri: str) -> dict:
     }
 
 
-def run_language_model(cfg: LanguageModelRunConfig, run_id: str) -> dict:
+def run_language_model(
+    cfg: LanguageModelRunConfig, run_id: str, world: World | None = None
+) -> dict | None:
     """Pretrain (or load a Hugging Face checkpoint), fine-tune, export; returns the report
-    (also written to the store)."""
+    (also written to the store). Under torchrun every rank trains (DDP) and rank 0 exports and
+    writes; the other ranks return None."""
+    world = world or World()
+    if world.distributed and "fsdp" in (cfg.pretrain.parallelism, cfg.finetune.parallelism):
+        raise ConfigError(
+            "config error: pretrain/finetune.parallelism=fsdp is not supported by this command "
+            "(the export needs whole weights on rank 0); use ddp"
+        )
     store = open_store(cfg.storage_uri)
     started = time.monotonic()
     lm = None
     if cfg.hf_checkpoint_uri:
         clf, hf_tokenizer = finetune_hf_classifier(
-            cfg.hf_checkpoint_uri, cfg.classifier_text, cfg.finetune
+            cfg.hf_checkpoint_uri, cfg.classifier_text, cfg.finetune, world=world
         )
         tokenizer, max_seq_len = hf_tokenizer.backend_tokenizer, cfg.classifier_text.seq_len
         # The tokenizer's post-processor adds the model's own special tokens: no cls_id.
         special = {"pad_id": hf_tokenizer.pad_token_id, "cls_id": None}
     else:
-        lm = pretrain_language_model(cfg.text, cfg.model, cfg.pretrain)
+        lm = pretrain_language_model(cfg.text, cfg.model, cfg.pretrain, world=world)
         classifier_text = cfg.classifier_text.model_copy(
             update={"seq_len": min(cfg.classifier_text.seq_len, cfg.model.max_seq_len)}
         )
-        clf = finetune_text_classifier(lm.model, lm.tokenizer, classifier_text, cfg.finetune)
+        clf = finetune_text_classifier(
+            lm.model, lm.tokenizer, classifier_text, cfg.finetune, world=world
+        )
         tokenizer, max_seq_len, special = lm.tokenizer, cfg.model.max_seq_len, {}
+    if not world.is_main:
+        return None
     package_uri, parity = export_text_package(
         clf.model,
         tokenizer,
@@ -190,7 +208,14 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"trainpipe: {exc}", file=sys.stderr)
         return 2
-    report = stage_entry(run_language_model)(cfg, args.run_id)
+    on_gpu = cfg.pretrain.device != "cpu" and torch.cuda.is_available()
+    world = init_from_env(torch.device("cuda" if on_gpu else "cpu"))  # NCCL on GPU, else gloo
+    try:
+        report = stage_entry(run_language_model)(cfg, args.run_id, world)
+    finally:
+        shutdown()
+    if report is None:  # a rank other than 0: rank 0 reports
+        return 0
     lm, clf = report["language_model"], report["classifier"]
     summary = {}
     if lm is not None:

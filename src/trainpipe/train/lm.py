@@ -34,13 +34,14 @@ from trainpipe.data.text import (
     read_corpus,
     special_id,
     tokenizer_for,
+    tokenizer_from_json,
 )
 from trainpipe.errors import ConfigError
 from trainpipe.models.lm import LMConfig, TextClassifier, TransformerLM
 from trainpipe.models.lora import apply_lora, merge_lora
 from trainpipe.train.checkpoint import CheckpointStore
 from trainpipe.train.config import FinetuneConfig, OptimConfig
-from trainpipe.train.distributed import World
+from trainpipe.train.distributed import World, broadcast_object
 from trainpipe.train.finetuning import finetune_lr_factor, finetune_param_groups
 from trainpipe.train.lm_objectives import CausalLM, MaskedLM
 from trainpipe.train.objectives import Classification
@@ -154,7 +155,7 @@ def pretrain_language_model(
             f"{model_cfg.max_seq_len}; raise max_seq_len or lower seq_len"
         )
     corpus = read_corpus(text)
-    tokenizer = tokenizer_for(text, corpus)
+    tokenizer = shared_tokenizer(text, corpus, world)
     eos = special_id(tokenizer, EOS)
     splits = {
         name: pack(encode(tokenizer, getattr(corpus, name)), text.seq_len, eos)
@@ -200,6 +201,15 @@ def pretrain_language_model(
         tokens_per_epoch=len(splits["train"]) * text.seq_len,
         samples=samples,
     )
+
+
+def shared_tokenizer(text: TextDataConfig, corpus, world: World | None):
+    """The configured tokenizer, trained once on rank 0 and sent to the other ranks (so every
+    rank tokenizes with exactly the same vocabulary)."""
+    if world is None or not world.distributed:
+        return tokenizer_for(text, corpus)
+    serialized = tokenizer_for(text, corpus).to_str() if world.is_main else None
+    return tokenizer_from_json(broadcast_object(serialized, world), origin="rank 0's tokenizer")
 
 
 def compile_with_fallback(model: torch.nn.Module, example: torch.Tensor, stage: str) -> bool:
