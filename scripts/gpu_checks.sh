@@ -8,11 +8,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-gpu_checks}"
 mkdir -p "$out"
-python - <<'PY'
-import torch
-assert torch.cuda.is_available(), "no CUDA GPU visible: these checks need one"
-print("gpu:", torch.cuda.get_device_name(0), "torch", torch.__version__)
-PY
+if ! python -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)'; then
+  echo "gpu_checks: no CUDA GPU is visible to torch; run this on a machine with an NVIDIA GPU" >&2
+  exit 2
+fi
+python -c 'import torch; print("gpu:", torch.cuda.get_device_name(0), "torch", torch.__version__)'
 status=0
 python -m pytest tests/gpu -q -rs -p no:cacheprovider 2>&1 | tee "$out/pytest.txt" || status=1
 bench_args=(--device cuda)
