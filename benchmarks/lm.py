@@ -3,6 +3,7 @@ trainpipe's Trainer and by a bare PyTorch loop with the same model, precision, o
 compile settings, in one process.
 
     python -m benchmarks.lm [--device cuda] [--quick] [--precision bf16|fp32] [--no-compile]
+                            [--batch N] [--steps N] [--rounds N]
 
 Fairness: both sides run the same number of optimizer steps over the same tokens, with the same
 fused AdamW groups, warmup+cosine schedule, clipping, a logged loss per step and one validation
@@ -125,6 +126,7 @@ def main() -> None:
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument("--steps", type=int, default=None, help="optimizer steps per round")
     parser.add_argument("--rounds", type=int, default=None, help="timed rounds (even: ABBA)")
+    parser.add_argument("--batch", type=int, default=None, help="sequences per optimizer step")
     args = parser.parse_args()
     device = torch.device(args.device)
     on_gpu = device.type == "cuda"
@@ -133,7 +135,9 @@ def main() -> None:
     if on_gpu:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    shape = QUICK if args.quick else FULL
+    shape = {**(QUICK if args.quick else FULL)}
+    if args.batch:
+        shape["batch"] = args.batch
     steps = args.steps or (6 if args.quick else 30)
     rounds = args.rounds or (2 if args.quick else 4)
     batch, seq_len = shape["batch"], shape["seq_len"]
