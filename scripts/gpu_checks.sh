@@ -15,7 +15,7 @@ fi
 python -c 'import torch; print("gpu:", torch.cuda.get_device_name(0), "torch", torch.__version__)'
 status=0
 python -m pytest tests/gpu -q -rs -p no:cacheprovider 2>&1 | tee "$out/pytest.txt" || status=1
-bench_args=(--device cuda)
+bench_args=(--device cuda --batch 16)  # 16 x 1024 tokens per step: enough work per step for an H100/H200
 if [[ "${1:-}" == "--quick" ]]; then bench_args+=(--steps 10 --rounds 2); fi
 python -m benchmarks.lm "${bench_args[@]}" 2>"$out/lm_benchmark.log" | tail -n 1 \
   | tee "$out/lm_benchmark.json" || status=1
