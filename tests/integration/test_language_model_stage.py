@@ -50,7 +50,10 @@ def test_language_model_command_writes_report_and_servable_package(tmp_path, cap
 def test_config_mistake_is_one_line_and_exit_2(capsys):
     assert main(["--set", "model.heads=3"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("trainpipe: config error: model:") and "\n" not in err
+    assert err.startswith("trainpipe: config error: model") and "\n" not in err
+    assert main(["--set", "text.nonsense=1"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown key 'text.nonsense'; allowed keys here: source, text_column" in err
 
 
 @pytest.mark.slow

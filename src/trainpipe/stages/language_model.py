@@ -84,7 +84,7 @@ class LanguageModelRunConfig(Section):
 
 
 def load_run_config(path: str | None, overrides: list[str]) -> LanguageModelRunConfig:
-    from trainpipe.config import _apply_override
+    from trainpipe.config import _apply_override, _format_error
 
     # Start from the defaults so a file or --set that names one key of a section keeps the
     # section's other (demo) defaults.
@@ -102,10 +102,7 @@ def load_run_config(path: str | None, overrides: list[str]) -> LanguageModelRunC
     try:
         return LanguageModelRunConfig.model_validate(raw)
     except ValidationError as exc:
-        error = exc.errors(include_url=False)[0]
-        key = ".".join(str(p) for p in error["loc"])
-        message = error["msg"].removeprefix("Value error, ")
-        raise ConfigError(f"config error: {key}: {message}") from None
+        raise ConfigError(_format_error(exc, LanguageModelRunConfig)) from None
 
 
 def _merge(base: dict, update: dict) -> None:
