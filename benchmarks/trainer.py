@@ -1,7 +1,7 @@
 """Trainer overhead: the same model, data and batches trained by a bare PyTorch loop and by
 trainpipe's Trainer, in one process.
 
-    python -m benchmarks.trainer [--quick] [--device cpu|cuda] [--precision fp32|bf16]
+    python -m benchmarks.trainer [--quick] [--device cpu|cuda] [--precision fp32|bf16] [--rounds N]
 
 Fairness: both sides do the same work (AdamW over the same decay/no-decay groups, warmup+cosine,
 clipping, a logged loss per step, and a validation pass over the same split at every epoch
@@ -115,10 +115,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    parser.add_argument("--rounds", type=int, default=None, help="timed rounds (even: ABBA)")
     args = parser.parse_args()
     device = torch.device(args.device)
     n = 2048 if args.quick else 8192
-    rounds = 2 if args.quick else 4  # even: each side runs first equally often (ABBA)
+    # Even: each side runs first equally often (ABBA).
+    rounds = args.rounds or (2 if args.quick else 4)
     train, validation = make_data(n), make_data(512, seed=1)
     cfg = FinetuneConfig(
         epochs=2, batch_size=128, device=args.device, precision=args.precision, grad_clip_norm=1.0
