@@ -97,8 +97,10 @@ def test_throughput_meter_mfu_against_a_peak():
         tokens_per_step=1000, flops_per_token=6e6, peak_flops_per_s=1e12, every_steps=2, log=False
     )
     for step in range(6):
-        meter.step(step)
+        meter.step(step, loss=float(10 - step))
     assert [r["step"] for r in meter.records] == [2, 4, 6]
+    assert [r["tokens"] for r in meter.records] == [2000, 4000, 6000]
+    assert [r["train_loss"] for r in meter.records] == [9.5, 7.5, 5.5]
     rate = meter.summary()["tokens_per_s"]
     assert meter.summary()["mfu"] == pytest.approx(rate * 6e6 / 1e12)
 
@@ -182,7 +184,7 @@ def test_lm_resume_from_checkpoint_is_exact(tmp_path):
         torch.manual_seed(0)
         model = TransformerLM(LMConfig(kind="masked", dropout=0.1, **TINY), 60)
 
-        def hook(step):
+        def hook(step, loss):
             if step == stop_after_step:
                 raise _Crash
 

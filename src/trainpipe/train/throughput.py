@@ -44,8 +44,9 @@ def peak_flops(device: torch.device) -> float | None:
 
 @dataclass
 class ThroughputMeter:
-    """Called after every optimizer step; every ``every_steps`` it logs and records tokens/s
-    and MFU over the steps since the last record."""
+    """Called after every optimizer step; every ``every_steps`` it logs and records tokens/s,
+    MFU and the mean training loss over the steps since the last record, with the tokens seen
+    so far (a learning curve in tokens)."""
 
     tokens_per_step: int
     flops_per_token: float
@@ -56,14 +57,23 @@ class ThroughputMeter:
     records: list[dict] = field(default_factory=list)
     _mark: float = field(default_factory=time.perf_counter)
     _steps: int = 0
+    _losses: list[float] = field(default_factory=list)
 
-    def step(self, step: int) -> None:
+    def step(self, step: int, loss: float | None = None) -> None:
         self._steps += 1
+        if loss is not None:
+            self._losses.append(loss)
         if self._steps < self.every_steps:
             return
         now = time.perf_counter()
         tokens_per_s = self._steps * self.tokens_per_step / max(now - self._mark, 1e-9)
-        record = {"step": step + 1, "tokens_per_s": tokens_per_s, "mfu": self.mfu(tokens_per_s)}
+        record = {
+            "step": step + 1,
+            "tokens": (step + 1) * self.tokens_per_step,
+            "train_loss": sum(self._losses) / len(self._losses) if self._losses else None,
+            "tokens_per_s": tokens_per_s,
+            "mfu": self.mfu(tokens_per_s),
+        }
         self.records.append(record)
         if self.log:
             mfu = "n/a" if record["mfu"] is None else f"{record['mfu']:.1%}"
@@ -72,7 +82,7 @@ class ThroughputMeter:
                 file=sys.stderr,
                 flush=True,
             )
-        self._mark, self._steps = now, 0
+        self._mark, self._steps, self._losses = now, 0, []
 
     def mfu(self, tokens_per_s: float) -> float | None:
         if self.peak_flops_per_s is None:

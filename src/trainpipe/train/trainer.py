@@ -119,12 +119,13 @@ class Trainer:
         param_groups: list[dict] | None = None,
         lr_factor: Callable[[dict[str, Any], int], float] | None = None,
         on_epoch_end: Callable[[EpochRecord], None] | None = None,
-        on_step_end: Callable[[int], None] | None = None,
+        on_step_end: Callable[[int, float | None], None] | None = None,
     ):
         """``param_groups`` replaces the default decay/no-decay groups; ``lr_factor(group,
         epoch)`` scales a group's learning rate (layer-wise decay; 0 keeps a block frozen);
         ``on_epoch_end`` receives each epoch's record on rank 0; ``on_step_end`` receives each
-        optimizer step's index on rank 0 (throughput meters)."""
+        optimizer step's index and this rank's mean loss (None: a skipped step) on rank 0
+        (throughput meters, learning curves in tokens)."""
         self.cfg = cfg
         self.stage = stage
         self.objective = objective
@@ -310,7 +311,7 @@ class Trainer:
             progress["step"] = step + 1
             progress["batch"] = batch + 1
             if self.on_step_end is not None:
-                self.on_step_end(step)
+                self.on_step_end(step, None if loss_sum is None else step_loss)
             if run.bar is not None:
                 run.bar.update(1)
                 run.bar.set_postfix(
