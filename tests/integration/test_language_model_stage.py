@@ -28,7 +28,7 @@ TINY = [
 @pytest.mark.slow
 def test_language_model_command_writes_report_and_servable_package(tmp_path, capsys):
     store = f"file://{tmp_path}"
-    args = ["--run-id", "r1", "--set", f"storage_uri={store}"]
+    args = ["--run-id", "r1", "--set", f"storage.uri={store}"]
     for item in TINY:
         args += ["--set", item]
     assert main(args) == 0
@@ -64,7 +64,7 @@ def test_language_model_command_under_torchrun_two_processes(tmp_path):
     import subprocess
     import sys
 
-    args = ["--run-id", "ddp", "--set", f"storage_uri=file://{tmp_path}"]
+    args = ["--run-id", "ddp", "--set", f"storage.uri=file://{tmp_path}"]
     for item in TINY:
         args += ["--set", item]
     command = [

@@ -47,17 +47,19 @@ def checkpoint_dir(tmp_path_factory):
 
 
 @pytest.fixture
-def s3_checkpoint(checkpoint_dir, s3_bucket):
-    store = open_store(f"{s3_bucket}/ckpt")
+def s3_checkpoint(checkpoint_dir, s3_bucket, s3_endpoint):
+    store = open_store(f"{s3_bucket}/ckpt", endpoint_url=s3_endpoint)
     for path in checkpoint_dir.iterdir():
         store.put_file(path.name, path)
     return f"{s3_bucket}/ckpt"
 
 
 @pytest.mark.parametrize("strategy", ["full", "lora"])
-def test_hf_checkpoint_from_s3_fine_tunes(s3_checkpoint, strategy):
+def test_hf_checkpoint_from_s3_fine_tunes(s3_checkpoint, s3_endpoint, strategy):
     cfg = TextFinetuneConfig(epochs=5, batch_size=32, lr=5e-3, device="cpu", strategy=strategy)
-    out, _ = finetune_hf_classifier(s3_checkpoint, TextDataConfig(**TEXT), cfg)
+    out, _ = finetune_hf_classifier(
+        s3_checkpoint, TextDataConfig(**TEXT), cfg, endpoint_url=s3_endpoint
+    )
     history = out.result.history
     assert history[-1].val_loss < history[0].val_loss
     total = sum(p.numel() for p in out.model.parameters())
@@ -94,7 +96,7 @@ def test_pickled_checkpoint_is_refused_with_the_fix(tmp_path):
 
 
 def test_hf_checkpoint_through_the_command_is_served_text_in_label_out(
-    s3_checkpoint, tmp_path, capsys
+    s3_checkpoint, s3_endpoint, tmp_path, capsys
 ):
     import json
 
@@ -107,9 +109,11 @@ def test_hf_checkpoint_through_the_command_is_served_text_in_label_out(
         "--run-id",
         "hf1",
         "--set",
-        f"storage_uri=file://{tmp_path}",
+        f"storage.uri=file://{tmp_path}",
         "--set",
         f"hf_checkpoint_uri={s3_checkpoint}",
+        "--set",
+        f"storage.endpoint_url={s3_endpoint}",
         "--set",
         "finetune.strategy=full",
         "--set",

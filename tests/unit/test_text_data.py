@@ -42,30 +42,34 @@ def test_trained_tokenizer_has_fixed_specials_and_round_trips(kind):
     assert decoded.replace(" ", "") == text.replace(" ", "")
 
 
-def test_user_tokenizer_loads_from_s3_and_a_bad_one_is_named(s3_bucket):
+def test_user_tokenizer_loads_from_s3_and_a_bad_one_is_named(s3_bucket, s3_endpoint):
     cfg = TextDataConfig(vocab_size=200)
     tokenizer = train_tokenizer(read_corpus(cfg).train[:20], cfg)
-    store = open_store(s3_bucket)
+    store = open_store(s3_bucket, endpoint_url=s3_endpoint)
     store.put_bytes("tok/tokenizer.json", tokenizer.to_str().encode())
-    loaded = load_tokenizer(f"{s3_bucket}/tok/tokenizer.json")
+    loaded = load_tokenizer(f"{s3_bucket}/tok/tokenizer.json", endpoint_url=s3_endpoint)
     sample = "while loops repeat"
     assert encode(loaded, [sample]) == encode(tokenizer, [sample])
 
     store.put_bytes("tok/bad.json", b'{"not": "a tokenizer"}')
     with pytest.raises(DataError, match=r"is not a Hugging Face tokenizer\.json"):
-        load_tokenizer(f"{s3_bucket}/tok/bad.json")
+        load_tokenizer(f"{s3_bucket}/tok/bad.json", endpoint_url=s3_endpoint)
     with pytest.raises(DataError, match="unreadable"):
-        load_tokenizer(f"{s3_bucket}/tok/missing.json")
+        load_tokenizer(f"{s3_bucket}/tok/missing.json", endpoint_url=s3_endpoint)
 
 
-def test_jsonl_corpus_from_s3_splits_by_content_not_order(s3_bucket):
+def test_jsonl_corpus_from_s3_splits_by_content_not_order(s3_bucket, s3_endpoint):
     rows = [{"body": f"document number {i} says hello", "tag": "ab"[i % 2]} for i in range(200)]
-    store = open_store(s3_bucket)
+    store = open_store(s3_bucket, endpoint_url=s3_endpoint)
     store.put_bytes("c/a.jsonl", jsonl(rows))
     store.put_bytes("c/b.jsonl", jsonl(list(reversed(rows))))
     cfg = {"text_column": "body", "label_column": "tag", "validation_fraction": 0.1}
-    first = read_corpus(TextDataConfig(source=f"{s3_bucket}/c/a.jsonl", **cfg))
-    second = read_corpus(TextDataConfig(source=f"{s3_bucket}/c/b.jsonl", **cfg))
+    first = read_corpus(
+        TextDataConfig(source=f"{s3_bucket}/c/a.jsonl", **cfg), endpoint_url=s3_endpoint
+    )
+    second = read_corpus(
+        TextDataConfig(source=f"{s3_bucket}/c/b.jsonl", **cfg), endpoint_url=s3_endpoint
+    )
     assert sorted(first.validation) == sorted(second.validation)
     assert sorted(first.test) == sorted(second.test)
     assert 5 <= len(first.validation) <= 40 and len(first.train) > 120
@@ -73,7 +77,7 @@ def test_jsonl_corpus_from_s3_splits_by_content_not_order(s3_bucket):
     index = first.train.index("document number 3 says hello")
     assert first.labels["train"][index] == "b"
     with pytest.raises(DataError, match="no column 'text'"):
-        read_corpus(TextDataConfig(source=f"{s3_bucket}/c/a.jsonl"))
+        read_corpus(TextDataConfig(source=f"{s3_bucket}/c/a.jsonl"), endpoint_url=s3_endpoint)
 
 
 def test_plain_text_source_is_paragraphs(tmp_path):

@@ -128,10 +128,10 @@ def synthetic_reviews(n: int = 600, seed: int = 0) -> tuple[list[str], list[str]
     return texts, labels
 
 
-def _text_documents(uri: str) -> list[str]:
+def _text_documents(uri: str, endpoint_url: str | None) -> list[str]:
     base, name = split_uri(uri)
     try:
-        raw = open_store(base).get_bytes(name)
+        raw = open_store(base, endpoint_url=endpoint_url).get_bytes(name)
     except StorageError as exc:
         raise DataError(f"{uri} is unreadable: {exc}") from exc
     try:
@@ -141,8 +141,11 @@ def _text_documents(uri: str) -> list[str]:
     return [doc.strip() for doc in text.split("\n\n") if doc.strip()]
 
 
-def read_documents(cfg: TextDataConfig) -> tuple[list[str], list[str] | None]:
-    """All documents of the source, and their labels when ``label_column`` is set."""
+def read_documents(
+    cfg: TextDataConfig, *, endpoint_url: str | None = None
+) -> tuple[list[str], list[str] | None]:
+    """All documents of the source, and their labels when ``label_column`` is set
+    (``endpoint_url``: the S3 endpoint for s3:// sources, from the run's storage config)."""
     if cfg.source == BUILTIN_PYDOC:
         if cfg.label_column:
             raise DataError(
@@ -154,9 +157,9 @@ def read_documents(cfg: TextDataConfig) -> tuple[list[str], list[str] | None]:
         texts, labels = synthetic_reviews()
         return texts, labels if cfg.label_column else None
     if cfg.source.endswith(".txt"):
-        return _text_documents(cfg.source), None
+        return _text_documents(cfg.source, endpoint_url), None
     try:
-        table = read_table(cfg.source)
+        table = read_table(cfg.source, endpoint_url=endpoint_url)
     except DataReadError as exc:
         raise DataError(str(exc)) from exc
     for column in (cfg.text_column, cfg.label_column):
@@ -179,9 +182,9 @@ def _bucket(text: str) -> float:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") / 2**64
 
 
-def read_corpus(cfg: TextDataConfig) -> Corpus:
+def read_corpus(cfg: TextDataConfig, *, endpoint_url: str | None = None) -> Corpus:
     """The source's documents assigned to fixed train/validation/test splits."""
-    texts, labels = read_documents(cfg)
+    texts, labels = read_documents(cfg, endpoint_url=endpoint_url)
     names = {"train": [], "validation": [], "test": []}
     split_labels: dict[str, list[str]] = {"train": [], "validation": [], "test": []}
     for i, text in enumerate(texts):
@@ -254,20 +257,20 @@ def tokenizer_from_json(text: str, *, origin: str):
     return tokenizer
 
 
-def load_tokenizer(uri: str):
+def load_tokenizer(uri: str, *, endpoint_url: str | None = None):
     """A user's ``tokenizer.json`` from file:// or s3://; it must define <pad> and <eos>."""
     base, name = split_uri(uri)
     try:
-        raw = open_store(base).get_bytes(name)
+        raw = open_store(base, endpoint_url=endpoint_url).get_bytes(name)
     except StorageError as exc:
         raise DataError(f"tokenizer {uri} is unreadable: {exc}") from exc
     return tokenizer_from_json(raw.decode("utf-8"), origin=uri)
 
 
-def tokenizer_for(cfg: TextDataConfig, corpus: Corpus):
+def tokenizer_for(cfg: TextDataConfig, corpus: Corpus, *, endpoint_url: str | None = None):
     """The configured tokenizer: the user's, or one trained on the training documents only."""
     if cfg.tokenizer_uri:
-        return load_tokenizer(cfg.tokenizer_uri)
+        return load_tokenizer(cfg.tokenizer_uri, endpoint_url=endpoint_url)
     return train_tokenizer(corpus.train, cfg)
 
 

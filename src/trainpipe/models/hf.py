@@ -48,10 +48,10 @@ class HFTextClassifier(nn.Module):
         return self.model(input_ids=ids, attention_mask=(ids != self.pad_id).long()).logits
 
 
-def download_checkpoint(uri: str, folder: Path) -> Path:
+def download_checkpoint(uri: str, folder: Path, *, endpoint_url: str | None = None) -> Path:
     """Copy every file of the checkpoint folder at ``uri`` into ``folder``."""
     try:
-        store = open_store(uri)
+        store = open_store(uri, endpoint_url=endpoint_url)
         keys = store.list()
         if "config.json" not in keys or WEIGHTS_FILE not in keys:
             pickled = [k for k in keys if k.endswith(".bin")]
@@ -72,12 +72,14 @@ def download_checkpoint(uri: str, folder: Path) -> Path:
     return folder
 
 
-def load_hf_classifier(uri: str, num_labels: int) -> tuple[HFTextClassifier, object]:
+def load_hf_classifier(
+    uri: str, num_labels: int, *, endpoint_url: str | None = None
+) -> tuple[HFTextClassifier, object]:
     """The checkpoint at ``uri`` with a ``num_labels``-way classification head (a new head
     when the checkpoint has none or another size), and its fast tokenizer."""
     transformers = _require_hf()
     with tempfile.TemporaryDirectory() as tmp:
-        folder = download_checkpoint(uri, Path(tmp))
+        folder = download_checkpoint(uri, Path(tmp), endpoint_url=endpoint_url)
         try:
             tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
             model = transformers.AutoModelForSequenceClassification.from_pretrained(

@@ -6,7 +6,7 @@ the server takes text for.
 
 Defaults are the CPU demo (a few minutes on 2 cores): a small causal LM pretrained on the
 standard library's pydoc help texts, fine-tuned with LoRA on generated product reviews. It
-writes, under ``<storage_uri>/runs/<run_id>/``:
+writes, under ``<storage.uri>/runs/<run_id>/``:
 
 - ``language_model/``: ``report.json`` (size, FLOPs per token, learning curves with tokens
   seen, validation/test perplexity, tokens/s and MFU, generated samples), ``curves.png``,
@@ -31,6 +31,7 @@ import yaml
 from pydantic import Field, ValidationError
 
 from trainpipe.artifacts import ArtifactWriter
+from trainpipe.config import StorageConfig
 from trainpipe.configbase import Section
 from trainpipe.data.text import BUILTIN_PYDOC, BUILTIN_REVIEWS, TextDataConfig
 from trainpipe.errors import ConfigError
@@ -51,8 +52,10 @@ from trainpipe.train.lm import (
 
 
 class LanguageModelRunConfig(Section):
-    storage_uri: str = "trainpipe-runs"
-    """Where the run's artifacts go (file:// or s3://)."""
+    storage: StorageConfig = StorageConfig()
+    """Where the run's artifacts go (``uri``: a path, file:// or s3://) and the S3
+    ``endpoint_url`` used for every s3:// read and write of the run (corpus, tokenizer,
+    Hugging Face checkpoint, artifacts)."""
 
     model_name: str = Field("text-classifier", pattern=r"^[a-z0-9][a-z0-9-]{1,62}$")
     """Name the classifier is served under."""
@@ -138,23 +141,35 @@ def run_language_model(
             "config error: pretrain/finetune.parallelism=fsdp is not supported by this command "
             "(the export needs whole weights on rank 0); use ddp"
         )
-    store = open_store(cfg.storage_uri)
+    endpoint = cfg.storage.endpoint_url
+    store = open_store(cfg.storage.uri, endpoint_url=endpoint)
     started = time.monotonic()
     lm = None
     if cfg.hf_checkpoint_uri:
         clf, hf_tokenizer = finetune_hf_classifier(
-            cfg.hf_checkpoint_uri, cfg.classifier_text, cfg.finetune, world=world
+            cfg.hf_checkpoint_uri,
+            cfg.classifier_text,
+            cfg.finetune,
+            world=world,
+            endpoint_url=endpoint,
         )
         tokenizer, max_seq_len = hf_tokenizer.backend_tokenizer, cfg.classifier_text.seq_len
         # The tokenizer's post-processor adds the model's own special tokens: no cls_id.
         special = {"pad_id": hf_tokenizer.pad_token_id, "cls_id": None}
     else:
-        lm = pretrain_language_model(cfg.text, cfg.model, cfg.pretrain, world=world)
+        lm = pretrain_language_model(
+            cfg.text, cfg.model, cfg.pretrain, world=world, endpoint_url=endpoint
+        )
         classifier_text = cfg.classifier_text.model_copy(
             update={"seq_len": min(cfg.classifier_text.seq_len, cfg.model.max_seq_len)}
         )
         clf = finetune_text_classifier(
-            lm.model, lm.tokenizer, classifier_text, cfg.finetune, world=world
+            lm.model,
+            lm.tokenizer,
+            classifier_text,
+            cfg.finetune,
+            world=world,
+            endpoint_url=endpoint,
         )
         tokenizer, max_seq_len, special = lm.tokenizer, cfg.model.max_seq_len, {}
     if not world.is_main:

@@ -147,15 +147,17 @@ def pretrain_language_model(
     world: World | None = None,
     checkpoints: CheckpointStore | None = None,
     stage: str = "lm_pretrain",
+    endpoint_url: str | None = None,
 ) -> PretrainedLM:
-    """Read and tokenize the corpus, pack it, train a causal or masked LM, and measure it."""
+    """Read and tokenize the corpus, pack it, train a causal or masked LM, and measure it
+    (``endpoint_url``: the S3 endpoint for s3:// corpora and tokenizers)."""
     if text.seq_len > model_cfg.max_seq_len:
         raise ConfigError(
             f"config error: text.seq_len {text.seq_len} exceeds model max_seq_len "
             f"{model_cfg.max_seq_len}; raise max_seq_len or lower seq_len"
         )
-    corpus = read_corpus(text)
-    tokenizer = shared_tokenizer(text, corpus, world)
+    corpus = read_corpus(text, endpoint_url=endpoint_url)
+    tokenizer = shared_tokenizer(text, corpus, world, endpoint_url)
     eos = special_id(tokenizer, EOS)
     splits = {
         name: pack(encode(tokenizer, getattr(corpus, name)), text.seq_len, eos)
@@ -203,12 +205,16 @@ def pretrain_language_model(
     )
 
 
-def shared_tokenizer(text: TextDataConfig, corpus, world: World | None):
+def shared_tokenizer(
+    text: TextDataConfig, corpus, world: World | None, endpoint_url: str | None = None
+):
     """The configured tokenizer, trained once on rank 0 and sent to the other ranks (so every
     rank tokenizes with exactly the same vocabulary)."""
     if world is None or not world.distributed:
-        return tokenizer_for(text, corpus)
-    serialized = tokenizer_for(text, corpus).to_str() if world.is_main else None
+        return tokenizer_for(text, corpus, endpoint_url=endpoint_url)
+    serialized = None
+    if world.is_main:
+        serialized = tokenizer_for(text, corpus, endpoint_url=endpoint_url).to_str()
     return tokenizer_from_json(broadcast_object(serialized, world), origin="rank 0's tokenizer")
 
 
@@ -263,10 +269,11 @@ def finetune_text_classifier(
     world: World | None = None,
     checkpoints: CheckpointStore | None = None,
     stage: str = "lm_finetune",
+    endpoint_url: str | None = None,
 ) -> TextClassifierResult:
     """Fine-tune ``backbone`` as a classifier over ``text``'s labelled corpus with the chosen
     strategy; a LoRA model comes back merged (plain linear layers)."""
-    corpus = read_corpus(text)
+    corpus = read_corpus(text, endpoint_url=endpoint_url)
     splits, names = classification_splits(tokenizer, corpus, text.seq_len)
     torch.manual_seed(cfg.seed)
     model = TextClassifier(backbone, len(names), special_id(tokenizer, PAD))
@@ -318,6 +325,7 @@ def finetune_hf_classifier(
     world: World | None = None,
     checkpoints: CheckpointStore | None = None,
     stage: str = "hf_finetune",
+    endpoint_url: str | None = None,
 ) -> tuple[TextClassifierResult, object]:
     """Fine-tune a user's Hugging Face checkpoint (file:// or s3://) as a classifier over
     ``text``'s labelled corpus: ``full``, ``linear_probe`` (head only) or ``lora`` (peft,
@@ -330,10 +338,10 @@ def finetune_hf_classifier(
             f"{cfg.layer_lr_decay}) is not available for Hugging Face checkpoints; use full, "
             "linear_probe or lora with layer_lr_decay 1.0"
         )
-    corpus = read_corpus(text)
+    corpus = read_corpus(text, endpoint_url=endpoint_url)
     labels, names = label_arrays(corpus)
     torch.manual_seed(cfg.seed)
-    model, tokenizer = load_hf_classifier(checkpoint_uri, len(names))
+    model, tokenizer = load_hf_classifier(checkpoint_uri, len(names), endpoint_url=endpoint_url)
     splits = {}
     for split, y in labels.items():
         ids = tokenizer(
