@@ -1,9 +1,14 @@
 """Trainer overhead: the same model, data and batches trained by a bare PyTorch loop and by
-trainpipe's Trainer, in one process, alternating to share the machine's noise.
+trainpipe's Trainer, in one process.
 
-    python -m benchmarks.trainer [--quick] [--device cpu|cuda] [--precision fp32|bf16]
+    python -m benchmarks.trainer [--quick] [--device cpu|cuda] [--precision fp32|bf16] [--rounds N]
 
-Prints one JSON object on its last line: samples_per_s for both and ``ratio`` (Trainer / bare).
+Fairness: both sides do the same work (AdamW over the same decay/no-decay groups, warmup+cosine,
+clipping, a logged loss per step, and a validation pass over the same split at every epoch
+end); rounds alternate in ABBA order (bare-trainer, trainer-bare, ...) so neither side always
+runs first on a warming or cooling machine; both sides run the same number of times. Prints
+one JSON object on its last line: median samples/s of each side, ``ratio`` (Trainer / bare, of
+the medians), and the spread (min/max of each side and of the per-round ratios).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from trainpipe.models import Classifier, build_encoder
 from trainpipe.models.config import ModelConfig
 from trainpipe.train.config import FinetuneConfig
 from trainpipe.train.objectives import Classification
+from trainpipe.train.optim import decay_groups
 from trainpipe.train.schedule import get_lr
 from trainpipe.train.trainer import Trainer
 
@@ -41,10 +47,28 @@ def make_model(device: torch.device) -> nn.Module:
     return Classifier(build_encoder(cfg, [1, 16, 16]), 10).to(device)
 
 
-def bare_loop(cfg: FinetuneConfig, train: Split, device: torch.device, dtype) -> float:
-    """What a careful person writes by hand: AdamW, warmup+cosine, clipping, autocast."""
+@torch.no_grad()
+def bare_validate(model: nn.Module, validation: Split, device: torch.device, dtype) -> float:
+    """The validation pass the Trainer makes at each epoch end: eval mode, batches of 1024."""
+    model.eval()
+    x = torch.as_tensor(validation.x, device=device)
+    y = torch.as_tensor(validation.y, device=device)
+    loss_sum = 0.0
+    for start in range(0, len(y), 1024):
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            logits = model(x[start : start + 1024]).float()
+        loss_sum += F.cross_entropy(logits, y[start : start + 1024]).item() * len(logits)
+        (logits.argmax(1) == y[start : start + 1024]).sum().item()
+    return loss_sum / len(y)
+
+
+def bare_loop(
+    cfg: FinetuneConfig, train: Split, validation: Split, device: torch.device, dtype
+) -> float:
+    """What a careful person writes by hand: AdamW, warmup+cosine, clipping, autocast, a
+    validation pass per epoch."""
     model = make_model(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(decay_groups(model.parameters(), cfg.weight_decay), lr=cfg.lr)
     x = torch.as_tensor(train.x, device=device)
     y = torch.as_tensor(train.y, device=device)
     steps_per_epoch = math.ceil(len(y) / cfg.batch_size)
@@ -71,6 +95,7 @@ def bare_loop(cfg: FinetuneConfig, train: Split, device: torch.device, dtype) ->
             optimizer.step()
             loss.item()  # the bare loop logs its loss too
             step += 1
+        bare_validate(model, validation, device, dtype)
     if device.type == "cuda":
         torch.cuda.synchronize()
     return len(y) * cfg.epochs / (time.perf_counter() - started)
@@ -90,21 +115,28 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    parser.add_argument("--rounds", type=int, default=None, help="timed rounds (even: ABBA)")
     args = parser.parse_args()
     device = torch.device(args.device)
     n = 2048 if args.quick else 8192
-    rounds = 2 if args.quick else 3
-    train, validation = make_data(n), make_data(64, seed=1)
+    # Even: each side runs first equally often (ABBA).
+    rounds = args.rounds or (2 if args.quick else 4)
+    train, validation = make_data(n), make_data(512, seed=1)
     cfg = FinetuneConfig(
         epochs=2, batch_size=128, device=args.device, precision=args.precision, grad_clip_norm=1.0
     )
     dtype = torch.bfloat16 if args.precision == "bf16" else None
-    bare_loop(cfg, make_data(256), device, dtype)  # warm-up: allocator, kernels, threads
+    bare_loop(cfg, make_data(256), validation, device, dtype)  # warm-up: allocator, kernels
+    trainer_loop(cfg, make_data(256), validation, device)
     bare, ours = [], []
-    for _ in range(rounds):
-        bare.append(bare_loop(cfg, train, device, dtype))
-        ours.append(trainer_loop(cfg, train, validation, device))
-    # The validation pass at each epoch end is work the bare loop skips; it is tiny (64 rows).
+    for index in range(rounds):
+        pair = [
+            lambda: bare.append(bare_loop(cfg, train, validation, device, dtype)),
+            lambda: ours.append(trainer_loop(cfg, train, validation, device)),
+        ]
+        for run in pair if index % 2 == 0 else reversed(pair):
+            run()
+    round_ratios = [t / b for t, b in zip(ours, bare, strict=True)]
     result = {
         "benchmark": "trainer",
         "device": str(device),
@@ -116,6 +148,11 @@ def main() -> None:
         "bare_samples_per_s": round(float(np.median(bare)), 1),
         "trainer_samples_per_s": round(float(np.median(ours)), 1),
         "ratio": round(float(np.median(ours) / np.median(bare)), 3),
+        "bare_min_max": [round(min(bare), 1), round(max(bare), 1)],
+        "trainer_min_max": [round(min(ours), 1), round(max(ours), 1)],
+        "round_ratios": [round(r, 3) for r in round_ratios],
+        "order": "ABBA",
+        "validation_rows_per_epoch": len(validation),
         "goal_ratio": 0.97,
         "torch": torch.__version__,
         "python": platform.python_version(),

@@ -100,12 +100,12 @@ class Config(Section):
         return _validate(json.loads(text))
 
 
-def _format_error(exc: ValidationError) -> str:
+def _format_error(exc: ValidationError, root: type[Section] | None = None) -> str:
     """The first problem as one line: key, bad value, what is allowed."""
     error = exc.errors(include_url=False)[0]
     key = ".".join(str(part) for part in error["loc"]) or "<root>"
     if error["type"] == "extra_forbidden":
-        parent = _section_at(error["loc"][:-1])
+        parent = _section_at(error["loc"][:-1], root or Config)
         allowed = ", ".join(parent.model_fields) if parent else "see docs"
         return f"config error: unknown key {key!r}; allowed keys here: {allowed}"
     message = error["msg"].removeprefix("Value error, ")
@@ -117,8 +117,8 @@ def _format_error(exc: ValidationError) -> str:
     return f"config error: {key}={value!r}: {message}"
 
 
-def _section_at(loc: tuple[Any, ...]) -> type[Section] | None:
-    section: type[Section] = Config
+def _section_at(loc: tuple[Any, ...], root: type[Section]) -> type[Section] | None:
+    section: type[Section] = root
     for part in loc:
         field = section.model_fields.get(str(part))
         annotation = getattr(field, "annotation", None)

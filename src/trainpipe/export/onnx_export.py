@@ -33,9 +33,22 @@ for _name in ("onnxscript", "onnx_ir"):
 
 def export_onnx(model: nn.Module, input_shape: list[int], opset: int) -> bytes:
     """Export ``model`` in eval mode; batch size stays dynamic, weights are embedded."""
-    model = model.eval().cpu()
-    example = torch.zeros(2, *input_shape)
     batch = torch.export.Dim("batch", min=1, max=1 << 20)
+    return _export(model, torch.zeros(2, *input_shape), {0: batch}, opset)
+
+
+def export_token_onnx(model: nn.Module, max_seq_len: int, opset: int) -> bytes:
+    """Export a model over token ids (``[batch, seq]`` int64) with batch and sequence length
+    both dynamic (sequence 2..``max_seq_len``), for text models."""
+    batch = torch.export.Dim("batch", min=1, max=1 << 20)
+    seq = torch.export.Dim("seq", min=2, max=max_seq_len)
+    # Not zeros: an all-padding example would trace the padding-only path of masked models.
+    example = torch.ones(2, min(8, max_seq_len), dtype=torch.int64)
+    return _export(model, example, {0: batch, 1: seq}, opset)
+
+
+def _export(model: nn.Module, example: torch.Tensor, dynamic: dict, opset: int) -> bytes:
+    model = model.eval().cpu()
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter warns about internal fallbacks
         path = Path(tmp) / "model.onnx"
@@ -47,7 +60,7 @@ def export_onnx(model: nn.Module, input_shape: list[int], opset: int) -> bytes:
             str(path),
             input_names=[INPUT_NAME],
             output_names=[OUTPUT_NAME],
-            dynamic_shapes=({0: batch},),
+            dynamic_shapes=(dynamic,),
             opset_version=opset,
             dynamo=True,
             external_data=False,

@@ -26,6 +26,14 @@ from trainpipe.serve.batcher import DynamicBatcher
 from trainpipe.serve.config import ServeConfig
 from trainpipe.serve.errors import InferenceFailed, ModelLoadError
 from trainpipe.serve.metrics import ServeMetrics
+from trainpipe.serve.text import (
+    GRAPH_INPUT,
+    GRAPH_OUTPUT,
+    TEXT_INPUT,
+    TEXT_OUTPUTS,
+    TextFrontend,
+    TextSpec,
+)
 from trainpipe.storage import StorageError, Store, open_store, sha256_bytes, split_uri
 
 log = logging.getLogger("trainpipe.serve")
@@ -114,6 +122,8 @@ class ModelMetadata:
     uri: str
     graph_optimization_level: str | None = None
     """The level the export stage measured as fastest; used unless ServeConfig sets one."""
+    text: TextSpec | None = None
+    """A text classifier: the server tokenizes a BYTES ``text`` input (serve/text.py)."""
 
     @classmethod
     def from_json(cls, obj: Any, uri: str) -> ModelMetadata:
@@ -131,6 +141,7 @@ class ModelMetadata:
                 sha256=str(obj["sha256"]),
                 uri=uri,
                 graph_optimization_level=_optimization_level(obj, where),
+                text=None if obj.get("text") is None else TextSpec.from_json(obj["text"], where),
             )
         except (KeyError, TypeError) as exc:
             raise ModelLoadError(
@@ -197,9 +208,11 @@ class LoadedModel:
         config: ServeConfig,
         *,
         metrics: ServeMetrics | None = None,
+        frontend: TextFrontend | None = None,
     ):
         self.metadata = metadata
         self.session = session
+        self.frontend = frontend
         self._output_names = [spec.name for spec in metadata.outputs]
         self.batcher = DynamicBatcher(
             self.run,
@@ -220,6 +233,10 @@ class LoadedModel:
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         """One ONNX Runtime call, outputs in ``metadata.outputs`` order."""
         try:
+            if self.frontend is not None:
+                ids = self.frontend.encode(feeds[TEXT_INPUT])
+                logits = self.session.run([GRAPH_OUTPUT], {GRAPH_INPUT: ids})[0]
+                return self.frontend.outputs(logits)
             return self.session.run(self._output_names, feeds)
         except Exception as exc:  # ORT raises its own untyped errors for runtime failures
             raise InferenceFailed(
@@ -251,6 +268,7 @@ def load_model_package(
         package = ArtifactSet.open(uri, endpoint_url=config.endpoint_url)
         metadata = ModelMetadata.from_json(package.get_json(METADATA_FILE), package.uri)
         model_bytes = package.get_bytes(MODEL_FILE)
+        tokenizer_json = package.get_bytes(metadata.text.tokenizer) if metadata.text else None
     except StorageError as exc:
         raise ModelLoadError(f"cannot read model package {uri}: {exc}") from exc
     except ValueError as exc:  # model.json is not JSON (the bytes matched the manifest)
@@ -258,7 +276,9 @@ def load_model_package(
             f"{uri}/{METADATA_FILE} is not valid JSON ({exc}); re-run the export stage"
         ) from exc
     _check_sha256(uri, model_bytes, metadata)
-    return _start_session(uri, model_bytes, metadata, config, metrics, started)
+    return _start_session(
+        uri, model_bytes, metadata, config, metrics, started, tokenizer_json=tokenizer_json
+    )
 
 
 def load_onnx_file(
@@ -283,7 +303,15 @@ def load_onnx_file(
         _check_sha256(folder, model_bytes, metadata)
     else:  # no model.json, or one that describes another file in the folder
         metadata = _metadata_from_graph(uri, model_bytes, name.removesuffix(".onnx"))
-    return _start_session(uri, model_bytes, metadata, config, metrics, started)
+    tokenizer_json = None
+    if metadata.text is not None:  # a text model's tokenizer lies beside its model.json
+        try:
+            tokenizer_json = store.get_bytes(metadata.text.tokenizer)
+        except StorageError as exc:
+            raise ModelLoadError(f"cannot read the tokenizer of {uri}: {exc}") from exc
+    return _start_session(
+        uri, model_bytes, metadata, config, metrics, started, tokenizer_json=tokenizer_json
+    )
 
 
 def _check_sha256(uri: str, model_bytes: bytes, metadata: ModelMetadata) -> None:
@@ -341,8 +369,11 @@ def _start_session(
     config: ServeConfig,
     metrics: ServeMetrics | None,
     started: float,
+    *,
+    tokenizer_json: bytes | None = None,
 ) -> LoadedModel:
-    """Create the session, check its signature against the metadata, and warm it up."""
+    """Create the session, check its signature against the metadata, and warm it up
+    (``tokenizer_json``: a text model's tokenizer, see serve/text.py)."""
     try:
         session = ort.InferenceSession(
             model_bytes,
@@ -353,8 +384,13 @@ def _start_session(
         raise ModelLoadError(
             f"ONNX Runtime cannot load {uri}/{MODEL_FILE}: {exc}; re-run the export stage"
         ) from exc
-    _check_signature(session, metadata)
-    model = LoadedModel(metadata, session, config, metrics=metrics)
+    frontend = None
+    if metadata.text is not None:
+        _check_text_signature(session, metadata)
+        frontend = TextFrontend(metadata.text, tokenizer_json, metadata.labels, uri)
+    else:
+        _check_signature(session, metadata)
+    model = LoadedModel(metadata, session, config, metrics=metrics, frontend=frontend)
     try:
         model.warm_up((1, config.max_batch_size), config.warmup_iterations)
     except InferenceFailed as exc:
@@ -395,6 +431,39 @@ def _check_signature(session: ort.InferenceSession, metadata: ModelMetadata) -> 
                 )
 
 
+def _check_text_signature(session: ort.InferenceSession, metadata: ModelMetadata) -> None:
+    """A text package serves text -> label/probabilities/logits over a graph that maps int64
+    ids ``[batch, seq]`` to logits ``[batch, classes]``."""
+    inputs = [(i.name, i.type, len(i.shape)) for i in session.get_inputs()]
+    outputs = [(o.name, len(o.shape)) for o in session.get_outputs()]
+    served_in = [(spec.name, spec.datatype) for spec in metadata.inputs]
+    served_out = tuple(spec.name for spec in metadata.outputs)
+    if (
+        inputs != [(GRAPH_INPUT, "tensor(int64)", 2)]
+        or outputs != [(GRAPH_OUTPUT, 2)]
+        or served_in != [(TEXT_INPUT, "BYTES")]
+        or served_out != TEXT_OUTPUTS
+    ):
+        raise ModelLoadError(
+            f"{metadata.uri}: a text package needs a graph {GRAPH_INPUT}(int64 [batch, seq]) "
+            f"-> {GRAPH_OUTPUT}([batch, classes]) and model.json inputs [{TEXT_INPUT} BYTES], "
+            f"outputs {list(TEXT_OUTPUTS)}; found graph {inputs} -> {outputs}, model.json "
+            f"{served_in} -> {list(served_out)}; re-run the export"
+        )
+
+
+def text_signature(num_classes: int) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """The inputs and outputs ``model.json`` declares for a text classifier package."""
+    return (
+        [TensorSpec(TEXT_INPUT, "BYTES", (-1,))],
+        [
+            TensorSpec("label", "BYTES", (-1,)),
+            TensorSpec("probabilities", "FP32", (-1, num_classes)),
+            TensorSpec("logits", "FP32", (-1, num_classes)),
+        ],
+    )
+
+
 def write_model_package(
     store: Store,
     prefix: str,
@@ -407,6 +476,8 @@ def write_model_package(
     labels: list[str] | None = None,
     opset: int | None = None,
     run_id: str = "serve",
+    text: TextSpec | None = None,
+    tokenizer_json: bytes | None = None,
 ) -> str:
     """Write a model package (``model.onnx`` + ``model.json``) as an artifact set; returns its URI.
 
@@ -414,6 +485,8 @@ def write_model_package(
     """
     writer = ArtifactWriter(store, prefix, stage="export", run_id=run_id)
     writer.put_bytes(MODEL_FILE, model_onnx)
+    if text is not None:
+        writer.put_bytes(text.tokenizer, tokenizer_json or b"")
     writer.put_json(
         METADATA_FILE,
         {
@@ -425,6 +498,7 @@ def write_model_package(
             "labels": list(labels or []),
             "sha256": sha256_bytes(model_onnx),
             "opset": opset,
+            **({"text": text.to_json()} if text is not None else {}),
         },
     )
     return writer.commit(summary={"model": name, "version": version})

@@ -124,10 +124,13 @@ class Trainer:
         param_groups: list[dict] | None = None,
         lr_factor: Callable[[dict[str, Any], int], float] | None = None,
         on_epoch_end: Callable[[EpochRecord], None] | None = None,
+        on_step_end: Callable[[int, float | None], None] | None = None,
     ):
         """``param_groups`` replaces the default decay/no-decay groups; ``lr_factor(group,
         epoch)`` scales a group's learning rate (layer-wise decay; 0 keeps a block frozen);
-        ``on_epoch_end`` receives each epoch's record on rank 0."""
+        ``on_epoch_end`` receives each epoch's record on rank 0; ``on_step_end`` receives each
+        optimizer step's index and this rank's mean loss (None: a skipped step) on rank 0
+        (throughput meters, learning curves in tokens)."""
         self.cfg = cfg
         self.stage = stage
         self.objective = objective
@@ -141,6 +144,7 @@ class Trainer:
         self._resume_source = checkpoints
         self.lr_factor = lr_factor or (lambda group, epoch: group.get("lr_scale", 1.0))
         self.on_epoch_end = on_epoch_end
+        self.on_step_end = on_step_end if self.world.is_main else None
         self.model = model.to(self.device)
         self.train_model = self._wrap(self.model)
         self.optimizer = build_optimizer(self.model, cfg, param_groups)
@@ -313,6 +317,8 @@ class Trainer:
                 progress["count"] += len(local_index)
             progress["step"] = step + 1
             progress["batch"] = batch + 1
+            if self.on_step_end is not None:
+                self.on_step_end(step, None if loss_sum is None else step_loss)
             if run.bar is not None:
                 run.bar.update(1)
                 run.bar.set_postfix(
@@ -387,7 +393,10 @@ class Trainer:
         None when a non-finite loss was skipped."""
         cfg = self.cfg
         generator = _step_generator(cfg.seed, step, self.world.rank)
-        micro_batches = [m for m in index.tensor_split(cfg.grad_accumulation_steps) if len(m)]
+        if cfg.grad_accumulation_steps == 1:
+            micro_batches = [index]  # the common case, without the split's per-step cost
+        else:
+            micro_batches = [m for m in index.tensor_split(cfg.grad_accumulation_steps) if len(m)]
         loss_total = 0.0
         nonfinite = False
         for i, micro in enumerate(micro_batches):
@@ -397,11 +406,14 @@ class Trainer:
                 sync = self.train_model.no_sync()  # all-reduce gradients once per step
             with sync, self._autocast():
                 loss, _ = self.objective.loss(self.train_model, x[micro], y[micro], generator)
-                weighted = loss * (len(micro) / max(len(index), 1))
-            if not torch.isfinite(loss):
-                nonfinite = True
+                weighted = (
+                    loss if len(micro_batches) == 1 else loss * (len(micro) / max(len(index), 1))
+                )
             self.scaler.scale(weighted).backward()
-            loss_total += loss.item() * len(micro)
+            # One host sync per micro-batch: the logged value also answers "finite?".
+            value = loss.item()
+            nonfinite = nonfinite or not math.isfinite(value)
+            loss_total += value * len(micro)
         # Every rank must take the same decision, or DDP's next all-reduce would hang.
         (bad_ranks,) = all_reduce_sum([float(nonfinite)], self.device)
         if bad_ranks:

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Every GPU check in one command, for a machine with an NVIDIA GPU (CPU-only CI skips them):
+#   bash scripts/gpu_checks.sh [--quick]
+# 1. the CUDA tests (bf16, NCCL DDP and FSDP2 with world size 1, torch.compile);
+# 2. python -m benchmarks.lm --device cuda (GPT-2-124M shape, Trainer vs bare loop, MFU).
+# Writes gpu_checks/{pytest.txt,lm_benchmark.json} (or under $OUT when set) and prints them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out="${OUT:-gpu_checks}"
+mkdir -p "$out"
+if ! python -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)'; then
+  echo "gpu_checks: no CUDA GPU is visible to torch; run this on a machine with an NVIDIA GPU" >&2
+  exit 2
+fi
+python -c 'import torch; print("gpu:", torch.cuda.get_device_name(0), "torch", torch.__version__)'
+status=0
+python -m pytest tests/gpu -q -rs -p no:cacheprovider 2>&1 | tee "$out/pytest.txt" || status=1
+bench_args=(--device cuda --batch 16)  # 16 x 1024 tokens per step: enough work per step for an H100/H200
+if [[ "${1:-}" == "--quick" ]]; then bench_args+=(--steps 10 --rounds 2); fi
+python -m benchmarks.lm "${bench_args[@]}" 2>"$out/lm_benchmark.log" | tail -n 1 \
+  | tee "$out/lm_benchmark.json" || status=1
+exit "$status"
