@@ -189,7 +189,10 @@ class Trainer:
                 set_model_state_dict,
             )
 
-            set_model_state_dict(self.model, state, options=StateDictOptions(full_state_dict=True))
+            # full_state_dict() gathers onto rank 0 only (cpu_offload), so the other ranks hold
+            # an empty dict: rank 0's copy is broadcast and every rank keeps its own shard.
+            options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
+            set_model_state_dict(self.model, state, options=options)
         else:
             self.model.load_state_dict(state)
 
