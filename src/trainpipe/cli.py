@@ -22,7 +22,8 @@ from pathlib import Path
 
 from trainpipe import __version__
 from trainpipe.cli_help import example_epilog
-from trainpipe.cli_kfp import add_schedule_parser, add_submit_parser
+from trainpipe.cli_kfp import add_schedule_parser, add_submit_parser, warn_local_paths
+from trainpipe.cluster import cluster_unreadable_paths
 from trainpipe.errors import ConfigError, TrainpipeError
 
 EXIT_ERROR = 1
@@ -104,7 +105,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     from trainpipe.pipelines.training import compile_pipeline
 
     cfg = _load(args)
-    local = _cluster_unreadable_paths(cfg, continual=args.continual)
+    local = cluster_unreadable_paths(cfg, continual=args.continual)
     if local and args.strict:
         raise ConfigError(
             f"usage error: {' and '.join(local)} is a local path, which no cluster pod can "
@@ -113,29 +114,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
     compile_pipeline(cfg, args.output, continual=args.continual)
     name = f"{cfg.pipeline_name}-continual" if args.continual else cfg.pipeline_name
     print(f"wrote {args.output} (pipeline {name!r}, image {cfg.cluster.image})")
-    for problem in local:
-        print(
-            f"warning: {problem} is a local path, which no cluster pod can read; set an "
-            "s3:// URI before submitting (--strict refuses)",
-            file=sys.stderr,
-        )
+    warn_local_paths(local, fix="set an s3:// URI before submitting (--strict refuses)")
     return 0
-
-
-def _cluster_unreadable_paths(cfg, *, continual: bool = False) -> list[str]:
-    """The config's data and storage locations that are paths on this machine."""
-    from trainpipe.data.config import BUILTIN_DIGITS
-
-    found = []
-    data = (
-        ("continual.source", cfg.continual.source)
-        if continual
-        else ("data.source", cfg.data.source)
-    )
-    for key, uri in (data, ("storage.uri", cfg.storage.uri)):
-        if uri and uri != BUILTIN_DIGITS and ("://" not in uri or uri.startswith("file://")):
-            found.append(f"{key} {uri!r}")
-    return found
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -5,9 +5,11 @@ for what they do). ``add_config_args`` is the CLI's --config/--set, passed in by
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
 
 from trainpipe.cli_help import example_epilog
+from trainpipe.cluster import cluster_unreadable_paths
 from trainpipe.kfp_api import (
     DEFAULT_TOKEN_PATH,
     TOKEN_ENV,
@@ -22,6 +24,18 @@ from trainpipe.kfp_api import (
 )
 
 AddArgs = Callable[[argparse.ArgumentParser], None]
+
+
+_S3_FIX = "the run will fail on the cluster; use an s3:// URI"
+
+
+def warn_local_paths(problems: list[str], *, fix: str) -> None:
+    """One stderr warning per config location that no cluster pod can read."""
+    for problem in problems:
+        print(
+            f"warning: {problem} is a local path, which no cluster pod can read; {fix}",
+            file=sys.stderr,
+        )
 
 
 def _positive_float(text: str) -> float:
@@ -147,6 +161,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from trainpipe.config import load_config
 
     cfg = load_config(args.config, args.overrides)
+    warn_local_paths(cluster_unreadable_paths(cfg, continual=args.continual), fix=_S3_FIX)
     auth = resolve_auth(args.token, args.token_file)
     client = connect(args.host, auth, args.namespace)
     host = args.host.rstrip("/")
@@ -176,6 +191,7 @@ def cmd_schedule(args: argparse.Namespace) -> int:
 
     cron, note = to_kfp_cron(args.cron)
     cfg = load_config(args.config, args.overrides)
+    warn_local_paths(cluster_unreadable_paths(cfg, continual=args.continual), fix=_S3_FIX)
     auth = resolve_auth(args.token, args.token_file)
     client = connect(args.host, auth, args.namespace)
     host = args.host.rstrip("/")

@@ -100,3 +100,17 @@ class ClusterConfig(Section):
     tolerations: list[Toleration] = Field(default_factory=list)
     """Tolerations of the training pods, e.g. ``[{key: nvidia.com/gpu, operator: Exists,
     effect: NoSchedule}]`` for tainted GPU nodes."""
+
+
+def cluster_unreadable_paths(cfg, *, continual: bool = False) -> list[str]:
+    """The config's data and storage locations that are paths on this machine, which no
+    cluster pod can read (``["data.source '/home/me/t.parquet'", ...]``)."""
+    from trainpipe.data.config import BUILTIN_DIGITS
+
+    source = ("continual.source", cfg.continual.source) if continual else None
+    data = source or ("data.source", cfg.data.source)
+    found = []
+    for key, uri in (data, ("storage.uri", cfg.storage.uri)):
+        if uri and uri != BUILTIN_DIGITS and ("://" not in uri or uri.startswith("file://")):
+            found.append(f"{key} {uri!r}")
+    return found

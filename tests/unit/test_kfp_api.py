@@ -30,6 +30,10 @@ def kfp():
     fake.close()
 
 
+S3_STORE = ["--set", "storage.uri=s3://bucket/ml"]
+"""A store that pods can read: the default local one draws a warning line on stderr."""
+
+
 def submit(kfp: FakeKfp, *extra: str) -> int:
     return main(["submit", "--host", kfp.url, "--token", TOKEN, "--poll-s", "0.01", *extra])
 
@@ -68,7 +72,7 @@ def test_submit_reuses_an_existing_experiment_and_applies_overrides(kfp, capsys)
 def test_failed_run_is_one_line_with_the_error_and_exit_1(capsys):
     kfp = FakeKfp(run_states=["RUNNING", "FAILED"], run_error="pretrain: OOMKilled")
     try:
-        status = main(["submit", "--host", kfp.url, "--wait", "--poll-s", "0.01"])
+        status = main(["submit", "--host", kfp.url, "--wait", "--poll-s", "0.01", *S3_STORE])
     finally:
         kfp.close()
     err = capsys.readouterr().err.strip()
@@ -99,7 +103,7 @@ def test_wrong_token_is_refused_without_showing_it(kfp, capsys):
 
 
 def test_unreachable_host_is_one_line(capsys):
-    status = main(["submit", "--host", "http://127.0.0.1:9"])
+    status = main(["submit", "--host", "http://127.0.0.1:9", *S3_STORE])
     err = capsys.readouterr().err
     assert status == 1
     assert err.startswith("trainpipe: cannot reach KFP at http://127.0.0.1:9")
@@ -221,3 +225,21 @@ def test_cron_conversion(expression, expected):
 def test_bad_cron_is_explained(expression, message):
     with pytest.raises(ConfigError, match=message):
         to_kfp_cron(expression)
+
+
+def test_submit_and_schedule_warn_about_local_paths(kfp, capsys, tmp_path):
+    """A local data source or store is still sent (a pod may mount it), with one warning each."""
+    local = ["--set", f"data.source={tmp_path}/t.parquet", "--set", f"storage.uri={tmp_path}"]
+    assert submit(kfp, *local) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        f"warning: data.source '{tmp_path}/t.parquet' is a local path, which no cluster pod can "
+        "read; the run will fail on the cluster; use an s3:// URI",
+        f"warning: storage.uri '{tmp_path}' is a local path, which no cluster pod can read; the "
+        "run will fail on the cluster; use an s3:// URI",
+    ]
+    argv = ["schedule", "--host", kfp.url, "--token", TOKEN, "--cron", "0 * * * *"]
+    assert main([*argv, "--set", "storage.uri=s3://bucket/ml"]) == 0
+    assert "warning" not in capsys.readouterr().err  # the built-in data and an S3 store: quiet
+    assert main([*argv, "--name", "local", "--set", f"storage.uri={tmp_path}"]) == 0
+    assert capsys.readouterr().err.count("warning: storage.uri") == 1
