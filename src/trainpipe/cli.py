@@ -123,9 +123,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from trainpipe.serve.server import serve
     from trainpipe.storage import join_uri
 
-    cfg = _load(args)
-    model = args.model or join_uri(cfg.storage.uri, "registry", cfg.registry.model_name)
-    endpoint_url = args.endpoint_url or cfg.storage.endpoint_url
+    model, endpoint_url = args.model, args.endpoint_url
+    if model is None:
+        # Only without --model: the full config imports torch, which the serving image lacks.
+        cfg = _load(args)
+        model = join_uri(cfg.storage.uri, "registry", cfg.registry.model_name)
+        endpoint_url = endpoint_url or cfg.storage.endpoint_url
     serve(model, ServeConfig(host=args.host, port=args.port, endpoint_url=endpoint_url))
     return 0
 
@@ -392,8 +395,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--endpoint-url",
         metavar="URL",
-        help="S3 endpoint for s3:// models (MinIO, Ceph, ...); default: storage.endpoint_url, "
-        "then AWS_ENDPOINT_URL, then AWS",
+        help="S3 endpoint for s3:// models (MinIO, Ceph, ...); default: AWS_ENDPOINT_URL, then "
+        "AWS (without --model, storage.endpoint_url comes first)",
     )
     serve.set_defaults(func=cmd_serve)
 

@@ -2,14 +2,46 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from trainpipe.configbase import Section
-from trainpipe.data.streaming import StreamingConfig
+
+if TYPE_CHECKING:
+    from trainpipe.data.shards import ShardCache
 
 BUILTIN_DIGITS = "digits"
+
+
+# Defined here rather than in data/streaming.py (which imports torch) so that the config loads
+# where torch is not installed, such as the serving image.
+class StreamingConfig(Section):
+    shuffle_block_rows: int = Field(8192, gt=0)
+    """Rows permuted together after the shard order is shuffled: larger mixes better and holds
+    more row groups in each worker's memory."""
+
+    loader_workers: int = Field(2, ge=0)
+    """DataLoader worker processes reading and decoding shards (0 reads in the training
+    process)."""
+
+    prefetch_batches: int = Field(2, gt=0)
+    """Transfers (of about ``transfer_mib`` each) each worker prepares ahead of training."""
+
+    transfer_mib: float = Field(4.0, gt=0)
+    """About how much a worker hands to the training process at once (whole batches, at least
+    one): each transfer between processes has a fixed cost that small batches would pay often."""
+
+    cache_dir: str = "/tmp/trainpipe-shards"
+    """Local folder for copies of remote (s3://) shards; local shards are read in place."""
+
+    cache_max_gib: float = Field(20.0, gt=0)
+    """Size limit of the shard cache; least recently used shards are evicted beyond it."""
+
+    def cache(self) -> ShardCache:
+        from trainpipe.data.shards import ShardCache  # pyarrow: not in the serving image
+
+        return ShardCache(self.cache_dir, int(self.cache_max_gib * 2**30))
 
 
 class DataConfig(Section):

@@ -26,38 +26,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from pydantic import Field
 
-from trainpipe.configbase import Section
-from trainpipe.data.shards import ShardCache, ShardInfo, ShardSet
+from trainpipe.data.config import StreamingConfig
+from trainpipe.data.shards import ShardInfo, ShardSet
 from trainpipe.errors import TrainpipeError
 from trainpipe.storage import open_store
-
-
-class StreamingConfig(Section):
-    shuffle_block_rows: int = Field(8192, gt=0)
-    """Rows permuted together after the shard order is shuffled: larger mixes better and holds
-    more row groups in each worker's memory."""
-
-    loader_workers: int = Field(2, ge=0)
-    """DataLoader worker processes reading and decoding shards (0 reads in the training
-    process)."""
-
-    prefetch_batches: int = Field(2, gt=0)
-    """Transfers (of about ``transfer_mib`` each) each worker prepares ahead of training."""
-
-    transfer_mib: float = Field(4.0, gt=0)
-    """About how much a worker hands to the training process at once (whole batches, at least
-    one): each transfer between processes has a fixed cost that small batches would pay often."""
-
-    cache_dir: str = "/tmp/trainpipe-shards"
-    """Local folder for copies of remote (s3://) shards; local shards are read in place."""
-
-    cache_max_gib: float = Field(20.0, gt=0)
-    """Size limit of the shard cache; least recently used shards are evicted beyond it."""
-
-    def cache(self) -> ShardCache:
-        return ShardCache(self.cache_dir, int(self.cache_max_gib * 2**30))
 
 
 @dataclass
