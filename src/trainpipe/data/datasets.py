@@ -31,6 +31,7 @@ from trainpipe.data.validation.io import (
     DataReadError,
     array_field,
     array_shape,
+    first_line,
     load_digits_table,
     npz_table,
     read_table,
@@ -596,7 +597,7 @@ def _schema(store: Store, name: str) -> pa.Schema:
             return pa_csv.open_csv(source, read_options=options).schema
         return pa_json.read_json(source, read_options=pa_json.ReadOptions(use_threads=False)).schema
     except (pa.ArrowException, OSError, ValueError) as exc:
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        detail = first_line(exc)
         raise DataError(
             f"data error: {uri} is unreadable: {detail}; the file is truncated or not in its "
             "format, rewrite it from its source"

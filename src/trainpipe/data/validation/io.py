@@ -49,6 +49,13 @@ class DataReadError(Exception):
     """A dataset could not be read; the message names the file, the problem and the fix."""
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name when the message is empty):
+    reader libraries put whole tracebacks and hex dumps into their messages."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def read_table(uri: str, *, format: str | None = None, endpoint_url: str | None = None) -> pa.Table:
     """Read one dataset: a file, a folder of files of one format, or ``digits``.
 
@@ -113,7 +120,7 @@ def _read_bytes(uri: str, data: bytes, format: str | None) -> pa.Table:
         else:
             table = pa_json.read_json(source)
     except (pa.ArrowException, OSError, ValueError) as exc:
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        detail = first_line(exc)
         raise DataReadError(
             f"{uri} is unreadable as {fmt} ({len(data)} bytes): {detail}; the file is "
             "truncated or not in that format, rewrite it from its source"
