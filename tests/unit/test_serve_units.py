@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import numpy as np
 import orjson
@@ -312,6 +313,119 @@ def test_batcher_delivers_model_errors_to_every_job_in_the_batch():
     assert [str(e) for e in asyncio.run(main())] == ["boom", "boom"]
     batcher.close()
     batcher.join(5)
+
+
+class _Model:
+    """A stand-in model that records, per call, the thread that ran it and its rows."""
+
+    def __init__(self, sleep_s: float = 0.0) -> None:
+        self.sleep_s = sleep_s
+        self.calls: list[tuple[int, int]] = []
+
+    def __call__(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        if self.sleep_s:
+            time.sleep(self.sleep_s)
+        self.calls.append((threading.get_ident(), len(feeds["x"])))
+        return [feeds["x"] * 2]
+
+
+async def _request(batcher: DynamicBatcher, value: float) -> tuple[np.ndarray, float]:
+    """What the app's handler does: announce, then infer; returns (output, seconds taken)."""
+    started = time.perf_counter()
+    batcher.announce()
+    (out,) = await batcher.infer({"x": np.full((1, 1), value, np.float32)}, 1)
+    return out, time.perf_counter() - started
+
+
+def _sequential(batcher: DynamicBatcher, count: int) -> list[float]:
+    async def main() -> list[float]:
+        seconds = []
+        for i in range(count):
+            out, took = await _request(batcher, i)
+            np.testing.assert_array_equal(out, [[2.0 * i]])
+            seconds.append(took)
+        return seconds
+
+    try:
+        return asyncio.run(main())
+    finally:
+        batcher.close()
+        batcher.join(5)
+
+
+@pytest.mark.parametrize("inline_run_max_s", [1.0, 0.0], ids=["on-the-loop", "in-the-worker"])
+def test_lone_requests_do_not_wait_for_a_long_batch_window(inline_run_max_s):
+    batcher = DynamicBatcher(
+        _Model(), max_batch_size=8, max_batch_delay_s=5.0, inline_run_max_s=inline_run_max_s
+    )
+    seconds = _sequential(batcher, 20)
+    assert max(seconds) < 1.0, f"a lone request waited {max(seconds):.2f} s (window 5 s)"
+
+
+def test_cheap_lone_requests_run_on_the_event_loop_thread():
+    model = _Model()
+    _sequential(
+        DynamicBatcher(model, max_batch_size=8, max_batch_delay_s=5.0, inline_run_max_s=1.0), 5
+    )
+    threads = [thread for thread, _ in model.calls]
+    # The first call has no cost estimate yet and goes to the worker; the rest run in place.
+    assert threads[0] != threading.get_ident()
+    assert threads[1:] == [threading.get_ident()] * 4
+
+
+@pytest.mark.parametrize(
+    ("sleep_s", "inline_run_max_s"), [(0.0, 0.0), (0.02, 0.005)], ids=["switched-off", "slow"]
+)
+def test_lone_requests_run_in_the_worker_when_inline_is_off_or_the_model_slow(
+    sleep_s, inline_run_max_s
+):
+    model = _Model(sleep_s)
+    batcher = DynamicBatcher(
+        model, max_batch_size=8, max_batch_delay_s=5.0, inline_run_max_s=inline_run_max_s
+    )
+    _sequential(batcher, 5)
+    assert threading.get_ident() not in {thread for thread, _ in model.calls}
+    assert batcher.run_s_estimate is not None and batcher.run_s_estimate >= sleep_s
+
+
+def test_concurrent_requests_still_form_batches_when_lone_ones_run_in_place():
+    model = _Model()
+    batcher = DynamicBatcher(model, max_batch_size=64, max_batch_delay_s=0.05, inline_run_max_s=1.0)
+
+    async def main() -> list[tuple[np.ndarray, float]]:
+        await _request(batcher, -1)  # measures the cost: later lone requests run in place
+        # Handlers started together, as the event loop starts them for requests read together.
+        return await asyncio.gather(*(_request(batcher, i) for i in range(16)))
+
+    results = asyncio.run(main())
+    batcher.close()
+    batcher.join(5)
+    for i, (out, _) in enumerate(results):
+        np.testing.assert_array_equal(out, [[2.0 * i]])
+    later = [rows for _, rows in model.calls[1:]]
+    assert sum(later) == 16
+    assert len(later) < 16, f"16 concurrent requests took {len(later)} model calls: {later}"
+    assert threading.get_ident() not in {thread for thread, _ in model.calls[1:]}
+
+
+@pytest.mark.parametrize("inline_run_max_s", [1.0, 0.0], ids=["inline-on", "inline-off"])
+def test_a_batch_waits_for_an_announced_request_at_most_the_window(inline_run_max_s):
+    window_s = 0.3
+    batcher = DynamicBatcher(
+        _Model(), max_batch_size=8, max_batch_delay_s=window_s, inline_run_max_s=inline_run_max_s
+    )
+
+    async def main() -> float:
+        await _request(batcher, 0)
+        batcher.announce()  # a request still uploading its body, which never comes
+        _, took = await _request(batcher, 1)
+        batcher.withdraw()
+        return took
+
+    took = asyncio.run(main())
+    batcher.close()
+    batcher.join(5)
+    assert window_s * 0.8 <= took < window_s + 1.0
 
 
 def test_docs_curl_example_sends_pixels_on_the_training_scale():

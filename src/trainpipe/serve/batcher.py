@@ -1,14 +1,20 @@
 """Dynamic batching: concurrent requests merged into one ONNX Runtime call in a worker thread.
 
 Request handlers (on the asyncio event loop) ``announce()`` an inference as soon as they know the
-model, then ``await infer(feeds, rows)``. One worker thread per model takes the oldest queued job,
-adds queued jobs until ``max_batch_size`` rows, concatenates them along axis 0, runs the model
-once (ONNX Runtime releases the GIL, so the event loop keeps parsing requests meanwhile) and hands
-each job its slice of the outputs.
+model, then ``await infer(feeds, rows)``.
 
-The worker waits up to ``max_batch_delay_s`` for more jobs only while another request has been
-announced but not queued yet; with nothing else in flight it runs at once, so a lone client does
-not pay the delay. Under load, jobs that queue up while a batch runs form the next batch.
+- A lone request (no other inference announced or in the worker) whose model call has lately
+  been cheap (``inline_run_max_s``; a small model takes tens of microseconds) runs at once inside
+  its handler on the event loop thread. Handing it to the worker would cost more than the call:
+  a queue put, a thread wake-up, a GIL hand-over and a wake-up of the loop on the way back.
+- Everything else goes to one worker thread per model, so the event loop keeps reading and
+  parsing requests while the model computes (ONNX Runtime releases the GIL). The worker takes
+  the oldest queued job and adds queued jobs until ``max_batch_size`` rows, concatenates them
+  along axis 0 (a lone job's arrays pass as they are), runs the model once and hands each job
+  its slice of the outputs (views, no copies). It waits up to ``max_batch_delay_s`` for more
+  jobs only while another request has been announced but not queued yet; with nothing else in
+  flight it runs at once, so a lone client never pays the delay. Under load, jobs that queue up
+  while a batch runs form the next batch.
 """
 
 from __future__ import annotations
@@ -26,6 +32,10 @@ import numpy as np
 log = logging.getLogger("trainpipe.serve")
 
 RunBatch = Callable[[dict[str, np.ndarray]], list[np.ndarray]]
+
+_RUN_COST_WEIGHT = 0.2
+"""Weight of the newest call in the running estimate of a call's duration: recent enough to
+follow the load, smooth enough that one preempted call does not move a model off the loop."""
 
 
 @dataclass
@@ -47,17 +57,25 @@ class DynamicBatcher:
         *,
         max_batch_size: int,
         max_batch_delay_s: float,
+        inline_run_max_s: float = 0.0,
         on_batch: Callable[[int, float], None] | None = None,
         name: str = "model",
     ):
-        """``on_batch(rows, run_s)`` is called after every model call (metrics)."""
+        """``inline_run_max_s``: calls estimated to take at most this long run on the event
+        loop thread (0: always in the worker thread). ``on_batch(rows, run_s)`` is called after
+        every model call (metrics)."""
         self._run_batch = run_batch
         self.max_batch_size = max_batch_size
         self.max_batch_delay_s = max_batch_delay_s
+        self.inline_run_max_s = inline_run_max_s
         self._on_batch = on_batch
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        # Announced but not yet queued; only the event loop thread writes it.
+        # Written on the event loop thread only (the worker reads ``_announced``): requests
+        # announced but not yet at ``infer``, and jobs handed to the worker and not delivered.
         self._announced = 0
+        self._in_worker = 0
+        self.run_s_estimate: float | None = None
+        """Running estimate of a lone request's model call; None until the first one ran."""
         self._closing = False
         self._thread = threading.Thread(
             target=self._work, name=f"trainpipe-batcher-{name}", daemon=True
@@ -75,13 +93,31 @@ class DynamicBatcher:
     async def infer(
         self, feeds: dict[str, np.ndarray], rows: int, *, announced: bool = True
     ) -> list[np.ndarray]:
-        """Queue ``rows`` rows and wait for their outputs; raises what the model call raised."""
+        """Run ``rows`` rows, alone or batched with others; raises what the model call raised."""
+        if self._cheap() and self._alone(announced):
+            # Handlers the loop has already started for requests that arrived with this one
+            # announce themselves on their first step; one pass of the loop lets them.
+            await asyncio.sleep(0)
+            if self._alone(announced):
+                if announced:
+                    self._announced -= 1
+                return self._timed_run(feeds, rows, lone=True)  # cheap and alone: run it here
+        if announced:
+            # Before the job is visible to the worker: it must not wait for this very request.
+            self._announced -= 1
         loop = asyncio.get_running_loop()
         job = _Job(feeds, rows, loop.create_future(), loop)
+        self._in_worker += 1
         self._queue.put(job)
-        if announced:
-            self._announced -= 1
         return await job.future
+
+    def _alone(self, announced: bool) -> bool:
+        """No other request is announced, and the worker holds no job."""
+        return self._announced <= int(announced) and not self._in_worker
+
+    def _cheap(self) -> bool:
+        estimate = self.run_s_estimate
+        return estimate is not None and estimate <= self.inline_run_max_s
 
     def close(self) -> None:
         """Finish every admitted request, then stop the worker thread (returns at once)."""
@@ -89,6 +125,45 @@ class DynamicBatcher:
 
     def join(self, timeout_s: float | None = None) -> None:
         self._thread.join(timeout_s)
+
+    # -- running a call ------------------------------------------------------------------------
+
+    def _timed_run(
+        self, feeds: dict[str, np.ndarray], rows: int, *, lone: bool
+    ) -> list[np.ndarray]:
+        """One model call; a ``lone`` job's duration updates ``run_s_estimate``."""
+        started = time.perf_counter()
+        try:
+            return self._run_batch(feeds)
+        finally:
+            run_s = time.perf_counter() - started
+            if lone:
+                estimate = self.run_s_estimate
+                self.run_s_estimate = (
+                    run_s if estimate is None else estimate + _RUN_COST_WEIGHT * (run_s - estimate)
+                )
+            if self._on_batch is not None:
+                self._on_batch(rows, run_s)
+
+    def _run_jobs(self, batch: list[_Job], rows: int) -> list[tuple[_Job, object, bool]]:
+        """Run ``batch`` as one call: (job, its outputs or the exception, ok) per job."""
+        if len(batch) == 1:
+            feeds = batch[0].feeds
+        else:
+            feeds = {
+                name: np.concatenate([job.feeds[name] for job in batch]) for name in batch[0].feeds
+            }
+        try:
+            outputs = self._timed_run(feeds, rows, lone=len(batch) == 1)
+        except Exception as exc:
+            return [(job, exc, False) for job in batch]
+        results: list[tuple[_Job, object, bool]] = []
+        offset = 0
+        for job in batch:
+            end = offset + job.rows
+            results.append((job, [out[offset:end] for out in outputs], True))
+            offset = end
+        return results
 
     # -- worker thread -------------------------------------------------------------------------
 
@@ -137,37 +212,21 @@ class DynamicBatcher:
                     break
                 batch.append(item)
                 rows += item.rows
-            self._run(batch, rows)
+            self._hand_back(self._run_jobs(batch, rows))
 
-    def _run(self, batch: list[_Job], rows: int) -> None:
-        if len(batch) == 1:
-            feeds = batch[0].feeds
-        else:
-            feeds = {
-                name: np.concatenate([job.feeds[name] for job in batch]) for name in batch[0].feeds
-            }
-        started = time.perf_counter()
-        try:
-            outputs = self._run_batch(feeds)
-        except Exception as exc:
-            results: list[tuple[_Job, object, bool]] = [(job, exc, False) for job in batch]
-        else:
-            results = []
-            offset = 0
-            for job in batch:
-                end = offset + job.rows
-                results.append((job, [out[offset:end] for out in outputs], True))
-                offset = end
-        if self._on_batch is not None:
-            self._on_batch(rows, time.perf_counter() - started)
+    def _hand_back(self, results: list[tuple[_Job, object, bool]]) -> None:
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Job, object, bool]]] = {}
         for result in results:
             by_loop.setdefault(result[0].loop, []).append(result)
         for loop, loop_results in by_loop.items():
             try:
-                loop.call_soon_threadsafe(_deliver, loop_results)
+                loop.call_soon_threadsafe(self._deliver_from_worker, loop_results)
             except RuntimeError:  # the loop closed (server shut down); nobody is waiting
-                log.debug("event loop closed before %d results were delivered", len(batch))
+                log.debug("event loop closed before %d results were delivered", len(results))
+
+    def _deliver_from_worker(self, results: list[tuple[_Job, object, bool]]) -> None:
+        self._in_worker -= len(results)
+        _deliver(results)
 
 
 def _deliver(results: list[tuple[_Job, object, bool]]) -> None:

@@ -23,8 +23,16 @@ class ServeConfig(BaseModel):
     many rows, and a single request with a larger batch dimension is refused with 400."""
 
     max_batch_delay_ms: float = Field(default=2.0, ge=0.0)
-    """How long the first request of a batch may wait for others to join it. The wait is skipped
-    when no other inference request is in flight, so a lone client never pays it."""
+    """How long the first request of a batch may wait for others to join it, when batches run in
+    the worker thread (see ``inline_run_max_ms``). The wait is skipped when no other inference
+    request is in flight, so a lone client never pays it."""
+
+    inline_run_max_ms: float = Field(default=1.0, ge=0.0)
+    """Model calls that lately took at most this long run on the event loop thread instead of the
+    batcher's worker thread: a lone request runs at once in its handler, concurrent ones as one
+    batch as soon as the loop has read them, with no thread switch and no wait. Slower calls run
+    in the worker, so the server keeps reading requests while the model computes. 0 always uses
+    the worker."""
 
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     """Largest accepted request body; larger bodies get 413 before they are parsed."""

@@ -218,6 +218,7 @@ class LoadedModel:
             self.run,
             max_batch_size=config.max_batch_size,
             max_batch_delay_s=config.max_batch_delay_ms / 1000.0,
+            inline_run_max_s=config.inline_run_max_ms / 1000.0,
             on_batch=metrics.batch_observer(metadata.name) if metrics else None,
             name=f"{metadata.name}-v{metadata.version}",
         )
