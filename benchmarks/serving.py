@@ -1,7 +1,7 @@
 """Serving benchmark: trainpipe's OIP v2 server against the servers Kubeflow users would pick.
 
     python -m benchmarks.serving            # 2 interleaved rounds, 8 s per measurement
-    python -m benchmarks.serving --quick    # 1 round, 2 s per measurement (development only)
+    python -m benchmarks.serving --quick    # 2 rounds, 1.5 s per measurement (development only)
 
 The same small model (a CNN on 8x8 digit images, or ``--model mlp``), exported once to one ONNX
 file, is served by
@@ -22,12 +22,16 @@ All servers run at once, each in its own process, and are measured in interleave
 round visits every server, in a rotated order), so a change in machine load hits all of them
 alike. Each measurement is the same closed-loop load generator (asyncio, raw HTTP/1.1 keep-alive
 connections, the identical OIP v2 JSON request with an ``id`` and a JSON Content-Type) at 1 and
-at 32 connections, bounded by time and by request count.
+at 32 connections, bounded by time and by request count. No server writes a line per request
+(trainpipe's and MLServer's access logs are off by default, FastAPI's app turns uvicorn's off,
+and KServe's uvicorn access logger is disabled in its wrapper), so none pays for logging.
 
 The last line is one JSON object: per server and concurrency the median over rounds of
-requests/s, p50 and p99 latency (and every round), ``ratios`` of trainpipe's requests/s to each
-other server's, the p99 comparison with KServe, and ``goals_met``: at least 1.5x each at 32
-connections, ahead of each at 1, and a p99 at or below KServe's at both.
+requests/s, p50 and p99 latency, their spread (min and max over rounds) and every round;
+``ratios`` of trainpipe's requests/s to each other server's; ``goals`` and ``goal_met``: at 32
+connections at least 1.5x the requests/s of each of KServe and MLServer, at 1 connection more
+than each of them, and a p99 at or below KServe's at both (FastAPI + ONNX Runtime is reported as
+the floor a hand-written server reaches, not part of the goal).
 """
 
 from __future__ import annotations
@@ -51,6 +55,8 @@ MODEL_NAME = "digits-classifier"
 CONCURRENCY = (1, 32)
 BOUND_BATCH = 32
 GOAL_RATIO_C32 = 1.5
+GOAL_RIVALS = ("kserve", "mlserver")
+"""The servers the goal is set against (the ones Kubeflow users would pick instead)."""
 COMPETITORS_SCRIPT = Path(__file__).with_name("serving_competitors.py")
 COMPETITOR_VENVS = {
     # venv name: (packages, module that proves the install works)
@@ -290,23 +296,28 @@ def _median(values: list[float]) -> float:
 
 
 def summarize(rounds: list[dict]) -> dict:
-    """Per server and concurrency: the median over rounds of each figure, plus every round."""
+    """Per server and concurrency: the median over rounds of each figure, its spread (min, max)
+    over rounds, and every round."""
     summary: dict = {}
     for server in rounds[0]:
         summary[server] = {}
         for c in CONCURRENCY:
             runs = [r[server][f"c{c}"] for r in rounds]
+            figures = ("requests_per_s", "p50_ms", "p99_ms")
             summary[server][f"c{c}"] = {
-                "requests_per_s": _median([run["requests_per_s"] for run in runs]),
-                "p50_ms": _median([run["p50_ms"] for run in runs]),
-                "p99_ms": _median([run["p99_ms"] for run in runs]),
+                **{key: _median([run[key] for run in runs]) for key in figures},
+                "spread": {
+                    key: [min(run[key] for run in runs), max(run[key] for run in runs)]
+                    for key in figures
+                },
                 "rounds": runs,
             }
     return summary
 
 
-def verdict(summary: dict) -> tuple[dict, dict]:
-    """trainpipe's requests/s over each other server's, and whether each goal is met."""
+def verdict(summary: dict) -> tuple[dict, dict, bool | None]:
+    """trainpipe's requests/s over each other server's, each goal, and whether all are met
+    (None when KServe or MLServer was not measured)."""
     ours = summary["trainpipe"]
     ratios = {
         f"{server}_c{c}": round(
@@ -316,21 +327,25 @@ def verdict(summary: dict) -> tuple[dict, dict]:
         if server != "trainpipe"
         for c in CONCURRENCY
     }
-    others = [server for server in summary if server != "trainpipe"]
+    rivals = [server for server in GOAL_RIVALS if server in summary]
     goals = {
-        "ratio_c32_at_least_1.5_each": all(ratios[f"{s}_c32"] >= GOAL_RATIO_C32 for s in others),
-        "ahead_at_c1_of_each": all(ratios[f"{s}_c1"] > 1.0 for s in others),
+        f"c32_at_least_{GOAL_RATIO_C32}x_" + "_and_".join(rivals): all(
+            ratios[f"{s}_c32"] >= GOAL_RATIO_C32 for s in rivals
+        ),
+        "c1_ahead_of_" + "_and_".join(rivals): all(ratios[f"{s}_c1"] > 1.0 for s in rivals),
     }
     if "kserve" in summary:
-        goals["p99_at_or_below_kserve_c1_and_c32"] = all(
-            ours[f"c{c}"]["p99_ms"] <= summary["kserve"][f"c{c}"]["p99_ms"] for c in CONCURRENCY
-        )
-    return ratios, goals
+        for c in CONCURRENCY:
+            goals[f"c{c}_p99_at_or_below_kserve"] = (
+                ours[f"c{c}"]["p99_ms"] <= summary["kserve"][f"c{c}"]["p99_ms"]
+            )
+    complete = set(GOAL_RIVALS) <= set(summary)
+    return ratios, goals, all(goals.values()) if complete else None
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.serving", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="1 round of 2 s per measurement")
+    parser.add_argument("--quick", action="store_true", help="2 rounds of 1.5 s per measurement")
     parser.add_argument("--model", choices=["cnn", "mlp"], default="cnn")
     parser.add_argument("--duration-s", type=float, default=None, help="per measurement")
     parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds")
@@ -347,8 +362,8 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated subset of trainpipe," + ",".join(COMPETITORS),
     )
     args = parser.parse_args(argv)
-    duration_s = args.duration_s or (2.0 if args.quick else 8.0)
-    rounds = args.rounds or (1 if args.quick else 2)
+    duration_s = args.duration_s or (1.5 if args.quick else 8.0)
+    rounds = args.rounds or 2
     servers = [s for s in args.servers.split(",") if s]
 
     started = time.monotonic()
@@ -435,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
         "bound_inprocess_ort": {"rows_per_s": round(bound, 1), "batch_size": BOUND_BATCH},
     }
     if "trainpipe" in summary and len(summary) > 1:
-        result["ratios"], result["goals_met"] = verdict(summary)
+        result["ratios"], result["goals"], result["goal_met"] = verdict(summary)
     result["wall_s"] = round(time.monotonic() - started, 1)
     print(json.dumps(result))
     return 0

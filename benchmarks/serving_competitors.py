@@ -12,7 +12,8 @@ default: one intra-op thread, one inter-op thread, sequential execution, no spin
 optimizations.
 
 - fastapi: the obvious FastAPI + ONNX Runtime app, an async endpoint parsing the JSON itself;
-- kserve: KServe's Python ModelServer with a custom ``kserve.Model`` (one worker, no gRPC);
+- kserve: KServe's Python ModelServer with a custom ``kserve.Model`` (one worker, no gRPC, no
+  access log: no server in the comparison writes a line per request);
 - mlserver: MLServer with a custom ``MLModel`` (``parallel_workers: 0``, as MLServer needs for
   a model that is not picklable into worker processes; no gRPC or metrics server in the way).
 """
@@ -20,6 +21,7 @@ optimizations.
 # No `from __future__ import annotations`: FastAPI reads the endpoint's annotations at runtime.
 import argparse
 import json
+import logging
 import os
 import socket
 import sys
@@ -113,6 +115,8 @@ def run_kserve(model_path: str, port: int) -> None:
             )
 
     announce(port)
+    # KServe's uvicorn writes an access-log line per request; the other servers write none.
+    logging.getLogger("uvicorn.access").disabled = True
     kserve.ModelServer(
         http_port=port, enable_grpc=False, workers=1, enable_latency_logging=False
     ).start([OrtModel()])

@@ -249,11 +249,30 @@ def _release_freed_memory() -> None:
     session goes only when the cycle collector runs. And glibc keeps the freed ONNX Runtime
     arena in the heap, where the next session's allocations fragment it: without trimming,
     RSS grew about 1.6 MB per swap of a 6 MB model, linearly. malloc_trim is glibc's; other C
-    libraries (musl, macOS) do without.
+    libraries (musl, macOS) do without. In a process whose heap is frozen (``freeze_heap``) the
+    old model may be among the frozen objects: it is thawed for this collection.
     """
+    frozen = gc.get_freeze_count() > 0
+    if frozen:
+        gc.unfreeze()
     gc.collect()
     if _LIBC is not None:
         _LIBC.malloc_trim(0)
+    if frozen:
+        gc.freeze()
+
+
+def freeze_heap() -> None:
+    """Collect, then move every object alive now out of the cycle collector's sight.
+
+    For the server's own process, once the model is loaded: the startup heap (about 50,000
+    objects: libraries, the app, the model) is otherwise traversed by every full collection,
+    which the objects of requests in flight trigger about once a second under load, each a pause
+    of 10-80 ms for every request in flight (the p99 at 32 connections). Frozen objects are
+    still freed by reference counting; only cycles among them wait for the next model swap.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def _load_libc() -> ctypes.CDLL | None:

@@ -28,7 +28,7 @@ from trainpipe.serve.config import ServeConfig
 from trainpipe.serve.errors import ModelLoadError
 from trainpipe.serve.http import protocol_class
 from trainpipe.serve.metrics import ServeMetrics
-from trainpipe.serve.repository import ModelRepository
+from trainpipe.serve.repository import ModelRepository, freeze_heap
 
 log = logging.getLogger("trainpipe.serve")
 
@@ -189,6 +189,7 @@ def serve(model_uri: str, config: ServeConfig) -> None:
     def load() -> None:
         try:
             model_server.load()
+            freeze_heap()  # this process is the server's: no full collections of its startup heap
         except BaseException as exc:
             failure.append(exc)
             http.should_exit = True
