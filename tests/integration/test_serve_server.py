@@ -307,6 +307,22 @@ def test_concurrent_requests_are_merged_into_batches(package_uri, exported):
         assert calls < clients, f"{clients} concurrent requests took {calls} model calls"
 
 
+@pytest.mark.parametrize("inline_run_max_ms", [1.0, 0.0], ids=["on-the-loop", "in-the-worker"])
+def test_lone_requests_are_not_delayed_by_a_long_batch_window(package_uri, inline_run_max_ms):
+    config = _config(max_batch_delay_ms=3000, inline_run_max_ms=inline_run_max_ms)
+    with start_in_background(package_uri, config) as running, httpx.Client() as http:
+        http.get(f"{running.url}/v2/health/live")  # connected: only the requests are timed
+        seconds = []
+        for i in range(10):
+            started = time.perf_counter()
+            response = http.post(
+                f"{running.url}/v2/models/{MODEL}/infer", content=_infer_body(_images(1, seed=i))
+            )
+            seconds.append(time.perf_counter() - started)
+            assert response.status_code == 200, response.text
+    assert max(seconds) < 1.0, f"a lone request took {max(seconds):.2f} s (window 3 s)"
+
+
 def test_ready_only_after_model_is_loaded(package_uri):
     model_server = ModelServer(package_uri, _config())
     running = start_http_in_background(model_server)
