@@ -408,6 +408,28 @@ def test_concurrent_requests_still_form_batches_when_lone_ones_run_in_place():
     assert threading.get_ident() not in {thread for thread, _ in model.calls[1:]}
 
 
+def test_a_request_cancelled_while_it_yields_is_no_longer_counted():
+    model = _Model()
+    batcher = DynamicBatcher(model, max_batch_size=8, max_batch_delay_s=5.0, inline_run_max_s=1.0)
+
+    async def main() -> float:
+        await _request(batcher, 0)  # measured: the next lone request runs in place
+        task = asyncio.ensure_future(_request(batcher, 1))
+        await asyncio.sleep(0)  # the task has announced itself and yields once before running
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        _, took = await _request(batcher, 2)
+        return took
+
+    took = asyncio.run(main())
+    batcher.close()
+    batcher.join(5)
+    # Counted as still coming, it would hold the next lone request for the 5 s window.
+    assert took < 1.0
+    assert model.calls[-1][0] == threading.get_ident()
+
+
 @pytest.mark.parametrize("inline_run_max_s", [1.0, 0.0], ids=["inline-on", "inline-off"])
 def test_a_batch_waits_for_an_announced_request_at_most_the_window(inline_run_max_s):
     window_s = 0.3

@@ -97,7 +97,12 @@ class DynamicBatcher:
         if self._cheap() and self._alone(announced):
             # Handlers the loop has already started for requests that arrived with this one
             # announce themselves on their first step; one pass of the loop lets them.
-            await asyncio.sleep(0)
+            try:
+                await asyncio.sleep(0)
+            except BaseException:  # cancelled: this request no longer counts as coming
+                if announced:
+                    self._announced -= 1
+                raise
             if self._alone(announced):
                 if announced:
                     self._announced -= 1
