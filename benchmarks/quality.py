@@ -87,19 +87,58 @@ def friedman_table(path: Path, n: int, seed: int = 0) -> None:
     pq.write_table(pa.table({**{f"x{i}": x[:, i] for i in range(10)}, "label": y}), path)
 
 
+def imbalanced_table(path: Path, n: int, seed: int = 1) -> None:
+    """A binary table with 8% positives, redundant features and 3% flipped labels."""
+    from sklearn.datasets import make_classification
+
+    x, y = make_classification(
+        n_samples=n,
+        n_features=20,
+        n_informative=6,
+        n_redundant=4,
+        weights=[0.92, 0.08],
+        flip_y=0.03,
+        class_sep=0.8,
+        random_state=seed,
+    )
+    labels = np.where(y == 1, "positive", "negative")
+    pq.write_table(pa.table({**{f"f{i}": x[:, i] for i in range(20)}, "label": labels}), path)
+
+
+def noisy_regression_table(path: Path, n: int, seed: int = 2) -> None:
+    """A mostly linear target of 8 of 30 features, one mild curve, and heavy noise (R^2 near
+    0.5 at best): where a network most easily falls behind a ridge regression."""
+    from sklearn.datasets import make_regression
+
+    (
+        x,
+        y,
+    ) = make_regression(n_samples=n, n_features=30, n_informative=8, noise=0.0, random_state=seed)
+    rng = np.random.default_rng(seed)
+    y = y / y.std() + 0.3 * np.sin(2 * x[:, 0])
+    y = y + rng.normal(0, 1.0, n)
+    pq.write_table(pa.table({**{f"x{i}": x[:, i] for i in range(30)}, "label": y}), path)
+
+
 def suite(folder: Path, quick: bool) -> dict[str, dict]:
-    from sklearn.datasets import load_breast_cancer, load_diabetes, load_wine
+    from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris, load_wine
 
     _sklearn_table(load_breast_cancer, folder / "breast_cancer.parquet")
     _sklearn_table(load_wine, folder / "wine.parquet")
+    _sklearn_table(load_iris, folder / "iris.parquet")
     _sklearn_table(load_diabetes, folder / "diabetes.parquet")
     friedman_table(folder / "friedman.parquet", 1000 if quick else 5000)
     mixed_table(folder / "mixed.parquet", 800 if quick else 3000)
+    imbalanced_table(folder / "imbalanced.parquet", 1000 if quick else 3000)
+    noisy_regression_table(folder / "noisy.parquet", 600 if quick else 1500)
     datasets = {
         "breast_cancer": {"data.source": folder / "breast_cancer.parquet"},
         "wine": {"data.source": folder / "wine.parquet"},
+        "iris": {"data.source": folder / "iris.parquet"},
+        "imbalanced_binary": {"data.source": folder / "imbalanced.parquet"},
         "diabetes_regression": {"data.source": folder / "diabetes.parquet"},
         "friedman_regression": {"data.source": folder / "friedman.parquet"},
+        "noisy_regression": {"data.source": folder / "noisy.parquet"},
         "mixed_categorical_missing": {
             "data.source": folder / "mixed.parquet",
             "data.label_column": "churn",
@@ -142,6 +181,7 @@ def run_one(name: str, settings: dict, root: Path) -> dict:
         "within_goal": network >= linear and network >= best - TOLERANCE[metric],
         "test_examples": metrics["num_examples"],
         "initialization": finetuned.get("initialization"),
+        "linear_weight": (metrics.get("blend") or {}).get("linear_weight"),
         "wall_s": round(wall_s, 1),
     }
 
@@ -152,6 +192,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", help="run only these datasets")
     args = parser.parse_args()
     results = {}
+    started = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         datasets = suite(root, args.quick)
@@ -169,6 +210,7 @@ def main() -> None:
         "ahead_of_linear_everywhere": all(r["gap_to_linear"] >= 0 for r in results.values()),
         "goal_met": all(r["within_goal"] for r in results.values()),
         "quick": args.quick,
+        "wall_s": round(time.monotonic() - started, 1),
         "python": platform.python_version(),
     }
     print(json.dumps(summary))

@@ -224,6 +224,12 @@ def format_summary(summary: RunSummary) -> str:
             f"baselines on the same split ({baselines['metric']}): network "
             f"{baselines['network']:.4f}, linear {baselines['linear']:.4f}, gradient-boosted "
             f"trees {baselines['hgb']:.4f}"
+            + (
+                f" (the model blends in the linear one at weight "
+                f"{baselines['linear_weight_in_model']:.2f})"
+                if baselines.get("linear_weight_in_model")
+                else ""
+            )
         )
     finetuned = summary.stage("finetune").summary
     if "scratch_val_score" in finetuned:

@@ -200,7 +200,13 @@ def _baselines_section(metrics: dict) -> str:
         return ""
     names = ("r2", "rmse", "mae") if metrics.get("task") == "regression" else HEADLINE[:2]
     head = "".join(f"<th>{_esc(METRIC_LABELS.get(n, n))}</th>" for n in names)
-    rows = [("trainpipe network", metrics)] + [
+    blend = metrics.get("blend")
+    shipped = "trainpipe model"
+    if blend and blend["linear_weight"] > 0:
+        shipped += (
+            f" (network blended with the linear model at weight {blend['linear_weight']:.2f})"
+        )
+    rows = [(shipped, metrics)] + [
         (baselines[key]["model"], baselines[key]) for key in ("linear", "hgb")
     ]
     body = "".join(
@@ -210,7 +216,19 @@ def _baselines_section(metrics: dict) -> str:
     return (
         "<h2>Baselines on the same split</h2><p>Fitted on the same labelled training rows and "
         f"scored on the same {metrics['num_examples']} test examples.</p>"
-        f"<table><tr><th>model</th>{head}</tr>{body}</table>" + _diagnosis_paragraph(metrics)
+        f"<table><tr><th>model</th>{head}</tr>{body}</table>"
+        + _blend_paragraph(blend)
+        + _diagnosis_paragraph(metrics)
+    )
+
+
+def _blend_paragraph(blend: dict | None) -> str:
+    if not blend:
+        return ""
+    return (
+        f"<p>Blend: the linear model's weight {blend['linear_weight']:.2f} was chosen on "
+        f"{_esc(blend['chosen_by'])} (lowest {_esc(blend['loss'])}); the test split was not "
+        "used.</p>"
     )
 
 

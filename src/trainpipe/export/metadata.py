@@ -112,7 +112,10 @@ def model_metadata(
     parity: dict,
     quantization: dict | None,
     extra_outputs: bool = False,
+    blend: dict | None = None,
 ) -> dict:
+    """``blend``: the linear weight of a table model's blend and how it was chosen (None: the
+    network alone)."""
     import onnx
     import onnxruntime
     import torch
@@ -133,6 +136,7 @@ def model_metadata(
         "graph_optimization": graph_optimization,
         "parity": parity,
         "quantization": quantization,
+        "blend": blend,
         "exported_with": {
             "torch": torch.__version__,
             "onnx": onnx.__version__,

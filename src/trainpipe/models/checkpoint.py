@@ -7,6 +7,7 @@ code from an artifact store.
 from __future__ import annotations
 
 import io
+import math
 from typing import Any
 
 import torch
@@ -15,7 +16,7 @@ from torch import nn
 from trainpipe.data.preprocess import Preprocessor, PreprocessSpec, WithPreprocessing
 from trainpipe.models import Classifier, build_encoder
 from trainpipe.models.config import ModelConfig
-from trainpipe.models.heads import Ensemble, TargetScale
+from trainpipe.models.heads import Blend, Ensemble, TargetScale
 
 
 def to_bytes(payload: dict[str, Any]) -> bytes:
@@ -38,26 +39,35 @@ def encoder_payload(encoder: nn.Module, cfg: ModelConfig, input_shape: list[int]
 
 
 def classifier_payload(
-    model: Classifier | Ensemble,
+    model: Classifier | Ensemble | Blend,
     cfg: ModelConfig,
     input_shape: list[int],
     label_names: list[str],
     preprocess: PreprocessSpec | None = None,
     target_scale: tuple[float, float] | None = None,
+    blend: dict | None = None,
 ) -> dict:
     """``input_shape`` is the network's (after preprocessing); ``preprocess`` travels with the
-    weights so the loaded model takes encoded table rows."""
-    return {
+    weights so the loaded model takes encoded table rows. A ``Blend`` stores its network as
+    ``state_dict`` and its linear layer as ``linear_state_dict``; ``blend`` (plain JSON values:
+    the weight, how it was chosen) is stored with them, for model.json and the reports."""
+    network = model.network if isinstance(model, Blend) else model
+    payload = {
         "kind": "classifier",
         "model_config": cfg.model_dump(),
         "input_shape": list(input_shape),
         "label_names": list(label_names),
-        "state_dict": model.state_dict(),
+        "state_dict": network.state_dict(),
         "preprocess": preprocess.to_dict() if preprocess is not None else None,
-        "ensemble_size": len(model.members) if isinstance(model, Ensemble) else 1,
+        "ensemble_size": len(network.members) if isinstance(network, Ensemble) else 1,
         "task": "classification" if target_scale is None else "regression",
         "target_scale": None if target_scale is None else [float(v) for v in target_scale],
+        "blend": blend,
     }
+    if isinstance(model, Blend):
+        payload["linear_state_dict"] = model.linear.state_dict()
+        payload["blend"] = {**(blend or {}), "linear_weight": model.linear_weight}
+    return payload
 
 
 def load_encoder(payload: dict) -> nn.Module:
@@ -80,6 +90,10 @@ def load_classifier(payload: dict) -> nn.Module:
     average = "mean" if regression else "probability"
     model = Ensemble([member() for _ in range(size)], average) if size > 1 else member()
     model.load_state_dict(payload["state_dict"])
+    if payload.get("linear_state_dict") is not None:
+        linear = nn.Linear(math.prod(payload["input_shape"]), outputs)
+        linear.load_state_dict(payload["linear_state_dict"])
+        model = Blend(model, linear, payload["blend"]["linear_weight"], average)
     if regression:
         model = TargetScale(model, *payload["target_scale"])
     if payload.get("preprocess"):

@@ -42,6 +42,38 @@ class Ensemble(nn.Module):
         return torch.logsumexp(log_probs, dim=0) - math.log(len(self.members))
 
 
+class Blend(nn.Module):
+    """A network's prediction blended with a linear model's on the same input: probabilities
+    mixed ``linear_weight : 1 - linear_weight``, returned as log-probabilities (valid logits), or
+    for regression (``average="mean"``) the weighted mean value."""
+
+    def __init__(self, network: nn.Module, linear: nn.Linear, linear_weight: float, average: str):
+        super().__init__()
+        self.network = network
+        self.linear = linear
+        self.average = average
+        self.linear_weight = float(linear_weight)
+        # log(0) would put -inf into the exported graph; e^-69 is nothing next to 1.
+        self.register_buffer(
+            "log_weights",
+            torch.log(
+                torch.tensor([max(self.linear_weight, 1e-30), max(1.0 - self.linear_weight, 1e-30)])
+            ),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.average == "mean":
+            w = self.linear_weight
+            return w * self.linear(x.flatten(1)) + (1.0 - w) * self.network(x)
+        mixed = torch.stack(
+            [
+                F.log_softmax(self.linear(x.flatten(1)), dim=1) + self.log_weights[0],
+                F.log_softmax(self.network(x), dim=1) + self.log_weights[1],
+            ]
+        )
+        return torch.logsumexp(mixed, dim=0)
+
+
 class TargetScale(nn.Module):
     """A regression network trained on standardized targets, answering in the target's units."""
 

@@ -153,12 +153,15 @@ def run_evaluate(
         num_buckets=cfg.slice_buckets,
     )
     finetuned = ctx.open(finetune_uri)
-    model = load_classifier(from_bytes(finetuned.get_bytes("model.pt")))
+    payload = from_bytes(finetuned.get_bytes("model.pt"))
+    model = load_classifier(payload)
     fixed = data.get_json("dataset.json").get("fixed_test_examples")
     if dataset.regression:
         scores, comparison = evaluate_regression(ctx, dataset, model)
     else:
         scores, comparison = _evaluate_classification(ctx, dataset, model, slices, fixed)
+    # What the shipped model is: the network alone, or blended with the linear model.
+    scores["blend"] = payload.get("blend")
     decision = decide(cfg, scores, comparison)
     verdict = decision.to_dict()
     curves = finetuned.get_json("diagnosis.json") if "diagnosis.json" in finetuned.names() else None
@@ -206,6 +209,8 @@ def run_evaluate(
         "network": scores[metric],
         **{name: scores["baselines"][name][metric] for name in ("linear", "hgb")},
     }
+    if scores["blend"]:
+        summary["baselines"]["linear_weight_in_model"] = scores["blend"]["linear_weight"]
     print(
         f"[evaluate] {metric} {scores[metric]:.4f} on {len(test)} test examples; "
         f"champion: {'v' + champion_info['version'] if champion_info else 'none'}; "

@@ -48,7 +48,8 @@ def run_export(config_json: str, run_id: str, data_uri: str, finetune_uri: str) 
     ctx = make_context(config_json, run_id)
     cfg = ctx.cfg.export
     dataset = arrays_of(ctx.load_data(data_uri))
-    model = load_classifier(from_bytes(ctx.open(finetune_uri).get_bytes("model.pt")))
+    payload = from_bytes(ctx.open(finetune_uri).get_bytes("model.pt"))
+    model = load_classifier(payload)
     validation = dataset.validation
     timing_batch = validation.x[: cfg.timing_batch_size]
 
@@ -116,6 +117,7 @@ def run_export(config_json: str, run_id: str, data_uri: str, finetune_uri: str) 
         graph_optimization=level,
         parity=parity,
         quantization=quantization,
+        blend=payload.get("blend"),
     )
     writer = ctx.writer("export_onnx", inputs={"model": finetune_uri})
     writer.put_bytes("model.onnx", shipped)

@@ -28,6 +28,7 @@ import torch
 from trainpipe.data.datasets import Dataset, Split, with_features
 from trainpipe.data.streaming import labelled_subset, materialize
 from trainpipe.errors import DataError
+from trainpipe.evaluate.metrics import softmax
 from trainpipe.evaluate.plots import learning_curves_png
 from trainpipe.evaluate.predict import predict_logits
 from trainpipe.models import Classifier, build_encoder
@@ -39,7 +40,7 @@ from trainpipe.models.checkpoint import (
     to_bytes,
 )
 from trainpipe.models.config import ModelConfig
-from trainpipe.models.heads import Ensemble
+from trainpipe.models.heads import Blend, Ensemble
 from trainpipe.stages.context import StageContext, make_context
 from trainpipe.stages.training_run import (
     checkpoint_store,
@@ -49,6 +50,7 @@ from trainpipe.stages.training_run import (
     setup_world,
 )
 from trainpipe.stages.tuned import tuned_context, tuned_summary
+from trainpipe.train.blend import choose_blend_weight
 from trainpipe.train.config import FinetuneConfig
 from trainpipe.train.diagnosis import diagnose, linear_baseline_train_loss
 from trainpipe.train.distributed import World
@@ -57,6 +59,8 @@ from trainpipe.train.finetuning import (
     resolve_ensemble_size,
     resolve_label_fraction,
 )
+from trainpipe.train.linear import fit_linear, fold_ids, linear_module
+from trainpipe.train.linear import out_of_fold as linear_out_of_fold
 from trainpipe.train.objectives import Classification, Regression
 from trainpipe.train.trainer import Trainer
 from trainpipe.tune.space import fresh_encoder
@@ -223,6 +227,70 @@ def _warm_start(ctx: StageContext, uri: str, dataset: Dataset) -> dict:
     return payload
 
 
+MIN_CROSS_FIT_MEMBERS = 3
+"""Cross-fit when the ensemble has at least this many networks (the first trains on every row,
+the others on all but one of ``members - 1`` folds); smaller ensembles blend on validation."""
+
+
+def network_predictions(model: torch.nn.Module, x: np.ndarray) -> np.ndarray:
+    """Class probabilities ``[n, classes]``, or values ``[n, 1]`` of a one-output network."""
+    out = predict_logits(model.eval().cpu(), x).astype(np.float64)
+    return out if out.shape[1] == 1 else softmax(out)
+
+
+def blend_with_linear(
+    network: torch.nn.Module,
+    dataset: Dataset,
+    train: Split,
+    folds: np.ndarray | None,
+    out_of_fold: np.ndarray | None,
+) -> tuple[torch.nn.Module, dict]:
+    """The network blended with the linear model of the same rows and features, and what was
+    chosen and why. The weight is chosen on ``out_of_fold`` network predictions (with linear
+    models fitted on the same ``folds``) when there are some, else on the validation split."""
+    regression = dataset.regression
+    num_classes = None if regression else dataset.num_classes
+    validation = materialize(dataset.validation)
+    fit = fit_linear(train.x, train.y, validation.x, validation.y, num_classes=num_classes)
+    column = (lambda p: p[:, 0]) if regression else (lambda p: p)
+    if folds is not None:
+        linear_oof = linear_out_of_fold(
+            train.x,
+            train.y,
+            folds,
+            regression=regression,
+            strength=fit.strength,
+            num_classes=num_classes,
+        )
+        weight, losses = choose_blend_weight(
+            column(out_of_fold), linear_oof, train.y, regression=regression
+        )
+        chosen_by = (
+            f"out-of-fold predictions of the {len(train)} training rows "
+            f"({int(folds.max()) + 1} folds; cross-fitted ensemble members and linear models)"
+        )
+    else:
+        weight, losses = choose_blend_weight(
+            column(network_predictions(network, validation.x)),
+            fit.predict(validation.x),
+            validation.y,
+            regression=regression,
+        )
+        chosen_by = f"the validation split ({len(validation)} rows)"
+    info = {
+        "linear_weight": weight,
+        "chosen_by": chosen_by,
+        "loss": "mean squared error" if regression else "log loss",
+        "losses": losses,
+        "linear": fit.to_dict(),
+    }
+    if weight == 0.0:
+        return network, info
+    linear = linear_module(fit, math.prod(dataset.feature_shape))
+    average = "mean" if regression else "probability"
+    return Blend(network, linear, weight, average).eval(), info
+
+
 def train_finetune(
     config_json: str,
     run_id: str,
@@ -342,10 +410,20 @@ def train_finetune(
     if world.size > 1:
         # Members train after rank 0 has chosen the initialization; other ranks have left.
         members = 1
+    blending = cfg.blend_with_linear and encoded.preprocess is not None and isinstance(train, Split)
+    # Cross-fitting: members 2..n train on all but one fold each, so every training row gets a
+    # prediction from a network that never saw it (the blend weight's evidence).
+    folds = (
+        fold_ids(train.y, members - 1, stratify=not dataset.regression)
+        if blending and members >= MIN_CROSS_FIT_MEMBERS
+        else None
+    )
+    out_of_fold = None
     if members > 1:
         from_scratch = comparison is not None and summary["initialization"] == "scratch"
         states = [state]
         for k in range(1, members):
+            rows = None if folds is None else np.flatnonzero(folds != k - 1)
             member_trainer, _, _ = _train_classifier(
                 ctx,
                 world,
@@ -353,19 +431,44 @@ def train_finetune(
                 if from_scratch
                 else load_encoder(pretrained),
                 dataset,
-                train,
+                train if rows is None else train.subset(rows),
                 stage=f"finetune-member-{k}",
                 checkpoints=False,
                 cfg=cfg,
                 seed=cfg.seed + 1000 * k,
             )
             states.append(member_trainer.full_state_dict())
+            if folds is not None:
+                held_out = folds == k - 1
+                if out_of_fold is None:
+                    out_of_fold = np.zeros(
+                        (len(train), 1 if dataset.regression else dataset.num_classes)
+                    )
+                out_of_fold[held_out] = network_predictions(
+                    classifier(states[-1]), train.x[held_out]
+                )
         average = "mean" if dataset.regression else "probability"
         final = Ensemble([classifier(s) for s in states], average).eval()
         summary["ensemble_val_score"] = _score(final, dataset.validation)
         print(
-            f"[finetune] ensemble of {members} networks: validation {score_name} "
-            f"{summary['ensemble_val_score']:.4f}",
+            f"[finetune] ensemble of {members} networks"
+            + (f" ({members - 1} of them cross-fitted on folds)" if folds is not None else "")
+            + f": validation {score_name} {summary['ensemble_val_score']:.4f}",
+            flush=True,
+        )
+    blend_info = None
+    if blending:
+        network_val_score = _score(final, dataset.validation)
+        final, blend_info = blend_with_linear(final, dataset, train, folds, out_of_fold)
+        blend_info["network_val_score"] = network_val_score
+        blend_info["blend_val_score"] = _score(final, dataset.validation)
+        files["blend.json"] = blend_info
+        summary["blend"] = {k: v for k, v in blend_info.items() if k not in ("losses", "linear")}
+        print(
+            f"[finetune] blend: linear model weight {blend_info['linear_weight']:.2f}, chosen on "
+            f"{blend_info['chosen_by']}; validation {score_name} "
+            f"{blend_info['blend_val_score']:.4f} (network alone "
+            f"{network_val_score:.4f})",
             flush=True,
         )
     summary["ensemble_size"] = members
@@ -421,6 +524,7 @@ def train_finetune(
         dataset.label_names,
         preprocess=encoded.preprocess,
         target_scale=target_scale,
+        blend=blend_info,
     )
     writer.put_bytes("model.pt", to_bytes(payload))
     writer.commit(summary=summary)
