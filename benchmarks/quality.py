@@ -9,8 +9,10 @@ evaluate) with nothing set but ``data.source`` and ``data.label_column``; the ev
 fits the baselines on the labelled training rows the network used and scores all three on the
 test split. Prints one JSON object on its last line: per-dataset metrics and wall time, the worst
 gap to the best baseline, and whether the goal holds (ahead of the linear baseline everywhere,
-within 0.01 accuracy / 0.02 R^2 of the best baseline). ``--quick`` uses smaller generated tables
-and leaves out the digits images.
+within 0.01 accuracy / 0.02 R^2 of the best baseline). Tables with under 100 test rows (iris,
+wine, diabetes), where a single example is worth more than the tolerance, are run on three
+splits (``data.split_seed`` 0, 1, 2) and compared by their means (each split's figures are
+listed). ``--quick`` uses smaller generated tables and leaves out the digits images.
 """
 
 from __future__ import annotations
@@ -33,6 +35,10 @@ from trainpipe.stages.pretrain import run_pretrain
 from trainpipe.stages.validate import run_validate
 
 TOLERANCE = {"accuracy": 0.01, "r2": 0.02}
+SMALL_TEST_ROWS = 100
+"""Below this many test rows one example moves accuracy by more than the tolerance: such tables
+are scored on ``SMALL_TEST_SPLITS`` splits (``data.split_seed`` 0, 1, 2) and compared by means."""
+SMALL_TEST_SPLITS = 3
 
 
 def _sklearn_table(loader, path: Path) -> None:
@@ -149,14 +155,19 @@ def suite(folder: Path, quick: bool) -> dict[str, dict]:
     return datasets
 
 
-def run_one(name: str, settings: dict, root: Path) -> dict:
+def run_split(name: str, settings: dict, root: Path, split_seed: int) -> dict:
+    """The stages on one split of the table; the scores of the shipped model and baselines."""
     overrides = [f"{k}={v}" for k, v in settings.items()]
     model_name = f"bench-{name}".replace("_", "-")
-    overrides += [f"storage.uri=file://{root}", f"registry.model_name={model_name}"]
+    overrides += [
+        f"storage.uri=file://{root}",
+        f"registry.model_name={model_name}",
+        f"data.split_seed={split_seed}",
+    ]
     cfg = load_config(None, overrides)
     config_json = cfg.to_json()
     started = time.monotonic()
-    run_id, data_uri = run_validate(config_json, name)
+    run_id, data_uri = run_validate(config_json, f"{name}-split{split_seed}")
     pretrain_uri = run_pretrain(config_json, run_id, data_uri)
     finetune_uri = run_finetune(config_json, run_id, data_uri, pretrain_uri)
     evaluate_uri = run_evaluate(config_json, run_id, data_uri, finetune_uri)
@@ -167,11 +178,31 @@ def run_one(name: str, settings: dict, root: Path) -> dict:
     metrics = ArtifactSet.open(evaluate_uri).get_json("metrics.json")
     finetuned = ArtifactSet.open(finetune_uri).summary
     metric = "r2" if metrics.get("task") == "regression" else "accuracy"
-    network = metrics[metric]
-    linear = metrics["baselines"]["linear"][metric]
-    hgb = metrics["baselines"]["hgb"][metric]
-    best = max(linear, hgb)
     return {
+        "split_seed": split_seed,
+        "metric": metric,
+        "network": metrics[metric],
+        "linear": metrics["baselines"]["linear"][metric],
+        "hgb": metrics["baselines"]["hgb"][metric],
+        "test_examples": metrics["num_examples"],
+        "initialization": finetuned.get("initialization"),
+        "linear_weight": (metrics.get("blend") or {}).get("linear_weight"),
+        "wall_s": round(wall_s, 1),
+    }
+
+
+def run_one(name: str, settings: dict, root: Path) -> dict:
+    """One dataset; a small test split (one example worth more than the tolerance) is scored
+    on ``SMALL_TEST_SPLITS`` splits and the means are compared."""
+    splits = [run_split(name, settings, root, 0)]
+    if splits[0]["test_examples"] < SMALL_TEST_ROWS:
+        splits += [run_split(name, settings, root, seed) for seed in range(1, SMALL_TEST_SPLITS)]
+    metric = splits[0]["metric"]
+    network, linear, hgb = (
+        float(np.mean([s[key] for s in splits])) for key in ("network", "linear", "hgb")
+    )
+    best = max(linear, hgb)
+    result = {
         "metric": metric,
         "network": round(network, 4),
         "linear": round(linear, 4),
@@ -179,11 +210,17 @@ def run_one(name: str, settings: dict, root: Path) -> dict:
         "gap_to_linear": round(network - linear, 4),
         "gap_to_best": round(network - best, 4),
         "within_goal": network >= linear and network >= best - TOLERANCE[metric],
-        "test_examples": metrics["num_examples"],
-        "initialization": finetuned.get("initialization"),
-        "linear_weight": (metrics.get("blend") or {}).get("linear_weight"),
-        "wall_s": round(wall_s, 1),
+        "test_examples": splits[0]["test_examples"],
+        "initialization": splits[0]["initialization"],
+        "linear_weight": splits[0]["linear_weight"],
+        "wall_s": round(sum(s["wall_s"] for s in splits), 1),
     }
+    if len(splits) > 1:
+        result["splits"] = [
+            {k: round(v, 4) if isinstance(v, float) else v for k, v in s.items() if k != "metric"}
+            for s in splits
+        ]
+    return result
 
 
 def main() -> None:

@@ -18,19 +18,23 @@ import torch
 
 from tests.support.digits_model import config_json, finetune_artifact
 from trainpipe.artifacts import ArtifactSet
+from trainpipe.data.datasets import with_features
 from trainpipe.data.preprocess import CLIP, Preprocessor, encode_feeds, raw_feeds
 from trainpipe.data.stored import load_validated
 from trainpipe.export.onnx_export import ort_session
 from trainpipe.models import Classifier, build_encoder
 from trainpipe.models.checkpoint import classifier_payload, from_bytes, load_classifier
 from trainpipe.models.config import ModelConfig
+from trainpipe.models.heads import Blend
 from trainpipe.serve import ServeConfig, start_in_background
 from trainpipe.serve.client import infer_outputs
 from trainpipe.stages.context import make_context
 from trainpipe.stages.export import run_export
 from trainpipe.stages.validate import run_validate
+from trainpipe.train.linear import fit_linear, linear_module
 
 MODEL_CONFIG = ModelConfig(name="mlp", hidden_dim=16, embed_dim=8)
+BLEND_WEIGHT = 0.4
 
 
 def write_table(path, n: int = 400, seed: int = 0) -> None:
@@ -69,9 +73,25 @@ def exported(tmp_path_factory):
     torch.manual_seed(0)
     width = dataset.preprocess.feature_width
     network = Classifier(build_encoder(MODEL_CONFIG, [width]), dataset.num_classes).eval()
+    # What finetune ships for a table: the network blended with the linear model of the same
+    # features, so every check below (parity, the served graph, the server) covers the blend.
+    features = with_features(dataset)
+    fit = fit_linear(
+        features.train.x,
+        features.train.y,
+        features.validation.x,
+        features.validation.y,
+        num_classes=dataset.num_classes,
+    )
+    blended = Blend(network, linear_module(fit, width), BLEND_WEIGHT, "probability").eval()
     writer = make_context(cfg, "t1").writer("finetune")
     payload = classifier_payload(
-        network, MODEL_CONFIG, [width], dataset.label_names, dataset.preprocess
+        blended,
+        MODEL_CONFIG,
+        [width],
+        dataset.label_names,
+        dataset.preprocess,
+        blend={"chosen_by": "this test"},
     )
     from trainpipe.models.checkpoint import to_bytes
 
@@ -146,6 +166,7 @@ def test_model_json_describes_named_raw_inputs(exported):
         "income",
         "age",
     }
+    assert meta["blend"] == {"chosen_by": "this test", "linear_weight": BLEND_WEIGHT}
     parity = ArtifactSet.open(export_uri).get_json("parity.json")
     assert parity["serving_graph"]["max_abs_error"] < 1e-4
     assert parity["serving_graph"]["inputs"] == ["active", "age", "income", "region", "seats"]
@@ -165,6 +186,17 @@ def test_served_graph_matches_torch_on_raw_rows_with_unseen_and_missing(exported
         expected = model(torch.as_tensor(encoded)).numpy()
     np.testing.assert_allclose(logits, expected, atol=1e-4)
     np.testing.assert_allclose(probabilities.sum(1), 1.0, atol=1e-5)
+    # The graph carries the blend: the network alone (or the linear model alone) answers
+    # differently.
+    with torch.inference_mode():
+        features = model.preprocess(torch.as_tensor(encoded))
+        parts = [
+            torch.softmax(m(features), 1).numpy()
+            for m in (model.network.network, model.network.linear)
+        ]
+    blended = (1 - BLEND_WEIGHT) * parts[0] + BLEND_WEIGHT * parts[1]
+    np.testing.assert_allclose(probabilities, blended, atol=1e-5)
+    assert min(np.abs(probabilities - p).max() for p in parts) > 1e-2
     assert label.tolist() == [dataset.label_names[i] for i in expected.argmax(1)]
 
 

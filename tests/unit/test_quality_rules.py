@@ -20,12 +20,14 @@ from trainpipe.evaluate.config import GateConfig
 from trainpipe.evaluate.gate import REJECT, decide
 from trainpipe.evaluate.metrics import classification_metrics
 from trainpipe.models import build_encoder
-from trainpipe.models.checkpoint import encoder_payload, to_bytes
+from trainpipe.models.checkpoint import encoder_payload, from_bytes, load_classifier, to_bytes
 from trainpipe.models.config import ModelConfig
+from trainpipe.models.heads import Blend
 from trainpipe.stages.context import make_context
-from trainpipe.stages.evaluate import missing_classes, reconcile_diagnosis
+from trainpipe.stages.evaluate import missing_classes, reconcile_diagnosis, run_evaluate
 from trainpipe.stages.finetune import choose_initialization, run_finetune
 from trainpipe.stages.validate import run_validate
+from trainpipe.train.blend import BLEND_GRID
 
 
 def blobs(n: int = 600, seed: int = 0) -> Dataset:
@@ -44,6 +46,30 @@ def test_split_puts_every_class_in_every_split():
     for name, index in rows.items():
         assert set(y[index]) == {0, 1, 2}, name
     assert sorted(np.concatenate(list(rows.values()))) == list(range(len(y)))
+
+
+def test_split_keeps_identical_feature_rows_together():
+    """A table's own repeated rows (iris has one) go to one split: what the leakage check
+    would otherwise refuse as train/test overlap."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 300)
+    groups = np.arange(300, dtype=np.uint64)
+    groups[200:260] = groups[:60]  # 60 rows repeat the features of 60 others
+    plain = split_indices(DataConfig(), y, 3)
+    grouped = split_indices(DataConfig(), y, 3, groups=groups)
+    where = np.empty(300, dtype=np.int64)
+    for k, rows in enumerate(grouped.values()):
+        where[rows] = k
+    assert (where[200:260] == where[:60]).all()
+    assert sorted(np.concatenate(list(grouped.values()))) == list(range(300))
+    straddling = sum(
+        len(np.intersect1d(groups[plain[a]], groups[plain[b]]))
+        for a, b in (("train", "test"), ("train", "validation"), ("validation", "test"))
+    )
+    assert straddling > 0  # the plain split would have leaked
+    # Rows without duplicates keep the plain split's assignment.
+    for name in plain:
+        assert set(plain[name][plain[name] < 60]) == set(grouped[name][grouped[name] < 60])
 
 
 def test_baselines_and_the_linear_rule():
@@ -103,9 +129,9 @@ def test_choose_initialization(pretrained, scratch, chosen):
     assert choose_initialization(pretrained, scratch) == chosen
 
 
-def test_finetune_ships_scratch_when_the_pretrained_encoder_is_useless(tmp_path):
-    """The real finetune stage: a pretrained encoder with all-zero weights (it outputs a
-    constant) loses to a random initialization on validation, so from-scratch ships."""
+def blobs_run(tmp_path, finetune: dict) -> tuple[str, str, str]:
+    """(config, data uri, finetune uri) of the real validate and finetune stages on a blobs
+    table, from a pretrained encoder with all-zero weights (it outputs a constant)."""
     data = blobs(300)
     columns = {
         f"f{i}": np.concatenate([s.x[:, i] for s in data.splits().values()]) for i in range(6)
@@ -117,7 +143,7 @@ def test_finetune_ships_scratch_when_the_pretrained_encoder_is_useless(tmp_path)
         f"file://{tmp_path}/store",
         data={"source": str(tmp_path / "blobs.parquet")},
         model=model,
-        finetune={"epochs": 5, "min_steps": 0, "ensemble_size": 1, "early_stopping_patience": None},
+        finetune={"epochs": 5, "min_steps": 0, "early_stopping_patience": None, **finetune},
     )
     _, data_uri = run_validate(cfg, "r1")
     dataset = with_features(load_validated(make_context(cfg, "r1").open(data_uri)))
@@ -129,7 +155,12 @@ def test_finetune_ships_scratch_when_the_pretrained_encoder_is_useless(tmp_path)
         "encoder.pt",
         to_bytes(encoder_payload(encoder, ModelConfig(**model), dataset.feature_shape)),
     )
-    finetune_uri = run_finetune(cfg, "r1", data_uri, writer.commit())
+    return cfg, data_uri, run_finetune(cfg, "r1", data_uri, writer.commit())
+
+
+def test_finetune_ships_scratch_when_the_pretrained_encoder_is_useless(tmp_path):
+    """The zero encoder loses to a random initialization on validation: from-scratch ships."""
+    _, _, finetune_uri = blobs_run(tmp_path, {"ensemble_size": 1, "blend_with_linear": False})
     finetuned = ArtifactSet.open(finetune_uri)
     payoff = finetuned.get_json("pretraining_payoff.json")
     assert payoff["decided_on"] == "validation"
@@ -137,3 +168,31 @@ def test_finetune_ships_scratch_when_the_pretrained_encoder_is_useless(tmp_path)
     assert payoff["initialization"] == "scratch"
     assert finetuned.summary["initialization"] == "scratch"
     assert finetuned.summary["final_val_accuracy"] == payoff["scratch_val_score"]
+
+
+def test_finetune_blends_with_the_linear_fit_weighted_out_of_fold(tmp_path):
+    """An ensemble of 3: members 2 and 3 are cross-fitted on 2 folds, so every training row has
+    an out-of-fold prediction; the blend weight is the grid point with the lowest out-of-fold
+    log loss; the shipped model carries the linear part, and evaluate reports the weight and
+    scores the linear baseline with the very same fit."""
+    cfg, data_uri, finetune_uri = blobs_run(tmp_path, {"ensemble_size": 3})
+    finetuned = ArtifactSet.open(finetune_uri)
+    blend = finetuned.get_json("blend.json")
+    train_rows = finetuned.summary["labelled_examples"]
+    assert blend["chosen_by"].startswith(f"out-of-fold predictions of the {train_rows} training")
+    assert "(2 folds;" in blend["chosen_by"] and blend["loss"] == "log loss"
+    assert set(blend["losses"]) == {str(w) for w in BLEND_GRID}
+    assert blend["losses"][str(blend["linear_weight"])] == min(blend["losses"].values())
+    assert blend["linear"]["chosen_by"] == f"5-fold cross-validation on {train_rows} training rows"
+    assert finetuned.summary["blend"]["linear_weight"] == blend["linear_weight"]
+    payload = from_bytes(finetuned.get_bytes("model.pt"))
+    assert payload["blend"]["linear_weight"] == blend["linear_weight"]
+    assert payload["ensemble_size"] == 3
+    model = load_classifier(payload)
+    assert isinstance(model.network, Blend) == (blend["linear_weight"] > 0)
+
+    evaluate_uri = run_evaluate(cfg, "r1", data_uri, finetune_uri)
+    metrics = ArtifactSet.open(evaluate_uri).get_json("metrics.json")
+    assert metrics["blend"]["linear_weight"] == blend["linear_weight"]
+    assert metrics["baselines"]["linear"]["strength"] == blend["linear"]["strength"]
+    assert metrics["baselines"]["linear"]["losses"] == blend["linear"]["losses"]

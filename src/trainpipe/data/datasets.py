@@ -27,6 +27,7 @@ from trainpipe.data.preprocess import (
     fit_categories,
     fit_numeric,
 )
+from trainpipe.data.validation.hashing import row_hashes
 from trainpipe.data.validation.io import (
     DataReadError,
     array_field,
@@ -351,7 +352,8 @@ def _encode_tables(raw: RawSource, cfg: DataConfig, features: list[str], kinds) 
     else:
         strata = quantile_bins(y["all"]) if task == "regression" else y["all"]
         classes = REGRESSION_SPLIT_BINS if task == "regression" else len(label_names)
-        indices = split_indices(cfg, strata, classes, raw.uri)
+        groups = row_hashes(raw.tables["all"], features)
+        indices = split_indices(cfg, strata, classes, raw.uri, groups)
         rows = indices
         source_of = {name: "all" for name in SPLIT_NAMES}
 
@@ -453,7 +455,8 @@ def encode(raw: RawSource, cfg: DataConfig) -> Dataset:
             source=raw.uri,
             feature_names=feature_names,
         )
-    indices = split_indices(cfg, encoded["all"].y, len(label_names), raw.uri)
+    groups = row_hashes(raw.tables["all"], features)
+    indices = split_indices(cfg, encoded["all"].y, len(label_names), raw.uri, groups)
     return Dataset(
         *(encoded["all"].subset(indices[name]) for name in SPLIT_NAMES),
         label_names=label_names,
@@ -469,13 +472,20 @@ def _display_name(raw: RawSource, table: str) -> str:
 
 
 def split_indices(
-    cfg: DataConfig, y: np.ndarray, num_classes: int, source: str = "the data"
+    cfg: DataConfig,
+    y: np.ndarray,
+    num_classes: int,
+    source: str = "the data",
+    groups: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Seeded train/validation/test indices that put every class in every split.
 
     Each class is shuffled and cut on its own (at least one example in validation and test, the
     rest in train), so macro metrics are defined on every split. A class with fewer than three
-    examples cannot be cut that way: one clear error names it.
+    examples cannot be cut that way: one clear error names it. ``groups`` (a hash of each row's
+    features): rows with identical features all go to the split of the first of them, so a
+    table's own repeated rows never straddle train and test (the leakage check stays for
+    splits a user made).
     """
     counts = np.bincount(y, minlength=num_classes)
     small = [int(c) for c in np.flatnonzero(counts < len(SPLIT_NAMES))]
@@ -496,7 +506,14 @@ def split_indices(
         parts["test"].append(members[:n_test])
         parts["validation"].append(members[n_test : n_test + n_val])
         parts["train"].append(members[n_test + n_val :])
-    return {name: np.sort(np.concatenate(chunks)) for name, chunks in parts.items()}
+    if groups is None:
+        return {name: np.sort(np.concatenate(chunks)) for name, chunks in parts.items()}
+    where = np.empty(len(y), dtype=np.int64)
+    for k, name in enumerate(SPLIT_NAMES):
+        where[np.concatenate(parts[name])] = k
+    _, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
+    where = where[first][inverse.reshape(-1)]
+    return {name: np.flatnonzero(where == k) for k, name in enumerate(SPLIT_NAMES)}
 
 
 def split_tables(raw: RawSource, dataset: Dataset) -> dict[str, pa.Table]:

@@ -7,6 +7,7 @@ code from an artifact store.
 from __future__ import annotations
 
 import io
+import json
 import math
 from typing import Any
 
@@ -62,11 +63,12 @@ def classifier_payload(
         "ensemble_size": len(network.members) if isinstance(network, Ensemble) else 1,
         "task": "classification" if target_scale is None else "regression",
         "target_scale": None if target_scale is None else [float(v) for v in target_scale],
-        "blend": blend,
+        # Plain JSON values only: a numpy scalar would make weights_only loading refuse the file.
+        "blend": json.loads(json.dumps(blend, default=float)) if blend is not None else None,
     }
     if isinstance(model, Blend):
         payload["linear_state_dict"] = model.linear.state_dict()
-        payload["blend"] = {**(blend or {}), "linear_weight": model.linear_weight}
+        payload["blend"] = {**(payload["blend"] or {}), "linear_weight": model.linear_weight}
     return payload
 
 

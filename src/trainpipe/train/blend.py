@@ -16,7 +16,7 @@ import numpy as np
 
 from trainpipe.train.linear import prediction_loss
 
-BLEND_GRID = tuple(round(w, 2) for w in np.linspace(0.0, 1.0, 21))
+BLEND_GRID = tuple(round(float(w), 2) for w in np.linspace(0.0, 1.0, 21))
 
 
 def blend(network: np.ndarray, linear: np.ndarray, linear_weight: float) -> np.ndarray:

@@ -1,0 +1,127 @@
+"""The blend of a table model: the linear fit (strength by cross-validation or validation), its
+torch form, the blend weight's choice, and the blended model's round trip through model.pt."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from trainpipe.models import Classifier, build_encoder
+from trainpipe.models.checkpoint import classifier_payload, from_bytes, load_classifier, to_bytes
+from trainpipe.models.config import ModelConfig
+from trainpipe.models.heads import Blend, Ensemble
+from trainpipe.train import linear as linear_mod
+from trainpipe.train.blend import BLEND_GRID, choose_blend_weight
+from trainpipe.train.linear import fit_linear, fold_ids, linear_module, out_of_fold
+
+
+def table(n: int, classes: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, classes, n)
+    x = (rng.normal(size=(n, 5)) + 1.5 * np.eye(classes, 5)[y]).astype(np.float32)
+    return x, y
+
+
+def test_weight_follows_the_evidence():
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=2000)
+    good, useless = y + rng.normal(0, 0.3, 2000), -y + rng.normal(0, 0.3, 2000)
+    assert choose_blend_weight(good, useless, y, regression=True)[0] == 0.0
+    assert choose_blend_weight(useless, good, y, regression=True)[0] == 1.0
+    # Two equally good predictors with independent errors: the even blend halves the variance.
+    other = y + rng.normal(0, 0.3, 2000)
+    weight, losses = choose_blend_weight(good, other, y, regression=True)
+    assert 0.35 <= weight <= 0.65 and set(losses) == {str(w) for w in BLEND_GRID}
+    assert losses[str(weight)] < min(losses["0.0"], losses["1.0"])
+
+
+def test_classification_weight_uses_log_loss_and_ties_go_to_the_blend():
+    y = np.array([0, 1, 1, 0])
+    confident = np.eye(2)[y] * 0.98 + 0.01
+    flat = np.full((4, 2), 0.5)
+    assert choose_blend_weight(confident, flat, y, regression=False)[0] == 0.0
+    # Identical predictions: every weight ties, and the tie goes to the even blend.
+    assert choose_blend_weight(confident, confident, y, regression=False)[0] == 0.5
+
+
+def test_folds_are_stratified_and_cover_every_row():
+    y = np.array([0] * 40 + [1] * 8)
+    folds = fold_ids(y, 4, stratify=True)
+    assert sorted(set(folds)) == [0, 1, 2, 3]
+    for k in range(4):
+        assert (y[folds == k] == 1).sum() == 2
+
+
+@pytest.mark.parametrize("classes", [2, 3])
+def test_linear_module_is_the_fitted_model(classes):
+    x, y = table(300, classes)
+    fit = fit_linear(x[:200], y[:200], x[200:], y[200:], num_classes=classes + 1)  # one absent
+    assert fit.chosen_by.startswith("5-fold cross-validation on 200 training rows")
+    assert set(fit.losses) == {str(c) for c in linear_mod.LOGISTIC_C_GRID}
+    layer = linear_module(fit, 5)
+    with torch.no_grad():
+        probs = torch.softmax(layer(torch.as_tensor(x[200:])), 1).numpy()
+    np.testing.assert_allclose(probs, fit.predict(x[200:]), atol=1e-5)
+    assert probs[:, classes].max() < 1e-12  # the class with no training example
+
+
+def test_ridge_module_and_the_validation_rule_for_large_tables(monkeypatch):
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(300, 4)).astype(np.float32)
+    y = (x @ np.array([1.0, -2.0, 0.5, 0.0]) + rng.normal(0, 0.5, 300)).astype(np.float32)
+    monkeypatch.setattr(linear_mod, "CV_MAX_CELLS", 100)  # 200 x 4 cells: "large"
+    fit = fit_linear(x[:200], y[:200], x[200:], y[200:], num_classes=None)
+    assert fit.chosen_by == "the validation split (100 rows)"
+    with torch.no_grad():
+        values = linear_module(fit, 4)(torch.as_tensor(x))[:, 0].numpy()
+    np.testing.assert_allclose(values, fit.predict(x), atol=1e-4)
+    folds = fold_ids(y[:200], 4, stratify=False)
+    oof = out_of_fold(
+        x[:200], y[:200], folds, regression=True, strength=fit.strength, num_classes=None
+    )
+    # Out-of-fold predictions are honest: worse than in-sample ones, still far from useless.
+    in_sample = np.mean((fit.predict(x[:200]) - y[:200]) ** 2)
+    assert in_sample < np.mean((oof - y[:200]) ** 2) < 0.5 * np.var(y)
+
+
+@pytest.mark.parametrize("regression", [False, True])
+def test_blend_round_trips_through_model_pt(regression):
+    cfg = ModelConfig(name="mlp", hidden_dim=16, embed_dim=8)
+    outputs = 1 if regression else 3
+    torch.manual_seed(0)
+    members = [Classifier(build_encoder(cfg, [5]), outputs) for _ in range(2)]
+    network = Ensemble(members, "mean" if regression else "probability")
+    linear = torch.nn.Linear(5, outputs)
+    blended = Blend(network, linear, 0.3, "mean" if regression else "probability").eval()
+    payload = classifier_payload(
+        blended,
+        cfg,
+        [5],
+        [] if regression else ["a", "b", "c"],
+        target_scale=(2.0, 3.0) if regression else None,
+        blend={"chosen_by": "test"},
+    )
+    assert payload["blend"] == {"chosen_by": "test", "linear_weight": 0.3}
+    assert payload["ensemble_size"] == 2
+    loaded = load_classifier(from_bytes(to_bytes(payload)))
+    x = torch.randn(7, 5)
+    with torch.no_grad():
+        expected = blended(x)
+        if regression:
+            np.testing.assert_allclose(loaded(x), expected * 3.0 + 2.0, atol=1e-5)
+            mix = 0.3 * linear(x) + 0.7 * network(x)
+        else:
+            np.testing.assert_allclose(loaded(x), expected, atol=1e-5)
+            mix = torch.log(0.3 * torch.softmax(linear(x), 1) + 0.7 * torch.softmax(network(x), 1))
+    np.testing.assert_allclose(expected, mix, atol=1e-5)
+
+
+def test_a_network_shipped_alone_keeps_its_blend_report_loadable():
+    cfg = ModelConfig(name="mlp", hidden_dim=16, embed_dim=8)
+    network = Classifier(build_encoder(cfg, [5]), 2).eval()
+    report = {"linear_weight": np.float64(0.0), "losses": {"0.0": np.float32(0.5)}}
+    payload = from_bytes(to_bytes(classifier_payload(network, cfg, [5], ["a", "b"], blend=report)))
+    assert payload["blend"] == {"linear_weight": 0.0, "losses": {"0.0": 0.5}}
+    assert "linear_state_dict" not in payload
+    assert isinstance(load_classifier(payload), Classifier)
