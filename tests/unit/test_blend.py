@@ -27,22 +27,41 @@ def test_weight_follows_the_evidence():
     rng = np.random.default_rng(0)
     y = rng.normal(size=2000)
     good, useless = y + rng.normal(0, 0.3, 2000), -y + rng.normal(0, 0.3, 2000)
-    assert choose_blend_weight(good, useless, y, regression=True)[0] == 0.0
-    assert choose_blend_weight(useless, good, y, regression=True)[0] == 1.0
+    assert choose_blend_weight(good, useless, y, regression=True).weight == 0.0
+    assert choose_blend_weight(useless, good, y, regression=True).weight == 1.0
     # Two equally good predictors with independent errors: the even blend halves the variance.
     other = y + rng.normal(0, 0.3, 2000)
-    weight, losses = choose_blend_weight(good, other, y, regression=True)
-    assert 0.35 <= weight <= 0.65 and set(losses) == {str(w) for w in BLEND_GRID}
-    assert losses[str(weight)] < min(losses["0.0"], losses["1.0"])
+    choice = choose_blend_weight(good, other, y, regression=True)
+    assert 0.35 <= choice.lowest_loss_weight <= 0.65
+    assert set(choice.losses) == {str(w) for w in BLEND_GRID} and choice.rows == 2000
+    assert choice.losses[str(choice.weight)] < min(choice.losses["0.0"], choice.losses["1.0"])
 
 
-def test_classification_weight_uses_log_loss_and_ties_go_to_the_blend():
+def test_a_lead_within_the_noise_goes_to_the_linear_model():
+    """One standard error rule: a network slightly better on 60 rows does not outweigh the
+    linear model; the same per-row advantage on 6,000 rows does."""
+    rng = np.random.default_rng(3)
+    for rows, expected_linear in ((60, True), (6000, False)):
+        y = rng.normal(size=rows)
+        network = y + rng.normal(0, 0.5, rows)
+        linear = network + rng.normal(0, 0.25, rows)  # the network's errors plus its own
+        choice = choose_blend_weight(network, linear, y, regression=True)
+        assert choice.lowest_loss_weight <= 0.2
+        if expected_linear:
+            assert choice.weight >= choice.lowest_loss_weight + 0.3, choice
+        else:
+            assert choice.weight <= 0.1, choice
+
+
+def test_classification_weight_uses_log_loss():
     y = np.array([0, 1, 1, 0])
     confident = np.eye(2)[y] * 0.98 + 0.01
     flat = np.full((4, 2), 0.5)
-    assert choose_blend_weight(confident, flat, y, regression=False)[0] == 0.0
-    # Identical predictions: every weight ties, and the tie goes to the even blend.
-    assert choose_blend_weight(confident, confident, y, regression=False)[0] == 0.5
+    assert choose_blend_weight(confident, flat, y, regression=False).weight == 0.0
+    # Identical predictions: every weight ties, so the lowest is the even blend, and every
+    # weight is within the noise of it, so the linear model ships.
+    same = choose_blend_weight(confident, confident, y, regression=False)
+    assert same.lowest_loss_weight == 0.5 and same.weight == 1.0
 
 
 def test_folds_are_stratified_and_cover_every_row():

@@ -182,7 +182,8 @@ def test_finetune_blends_with_the_linear_fit_weighted_out_of_fold(tmp_path):
     assert blend["chosen_by"].startswith(f"out-of-fold predictions of the {train_rows} training")
     assert "(2 folds;" in blend["chosen_by"] and blend["loss"] == "log loss"
     assert set(blend["losses"]) == {str(w) for w in BLEND_GRID}
-    assert blend["losses"][str(blend["linear_weight"])] == min(blend["losses"].values())
+    assert blend["losses"][str(blend["lowest_loss_weight"])] == min(blend["losses"].values())
+    assert blend["linear_weight"] >= blend["lowest_loss_weight"]
     assert blend["linear"]["chosen_by"] == f"5-fold cross-validation on {train_rows} training rows"
     assert finetuned.summary["blend"]["linear_weight"] == blend["linear_weight"]
     payload = from_bytes(finetuned.get_bytes("model.pt"))

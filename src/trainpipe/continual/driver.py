@@ -54,7 +54,16 @@ from trainpipe.continual.partitions import Partition, list_partitions, read_part
 from trainpipe.continual.partitions import new_partitions as unconsumed
 from trainpipe.continual.replay import concat, mix, replay_count, replay_sample
 from trainpipe.continual.watermark import Watermark, advance_watermark, read_watermark
-from trainpipe.data.datasets import Dataset, Split, split_from_npz, split_indices, table_to_arrays
+from trainpipe.data.datasets import (
+    Dataset,
+    RawSource,
+    Split,
+    encode,
+    encode_rows,
+    split_from_npz,
+    table_to_arrays,
+)
+from trainpipe.data.preprocess import PreprocessSpec
 from trainpipe.data.stored import write_validated
 from trainpipe.data.validation import (
     DataReadError,
@@ -351,10 +360,16 @@ class _Run:
     # ---- data -------------------------------------------------------------------------------
 
     def _arrays(self, table: pa.Table, name: str, meta: dict) -> Split:
-        data = self.cfg.data
-        x, labels, shape = table_to_arrays(
-            table, meta["label_column"], meta["features"], name, data
-        )
+        """A partition's examples encoded as the bootstrap data was: with its preprocessing
+        spec for tables (categories, missing values), as numbers for arrays."""
+        if meta.get("preprocess"):
+            spec = PreprocessSpec.from_dict(meta["preprocess"])
+            x, labels = encode_rows(table, spec, meta["label_column"], name)
+            shape = [len(spec.columns)]
+        else:
+            x, labels, shape = table_to_arrays(
+                table, meta["label_column"], meta["features"], name, self.cfg.data
+            )
         if list(shape) != meta["feature_shape"]:
             raise DataError(
                 f"data error: {name} has feature shape {shape}, not {meta['feature_shape']}"
@@ -405,28 +420,28 @@ class _Run:
         label = self.cfg.data.label_column
         schema = infer_schema(combined, label_column=label)
         features = self.cfg.data.feature_columns or [c for c in combined.column_names if c != label]
-        x, labels, shape = table_to_arrays(
-            combined, label, features, "accepted data", self.cfg.data
-        )
-        values = np.unique(labels)
+        # The same encoding and split as validate_data: tables get their preprocessing fitted on
+        # the bootstrap training split, kept for every later partition (unseen categories go to
+        # the reserved bucket, as at serving time).
+        classification = self.cfg.data.model_copy(update={"task": "classification"})
+        encoded = encode(RawSource({"all": combined}, self.source.uri, label), classification)
+        values = np.unique(combined.column(label).combine_chunks().to_numpy(zero_copy_only=False))
         meta = {
             "label_column": label,
             "features": features,
-            "feature_shape": list(shape),
+            "feature_shape": list(encoded.feature_shape),
             "label_values": values.tolist(),
-            "label_names": [str(v) for v in values],
-            "feature_names": [] if len(features) == 1 and len(shape) > 1 else features,
+            "label_names": encoded.label_names,
+            "feature_names": encoded.feature_names,
+            "preprocess": encoded.preprocess.to_dict() if encoded.preprocess else None,
         }
-        y = np.searchsorted(values, labels).astype(np.int64)
-        indices = split_indices(self.cfg.data, y, len(values))
-        full = Split(x.astype(np.float32), y)
         state = self.key("state", self.run_id)
         self.store.put_bytes(f"{state}/schema.yaml", schema_to_yaml(schema).encode())
         self.store.put_json(f"{state}/meta.json", meta)
-        self.store.put_bytes(f"{state}/validation.npz", _npz(full.subset(indices["validation"])))
-        self.store.put_bytes(f"{state}/test.npz", _npz(full.subset(indices["test"])))
+        self.store.put_bytes(f"{state}/validation.npz", _npz(encoded.validation))
+        self.store.put_bytes(f"{state}/test.npz", _npz(encoded.test))
         # One training pool for all bootstrap partitions, named after the first.
-        new_train = {next(iter(tables)): full.subset(indices["train"])}
+        new_train = {next(iter(tables)): encoded.train}
         return list(tables), state, new_train, {}, meta
 
     def _admit(self, arrived: list[Partition], watermark: Watermark, meta: dict, outcome: Outcome):
@@ -499,6 +514,9 @@ class _Run:
             feature_shape=meta["feature_shape"],
             source=self.source.uri,
             feature_names=meta["feature_names"],
+            preprocess=PreprocessSpec.from_dict(meta["preprocess"])
+            if meta.get("preprocess")
+            else None,
         )
         writer = self.ctx.writer("validate_data", inputs={"data": self.source.uri})
         writer.put_bytes("schema.yaml", self.store.get_bytes(f"{state}/schema.yaml"))

@@ -305,6 +305,26 @@ def _raw_values(table: pa.Table, column: str, kind: tuple[str, str]) -> np.ndarr
     return values.to_pylist()
 
 
+def encode_rows(
+    table: pa.Table, spec: PreprocessSpec, label_column: str, name: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """(encoded rows, raw labels) of a table that arrives after ``spec`` was fitted (continual
+    partitions): numbers with NaN for missing, categories as codes of the spec's categories
+    (0, the reserved bucket, for missing or unseen ones), exactly as validate_data encodes."""
+    absent = [c.name for c in spec.columns if c.name not in table.column_names]
+    if absent:
+        raise DataError(
+            f"data error: {name} lacks the feature column(s) {absent[:5]} the model was trained "
+            "on; add them (null for missing values) or retrain from a new source"
+        )
+    parts = []
+    for column in spec.columns:
+        values = _raw_values(table, column.name, (column.kind, column.raw_type))
+        numeric = column.kind == "numeric"
+        parts.append(values if numeric else category_codes(values, column.categories))
+    return np.stack(parts, axis=1).astype(np.float32), _labels(table, label_column, name)
+
+
 def _labels(table: pa.Table, label_column: str, name: str) -> np.ndarray:
     labels = table.column(label_column).combine_chunks()
     if labels.null_count:

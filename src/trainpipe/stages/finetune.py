@@ -262,7 +262,7 @@ def blend_with_linear(
             strength=fit.strength,
             num_classes=num_classes,
         )
-        weight, losses = choose_blend_weight(
+        choice = choose_blend_weight(
             column(out_of_fold), linear_oof, train.y, regression=regression
         )
         chosen_by = (
@@ -270,18 +270,21 @@ def blend_with_linear(
             f"({int(folds.max()) + 1} folds; cross-fitted ensemble members and linear models)"
         )
     else:
-        weight, losses = choose_blend_weight(
+        choice = choose_blend_weight(
             column(network_predictions(network, validation.x)),
             fit.predict(validation.x),
             validation.y,
             regression=regression,
         )
         chosen_by = f"the validation split ({len(validation)} rows)"
+    weight = choice.weight
     info = {
         "linear_weight": weight,
         "chosen_by": chosen_by,
+        "rule": "the most linear weight within one standard error of the lowest loss",
+        "lowest_loss_weight": choice.lowest_loss_weight,
         "loss": "mean squared error" if regression else "log loss",
-        "losses": losses,
+        "losses": choice.losses,
         "linear": fit.to_dict(),
     }
     if weight == 0.0:
@@ -465,8 +468,9 @@ def train_finetune(
         files["blend.json"] = blend_info
         summary["blend"] = {k: v for k, v in blend_info.items() if k not in ("losses", "linear")}
         print(
-            f"[finetune] blend: linear model weight {blend_info['linear_weight']:.2f}, chosen on "
-            f"{blend_info['chosen_by']}; validation {score_name} "
+            f"[finetune] blend: linear model weight {blend_info['linear_weight']:.2f} (lowest "
+            f"loss at {blend_info['lowest_loss_weight']:.2f}; the most linear within one standard "
+            f"error), chosen on {blend_info['chosen_by']}; validation {score_name} "
             f"{blend_info['blend_val_score']:.4f} (network alone "
             f"{network_val_score:.4f})",
             flush=True,

@@ -75,11 +75,16 @@ def predict(model, x: np.ndarray, num_classes: int | None) -> np.ndarray:
     return probs
 
 
+def row_losses(predicted: np.ndarray, y: np.ndarray, regression: bool) -> np.ndarray:
+    """Each row's squared error (values), or log loss (class probabilities)."""
+    if regression:
+        return (predicted - y) ** 2
+    return -np.log(np.clip(predicted[np.arange(len(y)), y], 1e-15, None))
+
+
 def prediction_loss(predicted: np.ndarray, y: np.ndarray, regression: bool) -> float:
     """Mean squared error of values, or log loss of class probabilities."""
-    if regression:
-        return float(np.mean((predicted - y) ** 2))
-    return float(-np.mean(np.log(np.clip(predicted[np.arange(len(y)), y], 1e-15, None))))
+    return float(np.mean(row_losses(predicted, y, regression)))
 
 
 @dataclass(frozen=True)
