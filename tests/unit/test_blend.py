@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from trainpipe.export.onnx_export import check_parity, export_onnx
 from trainpipe.models import Classifier, build_encoder
 from trainpipe.models.checkpoint import classifier_payload, from_bytes, load_classifier, to_bytes
 from trainpipe.models.config import ModelConfig
@@ -144,3 +145,23 @@ def test_a_network_shipped_alone_keeps_its_blend_report_loadable():
     assert payload["blend"] == {"linear_weight": 0.0, "losses": {"0.0": 0.5}}
     assert "linear_state_dict" not in payload
     assert isinstance(load_classifier(payload), Classifier)
+
+
+@pytest.mark.parametrize("weight", [0.3, 1.0])
+def test_regression_blend_exports_with_parity(weight):
+    """The regression blend (inside the target scaling) is one ONNX graph answering like torch;
+    weight 1 (the network's share e^-69 in classification, 0 here) too."""
+    cfg = ModelConfig(name="mlp", hidden_dim=16, embed_dim=8)
+    torch.manual_seed(1)
+    network = Ensemble([Classifier(build_encoder(cfg, [5]), 1) for _ in range(2)], "mean")
+    blended = Blend(network, torch.nn.Linear(5, 1), weight, "mean")
+    payload = classifier_payload(blended, cfg, [5], [], target_scale=(10.0, 4.0))
+    model = load_classifier(from_bytes(to_bytes(payload)))
+    report = check_parity(
+        export_onnx(model, [5], 18),
+        model,
+        np.random.default_rng(0).normal(size=(64, 5)).astype(np.float32),
+        atol=1e-4,
+        rtol=1e-4,
+    )
+    assert report["max_abs_error"] < 1e-4, report
