@@ -197,3 +197,39 @@ def test_finetune_blends_with_the_linear_fit_weighted_out_of_fold(tmp_path):
     assert metrics["blend"]["linear_weight"] == blend["linear_weight"]
     assert metrics["baselines"]["linear"]["strength"] == blend["linear"]["strength"]
     assert metrics["baselines"]["linear"]["losses"] == blend["linear"]["losses"]
+
+
+def test_a_table_with_repeated_rows_passes_validate_data(tmp_path):
+    """Repeated rows (a few categorical columns make many) no longer straddle train and test,
+    so the leakage check has nothing to refuse; the splits share no feature row."""
+    rng = np.random.default_rng(0)
+    n = 600
+    plan = rng.choice(["basic", "pro", "max"], n)
+    seats = rng.integers(1, 6, n)
+    region = rng.choice(["north", "south", "east", "west"], n)
+    label = np.where(((plan == "pro") & (seats > 2)) ^ (rng.random(n) < 0.1), "yes", "no")
+    path = tmp_path / "repeats.parquet"
+    table = pa.table({"plan": plan, "seats": seats, "region": region, "churn": label})
+    pq.write_table(table, path)
+    cfg = config_json(
+        f"file://{tmp_path}/store", data={"source": str(path), "label_column": "churn"}
+    )
+    _, data_uri = run_validate(cfg, "r1")
+    dataset = load_validated(make_context(cfg, "r1").open(data_uri))
+    rows = {name: {tuple(r) for r in s.x.tolist()} for name, s in dataset.splits().items()}
+    assert not rows["train"] & rows["test"] and not rows["train"] & rows["validation"]
+    assert not rows["validation"] & rows["test"]
+    assert sum(len(s) for s in dataset.splits().values()) == n
+    assert len({tuple(r) for s in dataset.splits().values() for r in s.x.tolist()}) <= 60
+
+
+def test_a_handful_of_distinct_rows_falls_back_to_the_plain_split():
+    """Six distinct feature rows cannot be kept together with every class in every split: the
+    plain split (the leakage check then reports the repeats)."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 400)
+    groups = rng.integers(0, 6, 400).astype(np.uint64)
+    grouped = split_indices(DataConfig(), y, 2, groups=groups)
+    assert grouped.keys() == split_indices(DataConfig(), y, 2).keys()
+    for name, rows in split_indices(DataConfig(), y, 2).items():
+        np.testing.assert_array_equal(grouped[name], rows)

@@ -505,7 +505,8 @@ def split_indices(
     examples cannot be cut that way: one clear error names it. ``groups`` (a hash of each row's
     features): rows with identical features all go to the split of the first of them, so a
     table's own repeated rows never straddle train and test (the leakage check stays for
-    splits a user made).
+    splits a user made), unless that would leave a class out of a split (a table with a
+    handful of distinct feature rows): then the plain split, and the leakage check speaks.
     """
     counts = np.bincount(y, minlength=num_classes)
     small = [int(c) for c in np.flatnonzero(counts < len(SPLIT_NAMES))]
@@ -526,14 +527,20 @@ def split_indices(
         parts["test"].append(members[:n_test])
         parts["validation"].append(members[n_test : n_test + n_val])
         parts["train"].append(members[n_test + n_val :])
+    plain = {name: np.sort(np.concatenate(chunks)) for name, chunks in parts.items()}
     if groups is None:
-        return {name: np.sort(np.concatenate(chunks)) for name, chunks in parts.items()}
+        return plain
     where = np.empty(len(y), dtype=np.int64)
     for k, name in enumerate(SPLIT_NAMES):
-        where[np.concatenate(parts[name])] = k
+        where[plain[name]] = k
     _, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
     where = where[first][inverse.reshape(-1)]
-    return {name: np.flatnonzero(where == k) for k, name in enumerate(SPLIT_NAMES)}
+    grouped = {name: np.flatnonzero(where == k) for k, name in enumerate(SPLIT_NAMES)}
+    if all((np.bincount(y[rows], minlength=num_classes) > 0).all() for rows in grouped.values()):
+        return grouped
+    # Too few distinct feature rows to keep each class in each split: the plain split, whose
+    # repeated rows the leakage check then reports.
+    return plain
 
 
 def split_tables(raw: RawSource, dataset: Dataset) -> dict[str, pa.Table]:
