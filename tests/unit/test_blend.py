@@ -165,3 +165,14 @@ def test_regression_blend_exports_with_parity(weight):
         rtol=1e-4,
     )
     assert report["max_abs_error"] < 1e-4, report
+
+
+def test_a_class_with_one_training_example_survives_the_folds():
+    """Binary, one positive among 20 training rows: the fold holding it leaves a training set
+    of one class, which gets the class prior instead of an error."""
+    x, _ = table(20, 2)
+    y = np.zeros(20, dtype=np.int64)
+    y[3] = 1
+    fit = fit_linear(x, y, x[:4], y[:4], num_classes=2)
+    assert fit.chosen_by.startswith("5-fold cross-validation on 20 training rows")
+    assert fit.predict(x).shape == (20, 2)

@@ -60,6 +60,12 @@ def _estimator(regression: bool, strength: float):
 
 
 def _fit(regression: bool, strength: float, x: np.ndarray, y: np.ndarray):
+    if not regression and len(np.unique(y)) < 2:
+        # A fold without the one training example of a rare class: logistic regression needs
+        # two classes; the class prior is the honest prediction of such a fold.
+        from sklearn.dummy import DummyClassifier
+
+        return DummyClassifier(strategy="prior").fit(flat(x), y)
     model = _estimator(regression, strength)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # convergence chatter on tiny or separable data
