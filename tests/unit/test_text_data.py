@@ -3,6 +3,7 @@ trained in the pipeline or loaded from a user's file, packing."""
 
 from __future__ import annotations
 
+import gzip
 import json
 
 import numpy as np
@@ -18,6 +19,7 @@ from trainpipe.data.text import (
     pack,
     pad_batch,
     read_corpus,
+    read_documents,
     train_tokenizer,
 )
 from trainpipe.errors import DataError
@@ -86,6 +88,80 @@ def test_plain_text_source_is_paragraphs(tmp_path):
     corpus = read_corpus(TextDataConfig(source=path.as_uri()))
     everything = corpus.train + corpus.validation + corpus.test
     assert len(everything) == 100 and "paragraph 7\nsecond line" in everything
+
+
+def paragraphs(start: int, stop: int) -> bytes:
+    return "\n\n".join(
+        f"paragraph {i} of the corpus\nits second line" for i in range(start, stop)
+    ).encode()
+
+
+@pytest.mark.parametrize("where", ["file", "s3"])
+def test_text_shards_in_a_folder_keep_the_held_out_text_of_one_file(where, tmp_path, request):
+    """A folder/prefix of .txt (and .txt.gz) shards reads every paragraph; its validation and
+    test documents are those of the same text in one file, and stay when a shard is added."""
+    if where == "s3":
+        endpoint = request.getfixturevalue("s3_endpoint")
+        root = request.getfixturevalue("s3_bucket") + "/corpus"
+    else:
+        endpoint, root = None, (tmp_path / "corpus").as_uri()
+    store = open_store(root, endpoint_url=endpoint)
+    store.put_bytes("one.txt", paragraphs(0, 200))
+    store.put_bytes("all/part-0.txt", paragraphs(0, 120))
+    store.put_bytes("all/part-1.txt.gz", gzip.compress(paragraphs(120, 200)))
+    cfg = {"validation_fraction": 0.1, "test_fraction": 0.1}
+    single = read_corpus(TextDataConfig(source=f"{root}/one.txt", **cfg), endpoint_url=endpoint)
+    sharded = read_corpus(TextDataConfig(source=f"{root}/all/", **cfg), endpoint_url=endpoint)
+    assert len(sharded.train + sharded.validation + sharded.test) == 200
+    assert sharded.validation == single.validation and sharded.test == single.test
+    assert 5 <= len(sharded.validation) <= 40
+
+    store.put_bytes("all/part-2.txt", paragraphs(200, 400))
+    grown = read_corpus(TextDataConfig(source=f"{root}/all", **cfg), endpoint_url=endpoint)
+    assert set(sharded.validation) < set(grown.validation)
+    assert set(sharded.test) < set(grown.test)
+    assert not set(grown.train) & (set(grown.validation) | set(grown.test))
+
+
+def test_text_glob_picks_matching_shards_and_errors_name_the_fix(s3_bucket, s3_endpoint):
+    store = open_store(s3_bucket, endpoint_url=s3_endpoint)
+    store.put_bytes("c/part-0.txt", paragraphs(0, 100))
+    store.put_bytes("c/part-1.txt", paragraphs(100, 200))
+    store.put_bytes("c/notes.txt", b"not part of the corpus")
+    store.put_bytes("c/sub/part-9.txt", b"deeper than the pattern")
+    corpus = read_corpus(
+        TextDataConfig(source=f"{s3_bucket}/c/part-*.txt"), endpoint_url=s3_endpoint
+    )
+    everything = corpus.train + corpus.validation + corpus.test
+    assert len(everything) == 200 and "not part of the corpus" not in everything
+    assert "deeper than the pattern" not in everything
+
+    with pytest.raises(DataError, match=r"matches no files; check the pattern"):
+        read_corpus(TextDataConfig(source=f"{s3_bucket}/c/shard-*.txt"), endpoint_url=s3_endpoint)
+    store.put_bytes("c/extra.jsonl", jsonl([{"text": "a row"}]))
+    with pytest.raises(DataError, match=r"mixes plain-text files .* and JSONL/Parquet"):
+        read_corpus(TextDataConfig(source=f"{s3_bucket}/c/"), endpoint_url=s3_endpoint)
+    with pytest.raises(DataError, match="plain text and has no labels"):
+        read_corpus(
+            TextDataConfig(source=f"{s3_bucket}/c/part-*.txt", label_column="label"),
+            endpoint_url=s3_endpoint,
+        )
+    store.put_bytes("bad/part-0.txt", b"\xff\xfe not utf-8")
+    with pytest.raises(DataError, match=r"bad/part-0\.txt is not UTF-8 text"):
+        read_corpus(TextDataConfig(source=f"{s3_bucket}/bad/*.txt"), endpoint_url=s3_endpoint)
+
+
+def test_glob_over_jsonl_shards_reads_them_in_order(tmp_path):
+    rows = [{"body": f"row {i} of the table corpus", "tag": "ab"[i % 2]} for i in range(120)]
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "b-1.jsonl").write_bytes(jsonl(rows[60:]))
+    (tmp_path / "t" / "b-0.jsonl").write_bytes(jsonl(rows[:60]))
+    (tmp_path / "t" / "other.jsonl").write_bytes(jsonl([{"body": "left out", "tag": "a"}]))
+    cfg = TextDataConfig(
+        source=f"{tmp_path.as_uri()}/t/b-*.jsonl", text_column="body", label_column="tag"
+    )
+    texts, labels = read_documents(cfg)
+    assert texts == [r["body"] for r in rows] and labels == [r["tag"] for r in rows]
 
 
 def test_pack_joins_documents_with_eos_and_windows_overlap_by_one():

@@ -7,7 +7,9 @@
 
 Sources are JSONL or Parquet (a file or a folder of shards, read through
 :func:`trainpipe.data.validation.io.read_table`, so file:// and s3:// both work), plain text
-(``.txt``: one document per blank-line separated paragraph), ``builtin:pydoc_topics`` (the
+(``.txt`` or ``.txt.gz``: one document per blank-line separated paragraph; a file, a folder or
+prefix of such files, or a glob such as ``s3://bucket/corpus/part-*.txt``; a glob may name
+JSONL/Parquet shards too), ``builtin:pydoc_topics`` (the
 help texts shipped in the standard library's ``pydoc_data``), or ``builtin:reviews`` (generated
 short product reviews labelled ``positive``/``negative``, for classifier demos and tests).
 The validation and test documents are chosen by a hash of each document's text, not its
@@ -21,18 +23,22 @@ them.
 
 from __future__ import annotations
 
+import fnmatch
+import gzip
 import hashlib
+import zlib
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+import pyarrow as pa
 from pydantic import Field, model_validator
 
 from trainpipe.configbase import Section
 from trainpipe.data.datasets import Split
 from trainpipe.data.validation.io import DataReadError, read_table
 from trainpipe.errors import DataError
-from trainpipe.storage import StorageError, open_store, split_uri
+from trainpipe.storage import StorageError, Store, open_store, split_uri
 
 BUILTIN_PYDOC = "builtin:pydoc_topics"
 BUILTIN_REVIEWS = "builtin:reviews"
@@ -43,8 +49,10 @@ SPECIAL_TOKENS = [PAD, UNK, EOS, MASK, CLS]
 
 class TextDataConfig(Section):
     source: str = BUILTIN_PYDOC
-    """Corpus URI: a .jsonl/.parquet file or folder of shards, a .txt file (documents separated
-    by blank lines) on file:// or s3://, ``builtin:pydoc_topics`` or ``builtin:reviews``
+    """Corpus URI on file:// or s3://: a .jsonl/.parquet file or folder of shards; plain text
+    (documents separated by blank lines) as a .txt/.txt.gz file or a folder/prefix of them; a
+    glob over one kind of file (``s3://bucket/corpus/part-*.txt``: ``*``, ``?`` and ``[...]``
+    match within one path segment); ``builtin:pydoc_topics`` or ``builtin:reviews``
     (labelled, column ``label``)."""
 
     text_column: str = "text"
@@ -128,17 +136,143 @@ def synthetic_reviews(n: int = 600, seed: int = 0) -> tuple[list[str], list[str]
     return texts, labels
 
 
-def _text_documents(uri: str, endpoint_url: str | None) -> list[str]:
-    base, name = split_uri(uri)
-    try:
-        raw = open_store(base, endpoint_url=endpoint_url).get_bytes(name)
-    except StorageError as exc:
-        raise DataError(f"{uri} is unreadable: {exc}") from exc
+TEXT_SUFFIXES = (".txt", ".txt.gz")
+TABLE_SUFFIXES = (".jsonl", ".ndjson", ".parquet", ".pq", ".jsonl.gz", ".ndjson.gz")
+_GLOB_CHARS = "*?["
+
+
+def _is_text(key: str) -> bool:
+    return key.lower().endswith(TEXT_SUFFIXES)
+
+
+def _is_table(key: str) -> bool:
+    return key.lower().endswith(TABLE_SUFFIXES)
+
+
+def _documents_of(uri: str, raw: bytes) -> list[str]:
+    if uri.lower().endswith(".gz"):
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise DataError(f"{uri} is not readable gzip ({exc}); recompress it") from exc
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise DataError(f"{uri} is not UTF-8 text ({exc}); convert it to UTF-8") from exc
     return [doc.strip() for doc in text.split("\n\n") if doc.strip()]
+
+
+def _text_documents(store: Store, keys: list[str]) -> list[str]:
+    """The paragraphs of every file in ``keys`` (read in sorted order)."""
+    documents: list[str] = []
+    for key in sorted(keys):
+        try:
+            raw = store.get_bytes(key)
+        except StorageError as exc:
+            raise DataError(f"{store.uri_for(key)} is unreadable: {exc}") from exc
+        documents += _documents_of(store.uri_for(key), raw)
+    return documents
+
+
+def _visible(keys: list[str]) -> list[str]:
+    # Hidden names are bookkeeping (sidecars, temporaries), never shards.
+    return [k for k in keys if not any(part.startswith(".") for part in k.split("/"))]
+
+
+def _listing(store: Store, uri: str) -> list[str]:
+    try:
+        return _visible(store.list())
+    except StorageError as exc:
+        raise DataError(f"{uri} is unreadable: {exc}") from exc
+
+
+def _glob_files(source: str, endpoint_url: str | None) -> tuple[Store, list[str]]:
+    """The store above the first segment with a wildcard and the keys under it that match the
+    rest of the pattern, segment by segment."""
+    scheme, sep, path = source.partition("://")
+    if not sep:
+        scheme, path = "", source
+    parts = path.split("/")
+    first = next(i for i, part in enumerate(parts) if any(c in part for c in _GLOB_CHARS))
+    base = "/".join(parts[:first]) or "/"
+    base_uri = f"{scheme}://{base}" if scheme else base
+    pattern = parts[first:]
+    try:
+        store = open_store(base_uri, endpoint_url=endpoint_url)
+    except StorageError as exc:
+        raise DataError(f"{source} is unreadable: {exc}") from exc
+    keys = [
+        key
+        for key in _listing(store, source)
+        if len(key.split("/")) == len(pattern)
+        and all(fnmatch.fnmatchcase(k, p) for k, p in zip(key.split("/"), pattern, strict=True))
+    ]
+    if not keys:
+        raise DataError(
+            f"{source} matches no files; check the pattern (wildcards match within one "
+            "folder level) and that the shards exist"
+        )
+    return store, keys
+
+
+def _one_kind(source: str, keys: list[str]) -> str:
+    """``text`` or ``table``: a source's files must all be one or the other."""
+    text, table = [k for k in keys if _is_text(k)], [k for k in keys if _is_table(k)]
+    if text and table:
+        raise DataError(
+            f"{source} mixes plain-text files ({text[0]}) and JSONL/Parquet files ({table[0]}); "
+            "point text.source at one kind (a glob such as *.txt picks them)"
+        )
+    if not text and not table:
+        raise DataError(
+            f"{source} holds no .txt, .jsonl or .parquet files (found {keys[:3]}); name the "
+            "corpus files with one of these suffixes"
+        )
+    return "text" if text else "table"
+
+
+def _source_files(source: str, endpoint_url: str | None) -> tuple[Store, list[str], str] | None:
+    """The files a glob or a folder/prefix of plain-text shards names, with their kind; None
+    when the source is one file or a folder of JSONL/Parquet (read_table reads those)."""
+    if any(c in source.rpartition("://")[2] for c in _GLOB_CHARS):
+        store, keys = _glob_files(source, endpoint_url)
+        kind = _one_kind(source, keys)
+        return store, [k for k in keys if (_is_text if kind == "text" else _is_table)(k)], kind
+    if _is_text(source):
+        base, name = split_uri(source)
+        try:
+            return open_store(base, endpoint_url=endpoint_url), [name], "text"
+        except StorageError as exc:
+            raise DataError(f"{source} is unreadable: {exc}") from exc
+    if _is_table(source):
+        return None
+    try:
+        folder = open_store(source, endpoint_url=endpoint_url)
+    except StorageError as exc:
+        raise DataError(f"{source} is unreadable: {exc}") from exc
+    keys = _listing(folder, source)
+    if not any(_is_text(k) for k in keys):
+        return None  # a folder of JSONL/Parquet shards, or nothing: read_table says which
+    _one_kind(source, [k for k in keys if _is_text(k) or _is_table(k)])
+    return folder, [k for k in keys if _is_text(k)], "text"
+
+
+def _table(uri: str, endpoint_url: str | None) -> pa.Table:
+    try:
+        return read_table(uri, endpoint_url=endpoint_url)
+    except DataReadError as exc:
+        raise DataError(str(exc)) from exc
+
+
+def _shard_table(store: Store, keys: list[str], source: str) -> pa.Table:
+    tables = [_table(store.uri_for(key), store.endpoint_url) for key in sorted(keys)]
+    try:
+        return pa.concat_tables(tables, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise DataError(
+            f"{source}: the matched files have incompatible columns ({exc}); make their "
+            "schemas agree or narrow the pattern"
+        ) from exc
 
 
 def read_documents(
@@ -156,12 +290,18 @@ def read_documents(
     if cfg.source == BUILTIN_REVIEWS:
         texts, labels = synthetic_reviews()
         return texts, labels if cfg.label_column else None
-    if cfg.source.endswith(".txt"):
-        return _text_documents(cfg.source, endpoint_url), None
-    try:
-        table = read_table(cfg.source, endpoint_url=endpoint_url)
-    except DataReadError as exc:
-        raise DataError(str(exc)) from exc
+    files = _source_files(cfg.source, endpoint_url)
+    if files is not None and files[2] == "text":
+        if cfg.label_column:
+            raise DataError(
+                f"{cfg.source} is plain text and has no labels; unset text.label_column or give "
+                "a labelled JSONL/Parquet source"
+            )
+        return _text_documents(files[0], files[1]), None
+    if files is not None:
+        table = _shard_table(files[0], files[1], cfg.source)
+    else:
+        table = _table(cfg.source, endpoint_url)
     for column in (cfg.text_column, cfg.label_column):
         if column is not None and column not in table.column_names:
             raise DataError(
