@@ -4,10 +4,15 @@ report; a config mistake is one line and exit 2."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
+import torch
 
 from trainpipe.artifacts import ArtifactSet
+from trainpipe.models.checkpoint import from_bytes
 from trainpipe.serve.model import METADATA_FILE
 from trainpipe.stages.language_model import main
 
@@ -56,16 +61,9 @@ def test_config_mistake_is_one_line_and_exit_2(capsys):
     assert "unknown key 'text.nonsense'; allowed keys here: source, text_column" in err
 
 
-@pytest.mark.slow
-def test_language_model_command_under_torchrun_two_processes(tmp_path):
-    """DDP over 2 gloo processes: one tokenizer (rank 0's, broadcast), one report and package
-    (rank 0 writes)."""
-    import os
-    import subprocess
-    import sys
-
-    args = ["--run-id", "ddp", "--set", f"storage.uri=file://{tmp_path}"]
-    for item in TINY:
+def torchrun_command(tmp_path, run_id: str, extra: list[str]) -> subprocess.CompletedProcess:
+    args = ["--run-id", run_id, "--set", f"storage.uri=file://{tmp_path}"]
+    for item in TINY + extra:
         args += ["--set", item]
     command = [
         sys.executable,
@@ -78,9 +76,51 @@ def test_language_model_command_under_torchrun_two_processes(tmp_path):
         *args,
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
-    assert done.returncode == 0, done.stderr[-3000:]
-    summary = json.loads(done.stdout[done.stdout.index("{") :])
-    assert done.stdout.count('"package_uri"') == 1
-    package = ArtifactSet.open(summary["package_uri"])
+    return subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+
+
+def lm_weights(report_uri: str) -> dict:
+    return from_bytes(ArtifactSet.open(report_uri).get_bytes("lm.pt"))["state"]
+
+
+@pytest.mark.slow
+def test_language_model_command_under_torchrun_ddp_and_fsdp2(tmp_path):
+    """2 gloo processes. DDP: one tokenizer (rank 0's, broadcast), one report and package
+    (rank 0 writes). FSDP2 (fully_shard per transformer block, the tied embedding in the root)
+    with activation checkpointing, for pretraining and LoRA fine-tuning: the gathered language
+    model equals DDP's bit for bit, and rank 0 exports a package ONNX Runtime agrees with."""
+    ddp = torchrun_command(tmp_path, "ddp", [])
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    assert ddp.stdout.count('"package_uri"') == 1
+    replicated = json.loads(ddp.stdout[ddp.stdout.index("{") :])
+    package = ArtifactSet.open(replicated["package_uri"])
     assert package.get_json(METADATA_FILE)["text"]["pad_id"] == 0
+
+    fsdp = [
+        "pretrain.parallelism=fsdp",
+        "finetune.parallelism=fsdp",
+        "model.activation_checkpointing=true",
+    ]
+    done = torchrun_command(tmp_path, "fsdp", fsdp)
+    assert done.returncode == 0, done.stderr[-3000:]
+    sharded = json.loads(done.stdout[done.stdout.index("{") :])
+    one, two = lm_weights(replicated["report_uri"]), lm_weights(sharded["report_uri"])
+    assert one.keys() == two.keys() and "embed.weight" in one  # plain names, no LoRA
+    for name in one:
+        torch.testing.assert_close(one[name], two[name], atol=1e-6, rtol=1e-5, msg=name)
+    report = ArtifactSet.open(sharded["report_uri"]).get_json("report.json")
+    assert report["classifier"]["strategy"] == "lora"
+    assert 0 < report["classifier"]["trainable_params"] < report["language_model"]["num_params"]
+    assert all(p["prediction_agreement"] == 1.0 for p in report["classifier"]["onnx_parity"])
+    # Fine-tuning trains the same adapters and head (its optimizer groups are rebuilt over the
+    # sharded parameters), so every epoch's losses agree too.
+    ddp_report = ArtifactSet.open(replicated["report_uri"]).get_json("report.json")
+    for ours, theirs in zip(
+        report["classifier"]["history"], ddp_report["classifier"]["history"], strict=True
+    ):
+        assert ours["train_loss"] == pytest.approx(theirs["train_loss"], rel=1e-5)
+        assert ours["val_loss"] == pytest.approx(theirs["val_loss"], rel=1e-5)
+    assert (
+        report["classifier"]["history"][-1]["val_loss"]
+        < report["classifier"]["history"][0]["val_loss"]
+    )

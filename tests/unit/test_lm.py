@@ -111,10 +111,11 @@ def test_lora_trains_only_adapters_and_head_then_merges_exactly(causal):
         epochs=8, batch_size=32, lr=1e-2, device="cpu", strategy="lora", lora_rank=4
     )
     text = TextDataConfig(**{**REVIEWS, "label_column": "label"})
-    import copy
-
-    backbone = copy.deepcopy(causal.model)
-    out = finetune_text_classifier(backbone, causal.tokenizer, text, cfg)
+    out = finetune_text_classifier(causal.model, causal.tokenizer, text, cfg)
+    # The pretrained model itself is left as it was (the stage saves it after fine-tuning).
+    assert not any(isinstance(m, LoRALinear) for m in causal.model.modules())
+    for key, before in backbone_before.items():
+        assert torch.equal(causal.model.state_dict()[key], before), key
     # Trainable: rank-4 A and B on q and v of both blocks (4 x 4 x 32 x 2) plus the head.
     assert out.trainable_params == 2 * 2 * (4 * 32 + 32 * 4) + (32 * 2 + 2)
     merged = out.model

@@ -183,6 +183,11 @@ class TransformerLM(nn.Module):
         (:mod:`trainpipe.train.finetuning`)."""
         return [self.embed, *self.layers, self.norm]
 
+    def fsdp_units(self) -> list[nn.Module]:
+        """FSDP shards each block as one unit; the embedding stays in the root unit because
+        the output projection reuses its weight outside its own forward."""
+        return list(self.layers)
+
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
@@ -226,6 +231,9 @@ class TextClassifier(nn.Module):
         self.encoder = backbone
         self.pad_id = pad_id
         self.head = nn.Linear(backbone.cfg.dim, num_classes)
+
+    def fsdp_units(self) -> list[nn.Module]:
+        return self.encoder.fsdp_units()
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         keep = ids != self.pad_id

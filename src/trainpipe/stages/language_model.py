@@ -15,7 +15,9 @@ writes, under ``<storage.uri>/runs/<run_id>/``:
   servable with ``trainpipe serve <that URI>``; its parity and test accuracy are in the report.
 
 Under ``torchrun --nproc_per_node=N -m trainpipe.stages.language_model ...`` every rank trains
-(DDP; the tokenizer is trained on rank 0 and broadcast) and rank 0 exports and writes.
+(DDP, or FSDP2 with ``pretrain.parallelism=fsdp`` / ``finetune.parallelism=fsdp``; the
+tokenizer is trained on rank 0 and broadcast; sharded weights are gathered whole after each
+fit) and rank 0 exports and writes.
 """
 
 from __future__ import annotations
@@ -133,14 +135,9 @@ def run_language_model(
     cfg: LanguageModelRunConfig, run_id: str, world: World | None = None
 ) -> dict | None:
     """Pretrain (or load a Hugging Face checkpoint), fine-tune, export; returns the report
-    (also written to the store). Under torchrun every rank trains (DDP) and rank 0 exports and
+    (also written to the store). Under torchrun every rank trains (DDP/FSDP) and rank 0 exports and
     writes; the other ranks return None."""
     world = world or World()
-    if world.distributed and "fsdp" in (cfg.pretrain.parallelism, cfg.finetune.parallelism):
-        raise ConfigError(
-            "config error: pretrain/finetune.parallelism=fsdp is not supported by this command "
-            "(the export needs whole weights on rank 0); use ddp"
-        )
     endpoint = cfg.storage.endpoint_url
     store = open_store(cfg.storage.uri, endpoint_url=endpoint)
     started = time.monotonic()

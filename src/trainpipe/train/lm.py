@@ -12,6 +12,7 @@ Trainer does the rest (schedule, clipping, precision, DDP/FSDP, checkpoints and 
 
 from __future__ import annotations
 
+import copy
 import math
 import sys
 from dataclasses import dataclass, field
@@ -188,8 +189,9 @@ def pretrain_language_model(
     result = trainer.fit(splits["train"], splits["validation"])
     val_loss, _ = trainer.evaluate(splits["validation"])
     test_loss, _ = trainer.evaluate(splits["test"])
+    model = trainer.plain_model()  # whole weights on every rank, also after FSDP
     samples = []
-    if model_cfg.kind == "causal":
+    if model_cfg.kind == "causal" and (world is None or world.is_main):
         samples = sample_texts(model, tokenizer, train.sample_prompts, train.sample_tokens)
     return PretrainedLM(
         model=model,
@@ -271,12 +273,13 @@ def finetune_text_classifier(
     stage: str = "lm_finetune",
     endpoint_url: str | None = None,
 ) -> TextClassifierResult:
-    """Fine-tune ``backbone`` as a classifier over ``text``'s labelled corpus with the chosen
-    strategy; a LoRA model comes back merged (plain linear layers)."""
+    """Fine-tune a copy of ``backbone`` as a classifier over ``text``'s labelled corpus with
+    the chosen strategy (``backbone`` itself stays the pretrained model); a LoRA model comes
+    back merged (plain linear layers)."""
     corpus = read_corpus(text, endpoint_url=endpoint_url)
     splits, names = classification_splits(tokenizer, corpus, text.seq_len)
     torch.manual_seed(cfg.seed)
-    model = TextClassifier(backbone, len(names), special_id(tokenizer, PAD))
+    model = TextClassifier(copy.deepcopy(backbone), len(names), special_id(tokenizer, PAD))
     if cfg.strategy == "lora":
         apply_lora(
             model.encoder,
@@ -306,7 +309,7 @@ def finetune_text_classifier(
 def _fit_and_test(trainer: Trainer, splits: dict[str, Split], names: list[str], merge):
     """Train, count what trained, merge adapters (``merge(model)``), score the test split."""
     result = trainer.fit(splits["train"], splits["validation"])
-    model = trainer.model
+    model = trainer.plain_model()
     trainable_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     if merge is not None:
         merge(model)

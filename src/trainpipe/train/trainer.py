@@ -101,6 +101,22 @@ def resolve_device(name: str, world: World | None = None) -> torch.device:
     return torch.device("cpu")
 
 
+def _fsdp_units(model: nn.Module) -> list[nn.Module]:
+    """The sub-modules that get their own FSDP unit (the root holds the rest): the model's own
+    choice (``fsdp_units()``: transformer blocks, so a tied embedding stays in the root with the
+    output projection that reuses it), else every leaf module with trainable parameters."""
+    units = getattr(model, "fsdp_units", None)
+    if units is not None:
+        return list(units())
+    return [
+        child
+        for child in model.modules()
+        if child is not model
+        and len(list(child.children())) == 0
+        and any(p.requires_grad for p in child.parameters(recurse=False))
+    ]
+
+
 def _step_generator(seed: int, step: int, rank: int) -> torch.Generator:
     """Randomness of one step (masks, augmentations) from (seed, step, rank) alone, so a resumed
     run draws exactly what the uninterrupted run drew."""
@@ -145,8 +161,22 @@ class Trainer:
         self.lr_factor = lr_factor or (lambda group, epoch: group.get("lr_scale", 1.0))
         self.on_epoch_end = on_epoch_end
         self.on_step_end = on_step_end if self.world.is_main else None
+        self._template: nn.Module | None = None
+        if self.world.distributed and cfg.parallelism == "fsdp":
+            # fully_shard turns the parameters into shards in place: a weightless copy of the
+            # structure lets plain_model() rebuild a whole module after training.
+            self._template = copy.deepcopy(model).to("meta")
+        names = {id(p): name for name, p in model.named_parameters()}
         self.model = model.to(self.device)
         self.train_model = self._wrap(self.model)
+        if param_groups is not None and self._template is not None:
+            # fully_shard replaced every parameter with a sharded one: groups built before
+            # wrapping would update the discarded tensors, so they are rebuilt by name.
+            current = dict(self.model.named_parameters())
+            param_groups = [
+                {**group, "params": [current[names[id(p)]] for p in group["params"]]}
+                for group in param_groups
+            ]
         self.optimizer = build_optimizer(self.model, cfg, param_groups)
         self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.precision == "fp16")
         self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
@@ -155,24 +185,31 @@ class Trainer:
         if not self.world.distributed:
             return model
         if self.cfg.parallelism == "fsdp":
+            from torch.distributed.device_mesh import init_device_mesh
             from torch.distributed.fsdp import fully_shard
 
-            for child in model.modules():
-                if (
-                    child is not model
-                    and len(list(child.children())) == 0
-                    and any(p.requires_grad for p in child.parameters(recurse=False))
-                ):
-                    fully_shard(child)
-            return fully_shard(model)
+            # An explicit mesh of this run's device type: the default would pick CUDA whenever
+            # one is visible, also for a run on CPU.
+            mesh = init_device_mesh(self.device.type, (self.world.size,))
+            for unit in _fsdp_units(model):
+                fully_shard(unit, mesh=mesh)
+            return fully_shard(model, mesh=mesh)
         device_ids = [self.device.index] if self.device.type == "cuda" else None
         return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
 
     # -- state --------------------------------------------------------------------------------
 
+    def _fsdp(self) -> bool:
+        """True under FSDP; the root unit is then resharded first, since FSDP2 keeps the root's
+        parameters whole after a forward pass, and state dicts must see every unit sharded."""
+        if not (self.world.distributed and self.cfg.parallelism == "fsdp"):
+            return False
+        self.model.reshard()
+        return True
+
     def full_state_dict(self) -> dict[str, torch.Tensor]:
         """The whole model's weights on CPU; a collective under FSDP, so every rank calls it."""
-        if self.world.distributed and self.cfg.parallelism == "fsdp":
+        if self._fsdp():
             from torch.distributed.checkpoint.state_dict import (
                 StateDictOptions,
                 get_model_state_dict,
@@ -182,8 +219,27 @@ class Trainer:
             return get_model_state_dict(self.model, options=options)
         return {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
 
+    def plain_model(self) -> nn.Module:
+        """The trained model with whole weights, for evaluation, merging and export: the model
+        itself, or under FSDP a plain copy on CPU built on every rank (a collective: every rank
+        calls it)."""
+        if self._template is None or not self._fsdp():
+            return self.model
+        from torch.distributed.tensor import DTensor
+
+        state = {
+            name: (value.full_tensor() if isinstance(value, DTensor) else value).detach().cpu()
+            for name, value in self.model.state_dict().items()
+        }
+        plain = copy.deepcopy(self._template).to_empty(device="cpu")
+        plain.load_state_dict(state)
+        # Buffers left out of state dicts (rotary tables) are whole on every rank already.
+        for name, buffer in self.model.named_buffers():
+            plain.get_buffer(name).copy_(buffer)
+        return plain
+
     def _load_model_state(self, state: dict[str, torch.Tensor]) -> None:
-        if self.world.distributed and self.cfg.parallelism == "fsdp":
+        if self._fsdp():
             from torch.distributed.checkpoint.state_dict import (
                 StateDictOptions,
                 set_model_state_dict,
@@ -197,7 +253,7 @@ class Trainer:
             self.model.load_state_dict(state)
 
     def _optimizer_state(self) -> dict:
-        if self.world.distributed and self.cfg.parallelism == "fsdp":
+        if self._fsdp():
             from torch.distributed.checkpoint.state_dict import (
                 StateDictOptions,
                 get_optimizer_state_dict,
@@ -208,7 +264,7 @@ class Trainer:
         return copy.deepcopy(self.optimizer.state_dict())
 
     def _load_optimizer_state(self, state: dict) -> None:
-        if self.world.distributed and self.cfg.parallelism == "fsdp":
+        if self._fsdp():
             from torch.distributed.checkpoint.state_dict import (
                 StateDictOptions,
                 set_optimizer_state_dict,
