@@ -1,7 +1,9 @@
 """Training objectives: how a batch becomes a loss, and how validation is scored.
 
 Each objective prepares the model's input from a batch ``(x, y)`` and returns
-``(mean loss, metric numerator summed over the batch)``. The self-supervised ones ignore ``y``,
+``(mean loss, metric numerator summed over the batch)``; in training mode the metric is 0.0
+and not computed (the Trainer reads it only in validation, and on a GPU each discarded
+reduction is kernel launches every step). The self-supervised ones ignore ``y``,
 which is what makes them usable without labels. Randomness (masks, rotations, augmentations)
 comes from the generator passed in, so a seed reproduces a run.
 """
@@ -24,7 +26,7 @@ class Objective(Protocol):
 
     def loss(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator
-    ) -> tuple[torch.Tensor, torch.Tensor]: ...
+    ) -> tuple[torch.Tensor, torch.Tensor | float]: ...
 
 
 class MaskedReconstruction:
@@ -41,6 +43,8 @@ class MaskedReconstruction:
         reconstruction = model(x.masked_fill(mask, 0.0))
         squared_error = (reconstruction.float() - x).pow(2) * mask
         loss = squared_error.sum() / mask.sum().clamp_min(1)
+        if model.training:
+            return loss, 0.0
         per_example = squared_error.flatten(1).sum(1) / mask.flatten(1).sum(1).clamp_min(1)
         return loss, -per_example.sum()
 
@@ -57,7 +61,8 @@ class RotationPrediction:
             [torch.rot90(image, int(k), dims=(-2, -1)) for image, k in zip(x, turns, strict=True)]
         )
         logits = model(rotated)
-        return F.cross_entropy(logits.float(), turns), (logits.argmax(1) == turns).sum()
+        loss = F.cross_entropy(logits.float(), turns)
+        return loss, 0.0 if model.training else (logits.argmax(1) == turns).sum()
 
 
 class Contrastive:
@@ -77,6 +82,8 @@ class Contrastive:
         similarity.fill_diagonal_(float("-inf"))
         partner = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(x.device)
         loss = F.cross_entropy(similarity, partner)
+        if model.training:
+            return loss, 0.0
         found = (similarity.argmax(1) == partner).float()
         return loss, (found[:n] + found[n:]).sum() / 2
 
@@ -123,7 +130,7 @@ class Classification:
                 reduction="batchmean",
             ) * (t * t)
             loss = (1 - self.distill_weight) * loss + self.distill_weight * distill
-        return loss, (logits.argmax(dim=1) == y).sum()
+        return loss, 0.0 if model.training else (logits.argmax(dim=1) == y).sum()
 
 
 class Regression:
@@ -141,4 +148,4 @@ class Regression:
             loss = F.huber_loss(prediction, y, delta=1.0)
         else:
             loss = F.mse_loss(prediction, y)
-        return loss, -(prediction - y).pow(2).sum()
+        return loss, 0.0 if model.training else -(prediction - y).pow(2).sum()
