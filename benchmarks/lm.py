@@ -8,10 +8,12 @@ compile settings, in one process.
 Fairness: both sides run the same number of optimizer steps over the same tokens, with the same
 fused AdamW groups, warmup+cosine schedule, clipping, a logged loss per step and one validation
 batch at the end of each pass; each side keeps its own (compiled) model across rounds, so
-compilation is paid once in an untimed warm-up round; rounds alternate ABBA. ``--quick``
-shrinks the model (CPU smoke run); the full shape is GPT-2 small (768 wide, 12 blocks, 12
-heads, vocabulary 50304, 1024 tokens). Prints one JSON object on its last line: tokens/s and
-MFU of each side (median over rounds) and their ratio.
+compilation is paid once in an untimed warm-up round; rounds alternate ABBA
+(:mod:`benchmarks.paired`). ``--quick`` shrinks the model (CPU smoke run, 8 rounds of 8 steps);
+the full shape is GPT-2 small (768 wide, 12 blocks, 12 heads, vocabulary 50304, 1024 tokens).
+Prints one JSON object on its last line: tokens/s (min/median/max) and MFU of each side, the
+per-round ratios, ``ratio`` (their median), ``goal_met`` (ratio >= 0.95) and, on a GPU in the
+peak table, ``goal_mfu_met`` (Trainer MFU >= 45%).
 """
 
 from __future__ import annotations
@@ -20,11 +22,11 @@ import argparse
 import json
 import math
 import platform
-import time
 
 import numpy as np
 import torch
 
+from benchmarks.paired import alternate, clocks, elapsed, summary
 from trainpipe.data.datasets import Split
 from trainpipe.models.lm import LMConfig, TransformerLM
 from trainpipe.train.lm import compile_with_fallback
@@ -62,7 +64,7 @@ class Bare:
     def __init__(self, model, cfg, device: torch.device, dtype):
         self.model, self.cfg, self.device, self.dtype = model, cfg, device, dtype
 
-    def run(self, train: Split, validation: Split) -> float:
+    def run(self, train: Split, validation: Split) -> dict[str, float]:
         cfg, model = self.cfg, self.model
         optimizer = build_optimizer(model, cfg)  # fresh per round, as each Trainer builds one
         x = torch.as_tensor(train.x, device=self.device)
@@ -71,7 +73,7 @@ class Bare:
         warmup = int(cfg.warmup_fraction * total)
         generator = torch.Generator().manual_seed(0)
         step = 0
-        started = time.perf_counter()
+        started = clocks()
         for _ in range(cfg.epochs):
             model.train()
             order = torch.randperm(len(x), generator=generator).to(self.device)
@@ -104,16 +106,16 @@ class Bare:
                 torch.nn.functional.cross_entropy(logits.flatten(0, 1), val[:, 1:].flatten()).item()
         if self.device.type == "cuda":
             torch.cuda.synchronize()
-        return time.perf_counter() - started
+        return elapsed(started)
 
 
-def trainer_run(model, cfg, train: Split, validation: Split) -> float:
+def trainer_run(model, cfg, train: Split, validation: Split) -> dict[str, float]:
     trainer = Trainer(cfg, model, CausalLM(), stage="bench")
-    started = time.perf_counter()
+    started = clocks()
     trainer.fit(train, validation)
     if trainer.device.type == "cuda":
         torch.cuda.synchronize()
-    return time.perf_counter() - started
+    return elapsed(started)
 
 
 def main() -> None:
@@ -138,8 +140,8 @@ def main() -> None:
     shape = {**(QUICK if args.quick else FULL)}
     if args.batch:
         shape["batch"] = args.batch
-    steps = args.steps or (6 if args.quick else 30)
-    rounds = args.rounds or (2 if args.quick else 4)
+    steps = args.steps or (8 if args.quick else 30)
+    rounds = args.rounds or (8 if args.quick else 4)
     batch, seq_len = shape["batch"], shape["seq_len"]
     train = tokens(batch * steps, seq_len, shape["vocab"], 0)
     validation = tokens(batch, seq_len, shape["vocab"], 1)
@@ -159,24 +161,21 @@ def main() -> None:
     bare = Bare(bare_model, cfg, device, dtype)
     bare.run(warm, validation)  # untimed: compilation, allocator, kernel selection
     trainer_run(ours_model, cfg, warm, validation)
-    bare_s, ours_s = [], []
-    for index in range(rounds):
-        pair = [
-            lambda: bare_s.append(bare.run(train, validation)),
-            lambda: ours_s.append(trainer_run(ours_model, cfg, train, validation)),
-        ]
-        for run in pair if index % 2 == 0 else reversed(pair):
-            run()
     tokens_per_round = len(train) * seq_len
-    bare_tps = [tokens_per_round / s for s in bare_s]
-    ours_tps = [tokens_per_round / s for s in ours_s]
+    times = alternate(
+        rounds,
+        bare=lambda: bare.run(train, validation),
+        trainer=lambda: trainer_run(ours_model, cfg, train, validation),
+    )
     flops_per_token = bare_model.flops_per_token(seq_len)
     peak = peak_flops(device)
 
     def mfu(tps: float) -> float | None:
         return None if peak is None else round(tps * flops_per_token / peak, 4)
 
-    bare_median, ours_median = float(np.median(bare_tps)), float(np.median(ours_tps))
+    clock = "wall" if on_gpu else "cpu"
+    paired = summary(times, work=tokens_per_round, goal=0.95, clock=clock)
+    bare_median, ours_median = paired["bare"]["median"], paired["trainer"]["median"]
     result = {
         "benchmark": "lm",
         "device": torch.cuda.get_device_name(device) if on_gpu else "cpu",
@@ -187,15 +186,14 @@ def main() -> None:
         "peak_flops_per_s": peak,
         "steps_per_round": steps,
         "rounds": rounds,
-        "order": "ABBA",
-        "bare_tokens_per_s": round(bare_median, 1),
-        "trainer_tokens_per_s": round(ours_median, 1),
+        "bare_tokens_per_s": bare_median,
+        "trainer_tokens_per_s": ours_median,
         "bare_mfu": mfu(bare_median),
         "trainer_mfu": mfu(ours_median),
-        "ratio": round(ours_median / bare_median, 3),
-        "round_ratios": [round(o / b, 3) for o, b in zip(ours_tps, bare_tps, strict=True)],
-        "goal_ratio": 0.95,
+        **{f"tokens_per_s_{side}": paired.pop(side) for side in ("bare", "trainer")},
+        **paired,
         "goal_mfu": 0.45 if on_gpu else None,
+        "goal_mfu_met": None if not on_gpu or peak is None else mfu(ours_median) >= 0.45,
         "torch": torch.__version__,
         "python": platform.python_version(),
     }

@@ -6,9 +6,10 @@ trainpipe's Trainer, in one process.
 Fairness: both sides do the same work (AdamW over the same decay/no-decay groups, warmup+cosine,
 clipping, a logged loss per step, and a validation pass over the same split at every epoch
 end); rounds alternate in ABBA order (bare-trainer, trainer-bare, ...) so neither side always
-runs first on a warming or cooling machine; both sides run the same number of times. Prints
-one JSON object on its last line: median samples/s of each side, ``ratio`` (Trainer / bare, of
-the medians), and the spread (min/max of each side and of the per-round ratios).
+runs first on a warming or cooling machine; both sides run the same number of times
+(:mod:`benchmarks.paired`). Prints one JSON object on its last line: samples/s of each side
+(min/median/max), the per-round ratios, ``ratio`` (their median: each round's two sides ran
+next to each other), the ratio of the medians, and ``goal_met`` (ratio >= 0.97).
 """
 
 from __future__ import annotations
@@ -17,13 +18,13 @@ import argparse
 import json
 import math
 import platform
-import time
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from benchmarks.paired import alternate, clocks, elapsed, summary
 from trainpipe.data.datasets import Split
 from trainpipe.models import Classifier, build_encoder
 from trainpipe.models.config import ModelConfig
@@ -64,7 +65,7 @@ def bare_validate(model: nn.Module, validation: Split, device: torch.device, dty
 
 def bare_loop(
     cfg: FinetuneConfig, train: Split, validation: Split, device: torch.device, dtype
-) -> float:
+) -> dict[str, float]:
     """What a careful person writes by hand: AdamW, warmup+cosine, clipping, autocast, a
     validation pass per epoch."""
     model = make_model(device)
@@ -76,7 +77,7 @@ def bare_loop(
     warmup = int(cfg.warmup_fraction * total)
     generator = torch.Generator().manual_seed(0)
     step = 0
-    started = time.perf_counter()
+    started = clocks()
     for _ in range(cfg.epochs):
         model.train()
         order = torch.randperm(len(y), generator=generator).to(device)
@@ -98,16 +99,16 @@ def bare_loop(
         bare_validate(model, validation, device, dtype)
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return len(y) * cfg.epochs / (time.perf_counter() - started)
+    return elapsed(started)
 
 
-def trainer_loop(cfg: FinetuneConfig, train: Split, validation: Split, device) -> float:
+def trainer_loop(cfg: FinetuneConfig, train: Split, validation: Split, device) -> dict[str, float]:
     trainer = Trainer(cfg, make_model(device), Classification(), stage="bench")
-    started = time.perf_counter()
+    started = clocks()
     trainer.fit(train, validation)
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return len(train) * cfg.epochs / (time.perf_counter() - started)
+    return elapsed(started)
 
 
 def main() -> None:
@@ -118,9 +119,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=None, help="timed rounds (even: ABBA)")
     args = parser.parse_args()
     device = torch.device(args.device)
-    n = 2048 if args.quick else 8192
-    # Even: each side runs first equally often (ABBA).
-    rounds = args.rounds or (2 if args.quick else 4)
+    n = 1024 if args.quick else 8192
+    rounds = args.rounds or 6
     train, validation = make_data(n), make_data(512, seed=1)
     cfg = FinetuneConfig(
         epochs=2, batch_size=128, device=args.device, precision=args.precision, grad_clip_norm=1.0
@@ -128,15 +128,13 @@ def main() -> None:
     dtype = torch.bfloat16 if args.precision == "bf16" else None
     bare_loop(cfg, make_data(256), validation, device, dtype)  # warm-up: allocator, kernels
     trainer_loop(cfg, make_data(256), validation, device)
-    bare, ours = [], []
-    for index in range(rounds):
-        pair = [
-            lambda: bare.append(bare_loop(cfg, train, validation, device, dtype)),
-            lambda: ours.append(trainer_loop(cfg, train, validation, device)),
-        ]
-        for run in pair if index % 2 == 0 else reversed(pair):
-            run()
-    round_ratios = [t / b for t, b in zip(ours, bare, strict=True)]
+    times = alternate(
+        rounds,
+        bare=lambda: bare_loop(cfg, train, validation, device, dtype),
+        trainer=lambda: trainer_loop(cfg, train, validation, device),
+    )
+    clock = "wall" if device.type == "cuda" else "cpu"
+    paired = summary(times, work=n * cfg.epochs, goal=0.97, clock=clock)
     result = {
         "benchmark": "trainer",
         "device": str(device),
@@ -145,15 +143,11 @@ def main() -> None:
         "epochs": cfg.epochs,
         "batch_size": cfg.batch_size,
         "rounds": rounds,
-        "bare_samples_per_s": round(float(np.median(bare)), 1),
-        "trainer_samples_per_s": round(float(np.median(ours)), 1),
-        "ratio": round(float(np.median(ours) / np.median(bare)), 3),
-        "bare_min_max": [round(min(bare), 1), round(max(bare), 1)],
-        "trainer_min_max": [round(min(ours), 1), round(max(ours), 1)],
-        "round_ratios": [round(r, 3) for r in round_ratios],
-        "order": "ABBA",
+        "bare_samples_per_s": paired["bare"]["median"],
+        "trainer_samples_per_s": paired["trainer"]["median"],
+        **{f"samples_per_s_{side}": paired.pop(side) for side in ("bare", "trainer")},
+        **paired,
         "validation_rows_per_epoch": len(validation),
-        "goal_ratio": 0.97,
         "torch": torch.__version__,
         "python": platform.python_version(),
     }
