@@ -1,6 +1,7 @@
-"""CUDA checks: bf16 language-model training, NCCL DDP and FSDP2 with world size 1, and
-torch.compile, all through the one Trainer. Skipped (not failed) without a CUDA GPU; run them
-on a GPU machine with ``bash scripts/gpu_checks.sh``."""
+"""CUDA checks: bf16 language-model training with fused AdamW, flash attention through SDPA,
+activation checkpointing, NCCL DDP and FSDP2 with world size 1, torch.compile, and tokens/s
+with MFU from a pretraining run, all through the one Trainer. Skipped (not failed) without a
+CUDA GPU; run them on a GPU machine with ``bash scripts/gpu_checks.sh``."""
 
 from __future__ import annotations
 
@@ -80,10 +81,60 @@ def test_nccl_ddp_world_size_one(nccl_world):
 
 
 def test_fsdp2_world_size_one(nccl_world):
+    from torch.distributed.fsdp import FSDPModule
+
     trainer, result = train_lm(world=nccl_world, parallelism="fsdp")
+    assert isinstance(trainer.model, FSDPModule)
+    assert all(isinstance(block, FSDPModule) for block in trainer.model.layers)
     assert result.history[-1].val_loss < result.history[0].val_loss * 0.7
     state = trainer.full_state_dict()
     assert state["embed.weight"].shape == (VOCAB, 64) and state["embed.weight"].device.type == "cpu"
+    plain = trainer.plain_model()
+    assert not isinstance(plain, FSDPModule)
+    torch.testing.assert_close(plain.state_dict()["embed.weight"], state["embed.weight"])
+
+
+def test_flash_attention_serves_the_causal_model_in_bf16():
+    """With SDPA restricted to the flash kernel, a bf16 forward and backward of the causal
+    model must run: it would raise if the attention call could not use flash attention."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    torch.manual_seed(0)
+    model = TransformerLM(LMConfig(dim=128, depth=2, heads=2, max_seq_len=SEQ), VOCAB).cuda()
+    ids = torch.as_tensor(counting_tokens(8, 0).x[:, :-1]).cuda()
+    with sdpa_kernel([SDPBackend.FLASH_ATTENTION]), torch.autocast("cuda", dtype=torch.bfloat16):
+        loss = model(ids).float().logsumexp(-1).mean()
+    loss.backward()
+    assert model.embed.weight.grad is not None and torch.isfinite(model.embed.weight.grad).all()
+
+
+def test_activation_checkpointing_trains_on_cuda():
+    torch.manual_seed(0)
+    cfg = LMConfig(dim=64, depth=2, heads=4, max_seq_len=SEQ, activation_checkpointing=True)
+    model = TransformerLM(cfg, VOCAB)
+    train = LMPretrainConfig(epochs=3, batch_size=32, lr=3e-3, device="cuda", precision="bf16")
+    result = Trainer(train, model, CausalLM(), stage="gpu").fit(
+        counting_tokens(512, 0), counting_tokens(64, 1)
+    )
+    assert result.history[-1].val_loss < result.history[0].val_loss * 0.7
+
+
+def test_pretraining_logs_tokens_per_second_and_mfu():
+    from trainpipe.data.text import TextDataConfig
+    from trainpipe.train.lm import pretrain_language_model
+
+    lm = pretrain_language_model(
+        TextDataConfig(vocab_size=300, seq_len=64),
+        LMConfig(dim=64, depth=2, heads=4, max_seq_len=64),
+        LMPretrainConfig(
+            epochs=1, batch_size=32, lr=3e-3, device="cuda", precision="bf16", log_every_steps=5
+        ),
+    )
+    records = lm.throughput["records"]
+    assert records and all(r["tokens_per_s"] > 0 for r in records)
+    print(f"tokens/s {lm.throughput['tokens_per_s']:.0f} mfu {lm.throughput['mfu']}")
+    if peak_flops(torch.device("cuda", 0)) is not None:
+        assert 0 < lm.throughput["mfu"] < 1
 
 
 def test_compiled_model_trains_and_keeps_plain_parameter_names():
