@@ -6,7 +6,8 @@ compile settings, in one process.
                             [--batch N] [--steps N] [--rounds N]
 
 Fairness: both sides run the same number of optimizer steps over the same tokens, with the same
-fused AdamW groups, warmup+cosine schedule, clipping, a logged loss per step and one validation
+fused AdamW groups, warmup+cosine schedule, clipping, losses read back from the device every
+``loss_readback_every_steps`` (10) steps in one sync, and one validation
 batch at the end of each pass; each side keeps its own (compiled) model across rounds, so
 compilation is paid once in an untimed warm-up round; rounds alternate ABBA
 (:mod:`benchmarks.paired`). ``--quick`` shrinks the model (CPU smoke run, 8 rounds of 8 steps);
@@ -72,7 +73,7 @@ class Bare:
         total = math.ceil(len(x) / cfg.batch_size) * cfg.epochs
         warmup = int(cfg.warmup_fraction * total)
         generator = torch.Generator().manual_seed(0)
-        step = 0
+        step, losses = 0, []
         started = clocks()
         for _ in range(cfg.epochs):
             model.train()
@@ -95,8 +96,14 @@ class Bare:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip_norm)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
-                loss.item()
+                losses.append(loss.detach())
                 step += 1
+                if len(losses) == cfg.loss_readback_every_steps:  # as the Trainer reads back
+                    torch.stack(losses).tolist()
+                    losses = []
+            if losses:
+                torch.stack(losses).tolist()
+                losses = []
             model.eval()
             with (
                 torch.no_grad(),

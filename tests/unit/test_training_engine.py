@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from trainpipe.data.datasets import Split
-from trainpipe.errors import ConfigError
+from trainpipe.errors import ConfigError, TrainingError
 from trainpipe.models import Classifier, build_encoder
 from trainpipe.models.config import ModelConfig
 from trainpipe.train.augment import augment
@@ -102,6 +102,56 @@ def test_nonfinite_steps_can_be_skipped():
     )
     assert result.skipped_steps
     assert all(math.isfinite(r.train_loss) for r in result.history)
+
+
+def test_loss_read_back_every_n_steps_trains_exactly_as_every_step(tmp_path):
+    """Losses left on the device and read back every 4 steps (one sync for all of them) book
+    the same losses, spikes and weights as a sync per step, with accumulation and a checkpoint
+    that falls between two read-backs."""
+    from trainpipe.storage import open_store
+    from trainpipe.train.checkpoint import CheckpointStore
+
+    runs = {}
+    for every in (1, 4):
+        cfg = FinetuneConfig(
+            epochs=2,
+            batch_size=32,
+            grad_accumulation_steps=2,
+            loss_readback_every_steps=every,
+            checkpoint_every_steps=3,
+            early_stopping_patience=None,
+        )
+        steps: list[tuple[int, float]] = []
+        store = open_store(str(tmp_path / f"every-{every}"))
+        checkpoints = CheckpointStore(store, "r", "t", keep=2)
+        trainer = Trainer(
+            cfg,
+            small_classifier(),
+            SpikeAt(7),
+            stage="t",
+            checkpoints=checkpoints,
+            on_step_end=lambda step, loss, seen=steps: seen.append((step, loss)),
+        )
+        runs[every] = (trainer.fit(blobs(), blobs(seed=1)), trainer.full_state_dict(), steps)
+    (one, one_state, one_steps), (four, four_state, four_steps) = runs[1], runs[4]
+    assert [r.train_loss for r in four.history] == [r.train_loss for r in one.history]
+    assert four.loss_spikes == one.loss_spikes and one.loss_spikes
+    assert four_steps == one_steps and len(one_steps) == one.steps
+    for name, value in one_state.items():
+        assert torch.equal(value, four_state[name]), name
+
+
+def test_loss_read_back_late_still_stops_at_the_non_finite_step():
+    data = blobs()
+    x = data.x.copy()
+    x[:] = np.nan
+    cfg = FinetuneConfig(epochs=1, batch_size=32, loss_readback_every_steps=4)
+    with pytest.raises(TrainingError, match=r"non-finite at step 0 \(epoch 1\)"):
+        Trainer(cfg, small_classifier(), Classification(), stage="t").fit(
+            Split(x, data.y), blobs(seed=1)
+        )
+    with pytest.raises(ValueError, match="cannot skip non-finite steps"):
+        FinetuneConfig(loss_readback_every_steps=4, on_nonfinite_loss="skip")
 
 
 class SpikeAt(Classification):

@@ -57,6 +57,12 @@ class OptimConfig(Section):
     on_nonfinite_loss: Literal["stop", "skip"] = "stop"
     """A NaN/inf loss stops training with an error naming the step, or skips that step."""
 
+    loss_readback_every_steps: int = Field(1, ge=1, le=10_000)
+    """Read the training loss back from the device every this many optimizer steps, in one
+    host-device sync for all of them. 1 checks every step; more lets a GPU queue steps ahead of
+    the host, and a non-finite loss (which then stops the run) or a spike is found up to that
+    many steps late. Values above 1 need ``on_nonfinite_loss: stop``."""
+
     loss_spike_factor: float = Field(3.0, gt=1.0)
     """A step whose loss exceeds this multiple of the recent average is logged as a spike."""
 
@@ -93,6 +99,12 @@ class OptimConfig(Section):
             raise ValueError(
                 f"batch_size {self.batch_size} is not divisible by grad_accumulation_steps "
                 f"{self.grad_accumulation_steps}; pick sizes that divide evenly"
+            )
+        if self.loss_readback_every_steps > 1 and self.on_nonfinite_loss == "skip":
+            raise ValueError(
+                f"loss_readback_every_steps {self.loss_readback_every_steps} cannot skip "
+                "non-finite steps (a skip is decided before the optimizer step); set "
+                "loss_readback_every_steps to 1 or on_nonfinite_loss to stop"
             )
         if self.precision == "fp16" and self.device == "cpu":
             raise ValueError("precision fp16 needs CUDA (loss scaling); use bf16 on CPU")

@@ -58,6 +58,11 @@ class LMPretrainConfig(OptimConfig):
     log_every_steps: int = Field(10, ge=1)
     """Log tokens/s and MFU this often (optimizer steps)."""
 
+    loss_readback_every_steps: int = Field(10, ge=1, le=10_000)
+    """Read the training loss back from the device every this many steps (one host-device
+    sync for all of them), so a GPU queues steps ahead of the host; a non-finite loss stops the
+    run up to that many steps late. Keep ``log_every_steps`` a multiple of it."""
+
     compile: bool = False
     """``torch.compile`` the model (in place, so checkpoints keep plain parameter names)."""
 

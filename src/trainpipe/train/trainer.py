@@ -91,6 +91,8 @@ class _FitState:
     bar: Any = None
     stream: StreamSplit | None = None
     """A sharded training split, read batch by batch instead of held in ``x``/``y``."""
+    pending: list = field(default_factory=list)
+    """Steps taken but not yet booked (their losses may still be on the device)."""
 
 
 def resolve_device(name: str, world: World | None = None) -> torch.device:
@@ -342,7 +344,6 @@ class Trainer:
         cfg, progress = self.cfg, run.progress
         self.train_model.train()
         batches = self._epoch_batches(run, epoch)
-        recent_losses = run.recent_losses
         for batch in range(progress["batch"], run.steps_per_epoch):
             step = progress["step"]
             run.lr = get_lr(
@@ -358,11 +359,47 @@ class Trainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = run.lr * self.lr_factor(group, epoch)
             x, y, local_index = next(batches)
-            loss_sum = self._optimizer_step(x, y, local_index, step, epoch)
-            if loss_sum is None:
+            run.pending.append((step, self._optimizer_step(x, y, local_index, step, epoch)))
+            progress["step"] = step + 1
+            progress["batch"] = batch + 1
+            checkpoint_due = bool(
+                cfg.checkpoint_every_steps and progress["step"] % cfg.checkpoint_every_steps == 0
+            )
+            if (
+                len(run.pending) >= cfg.loss_readback_every_steps
+                or checkpoint_due
+                or batch + 1 == run.steps_per_epoch
+            ):
+                self._settle(run, epoch)
+            if checkpoint_due:
+                self._checkpoint(progress, run.best, run.result)
+
+    def _settle(self, run: _FitState, epoch: int) -> None:
+        """Book the steps taken since the last call: read their losses back from the device
+        (one sync for all of them), stop on a non-finite one (read-back every N steps), record
+        spikes, the epoch's loss sum, progress hooks and the progress bar."""
+        cfg, progress, recent_losses = self.cfg, run.progress, run.recent_losses
+        pending, run.pending = run.pending, []
+        on_device = [v for _, parts in pending for v, _ in parts or [] if torch.is_tensor(v)]
+        if on_device:
+            host = iter(torch.stack(on_device).tolist())
+            pending = [
+                (step, None if parts is None else [(next(host), n) for _, n in parts])
+                for step, parts in pending
+            ]
+            bad = [s for s, parts in pending if any(not math.isfinite(v) for v, _ in parts)]
+            # Every rank stops together (another rank's NaN reaches this one via gradients).
+            (bad_ranks,) = all_reduce_sum([float(bool(bad))], self.device)
+            if bad_ranks:
+                raise self._nonfinite_error(bad[0] if bad else None, epoch)
+        for step, parts in pending:
+            step_loss = None
+            if parts is None:
                 run.result.skipped_steps.append(step)
             else:
-                step_loss = loss_sum / max(len(local_index), 1)
+                loss_sum = sum(value * n for value, n in parts)
+                count = sum(n for _, n in parts)
+                step_loss = loss_sum / max(count, 1)
                 if recent_losses and step_loss > cfg.loss_spike_factor * (
                     sum(recent_losses) / len(recent_losses)
                 ):
@@ -373,18 +410,24 @@ class Trainer:
                     )
                 recent_losses.append(step_loss)
                 progress["loss_sum"] += loss_sum
-                progress["count"] += len(local_index)
-            progress["step"] = step + 1
-            progress["batch"] = batch + 1
+                progress["count"] += count
             if self.on_step_end is not None:
-                self.on_step_end(step, None if loss_sum is None else step_loss)
+                self.on_step_end(step, step_loss)
             if run.bar is not None:
                 run.bar.update(1)
                 run.bar.set_postfix(
                     epoch=epoch, loss=f"{recent_losses[-1]:.4f}" if recent_losses else "-"
                 )
-            if cfg.checkpoint_every_steps and progress["step"] % cfg.checkpoint_every_steps == 0:
-                self._checkpoint(progress, run.best, run.result)
+
+    def _nonfinite_error(self, step: int | None, epoch: int) -> TrainingError:
+        where = f"step {step}" if step is not None else "a step (seen on another rank)"
+        cfg = self.cfg
+        return TrainingError(
+            f"{self.stage}: the loss became non-finite at {where} (epoch {epoch}); "
+            f"likely causes: learning rate {cfg.lr} too high, a bad initialization, "
+            "fp16 overflow, or NaN/inf in the inputs. Lower the learning rate, enable "
+            "grad_clip_norm, use bf16, or set on_nonfinite_loss=skip"
+        )
 
     def _epoch_batches(self, run: _FitState, epoch: int):
         """(x, y, this rank's rows of x/y) per step of ``epoch`` from ``run.progress["batch"]``:
@@ -447,16 +490,18 @@ class Trainer:
 
     def _optimizer_step(
         self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, step: int, epoch: int
-    ) -> float | None:
-        """One optimizer step over ``index`` (this rank's share); returns the summed loss, or
-        None when a non-finite loss was skipped."""
+    ) -> list[tuple[float | torch.Tensor, int]] | None:
+        """One optimizer step over ``index`` (this rank's share); returns each micro-batch's
+        mean loss and size (the loss still on the device when losses are read back every N
+        steps), or None when a non-finite loss was skipped."""
         cfg = self.cfg
         generator = _step_generator(cfg.seed, step, self.world.rank)
         if cfg.grad_accumulation_steps == 1:
             micro_batches = [index]  # the common case, without the split's per-step cost
         else:
             micro_batches = [m for m in index.tensor_split(cfg.grad_accumulation_steps) if len(m)]
-        loss_total = 0.0
+        every_step = cfg.loss_readback_every_steps == 1
+        parts: list[tuple[float | torch.Tensor, int]] = []
         nonfinite = False
         for i, micro in enumerate(micro_batches):
             last = i == len(micro_batches) - 1
@@ -469,30 +514,29 @@ class Trainer:
                     loss if len(micro_batches) == 1 else loss * (len(micro) / max(len(index), 1))
                 )
             self.scaler.scale(weighted).backward()
-            # One host sync per micro-batch: the logged value also answers "finite?".
-            value = loss.item()
-            nonfinite = nonfinite or not math.isfinite(value)
-            loss_total += value * len(micro)
-        # Every rank must take the same decision, or DDP's next all-reduce would hang.
-        (bad_ranks,) = all_reduce_sum([float(nonfinite)], self.device)
-        if bad_ranks:
-            self.optimizer.zero_grad(set_to_none=True)
-            if cfg.on_nonfinite_loss == "stop":
-                raise TrainingError(
-                    f"{self.stage}: the loss became non-finite at step {step} (epoch {epoch}); "
-                    f"likely causes: learning rate {cfg.lr} too high, a bad initialization, "
-                    "fp16 overflow, or NaN/inf in the inputs. Lower the learning rate, enable "
-                    "grad_clip_norm, use bf16, or set on_nonfinite_loss=skip"
-                )
-            self._say(f"skipped step {step}: non-finite loss")
-            return None
+            if every_step:
+                # One host sync per micro-batch: the logged value also answers "finite?".
+                value = loss.item()
+                nonfinite = nonfinite or not math.isfinite(value)
+                parts.append((value, len(micro)))
+            else:
+                parts.append((loss.detach(), len(micro)))  # read back (and checked) later
+        if every_step:
+            # Every rank must take the same decision, or DDP's next all-reduce would hang.
+            (bad_ranks,) = all_reduce_sum([float(nonfinite)], self.device)
+            if bad_ranks:
+                self.optimizer.zero_grad(set_to_none=True)
+                if cfg.on_nonfinite_loss == "stop":
+                    raise self._nonfinite_error(step, epoch)
+                self._say(f"skipped step {step}: non-finite loss")
+                return None
         if cfg.grad_clip_norm is not None:
             self.scaler.unscale_(self.optimizer)
             nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
-        return loss_total
+        return parts
 
     def _autocast(self):
         if self.autocast_dtype is None:
