@@ -7,8 +7,8 @@ compile settings, in one process.
 
 Fairness: both sides run the same number of optimizer steps over the same tokens, with the same
 fused AdamW groups, warmup+cosine schedule, clipping, losses read back from the device every
-``loss_readback_every_steps`` (10) steps in one sync, and one validation
-batch at the end of each pass; each side keeps its own (compiled) model across rounds, so
+``loss_readback_every_steps`` (10) steps in one sync, and one validation batch (loss and token
+accuracy) at the end of each pass; each side keeps its own (compiled) model across rounds, so
 compilation is paid once in an untimed warm-up round; rounds alternate ABBA
 (:mod:`benchmarks.paired`). ``--quick`` shrinks the model (CPU smoke run, 8 rounds of 8 steps);
 the full shape is GPT-2 small (768 wide, 12 blocks, 12 heads, vocabulary 50304, 1024 tokens).
@@ -111,6 +111,8 @@ class Bare:
             ):
                 logits = model(val[:, :-1]).float()
                 torch.nn.functional.cross_entropy(logits.flatten(0, 1), val[:, 1:].flatten()).item()
+                # The Trainer reports validation token accuracy too.
+                (logits.argmax(-1) == val[:, 1:]).float().mean(1).sum().item()
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         return elapsed(started)
