@@ -36,7 +36,7 @@ from pydantic import Field, model_validator
 
 from trainpipe.configbase import Section
 from trainpipe.data.datasets import Split
-from trainpipe.data.validation.io import DataReadError, read_table
+from trainpipe.data.validation.io import DataReadError, concat_shards, read_table
 from trainpipe.errors import DataError
 from trainpipe.storage import StorageError, Store, open_store, split_uri
 
@@ -267,12 +267,9 @@ def _table(uri: str, endpoint_url: str | None) -> pa.Table:
 def _shard_table(store: Store, keys: list[str], source: str) -> pa.Table:
     tables = [_table(store.uri_for(key), store.endpoint_url) for key in sorted(keys)]
     try:
-        return pa.concat_tables(tables, promote_options="permissive")
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-        raise DataError(
-            f"{source}: the matched files have incompatible columns ({exc}); make their "
-            "schemas agree or narrow the pattern"
-        ) from exc
+        return concat_shards(tables, f"{source}: the matched files")
+    except DataReadError as exc:
+        raise DataError(str(exc)) from exc
 
 
 def read_documents(

@@ -75,15 +75,20 @@ def read_table(uri: str, *, format: str | None = None, endpoint_url: str | None 
             if not keys:
                 raise
             tables = [_read_bytes(folder.uri_for(k), folder.get_bytes(k), format) for k in keys]
-            try:
-                return pa.concat_tables(tables, promote_options="permissive")
-            except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-                raise DataReadError(
-                    f"{uri}: the files in this folder have incompatible columns ({exc}); "
-                    "give one file or make their schemas agree"
-                ) from exc
+            return concat_shards(tables, f"{uri}: the files in this folder")
     except StorageError as exc:
         raise DataReadError(f"{uri} is unreadable: {exc}") from exc
+
+
+def concat_shards(tables: list[pa.Table], what: str) -> pa.Table:
+    """One table from the tables of several files (columns missing in some become nulls);
+    ``what`` names the files in the error when their columns clash."""
+    try:
+        return pa.concat_tables(tables, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise DataReadError(
+            f"{what} have incompatible columns ({exc}); give one file or make their schemas agree"
+        ) from exc
 
 
 def _format_of(name: str, explicit: str | None, *, strict: bool = True) -> str | None:
