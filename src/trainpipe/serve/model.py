@@ -479,13 +479,17 @@ def write_model_package(
     run_id: str = "serve",
     text: TextSpec | None = None,
     tokenizer_json: bytes | None = None,
+    extra_files: dict[str, bytes] | None = None,
 ) -> str:
     """Write a model package (``model.onnx`` + ``model.json``) as an artifact set; returns its URI.
+    ``extra_files`` go into the same set (a pipeline's export adds its parity report).
 
     The layout this server reads; the export stage and tests write it through here or identically.
     """
     writer = ArtifactWriter(store, prefix, stage="export", run_id=run_id)
     writer.put_bytes(MODEL_FILE, model_onnx)
+    for file_name, data in (extra_files or {}).items():
+        writer.put_bytes(file_name, data)
     if text is not None:
         writer.put_bytes(text.tokenizer, tokenizer_json or b"")
     writer.put_json(

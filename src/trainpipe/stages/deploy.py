@@ -218,9 +218,30 @@ def run_cluster_deploy(
     return writer.commit(summary={k: v for k, v in record.items() if k != "predictions"})
 
 
+def text_check(ctx: StageContext, model_uri: str, data_uri: str) -> dict:
+    """The infrastructure check of a text classifier on the test texts lm_data stored."""
+    from trainpipe.deploy.text_check import text_infra_check
+    from trainpipe.stages.lm_context import labelled_text
+
+    stored = labelled_text(ctx.open(data_uri))
+    texts = stored.texts["test"]
+    evaluation = _evaluation(ctx.open(model_uri), model_uri, len(texts))
+    return text_infra_check(
+        model_uri,
+        texts,
+        stored.labels["test"],
+        evaluation["accuracy"],
+        ctx.cfg.deploy,
+        endpoint_url=ctx.cfg.storage.endpoint_url,
+    )
+
+
 def run_deploy(config_json: str, run_id: str, model_uri: str, data_uri: str) -> str:
     ctx = make_context(config_json, run_id)
-    check = infra_check(ctx, model_uri, data_uri)
+    if "text" in ctx.open(model_uri).get_json("model.json"):
+        check = text_check(ctx, model_uri, data_uri)
+    else:
+        check = infra_check(ctx, model_uri, data_uri)
     if ctx.cfg.deploy.target != "local":
         # The new version passed the check; now roll the cluster's server out to it.
         return run_cluster_deploy(ctx, model_uri, data_uri, infra_check=check)

@@ -1,0 +1,127 @@
+"""lm_finetune: fine-tune a text classifier on the labelled corpus, from the model lm_pretrain
+trained (``full``, ``linear_probe``, ``gradual_unfreeze``, ``lora``) or from a Hugging Face
+checkpoint (``language_model.hf_checkpoint_uri``: ``full``, ``linear_probe``, ``lora`` via peft).
+LoRA adapters are merged before anything is stored.
+
+Writes ``runs/<run_id>/lm_finetune/``: ``model.pt`` (:mod:`trainpipe.models.text_checkpoint`),
+``tokenizer.json``, ``text.json`` (pad/cls ids, longest sequence, labels), ``test_ids.npy``
+(the test split as the classifier saw it: evaluate and export score exactly these) and
+``history.json``.
+"""
+
+from __future__ import annotations
+
+from trainpipe.data.text import CLS, PAD, special_id, tokenizer_from_json
+from trainpipe.errors import DataError
+from trainpipe.models.checkpoint import from_bytes, to_bytes
+from trainpipe.models.lm import LMConfig, TransformerLM
+from trainpipe.models.text_checkpoint import text_classifier_payload
+from trainpipe.stages.context import make_context
+from trainpipe.stages.lm_context import TEST_IDS, TOKENIZER, array_bytes, labelled_text
+from trainpipe.stages.training_run import checkpoint_store, setup_world
+from trainpipe.train.distributed import shutdown
+from trainpipe.train.lm import finetune_hf_classifier, finetune_text_classifier
+
+STAGE = "lm_finetune"
+
+
+def _pretrained(ctx, pretrain_uri: str):
+    """The LM and tokenizer lm_pretrain stored."""
+    pretrained = ctx.open(pretrain_uri)
+    payload = from_bytes(pretrained.get_bytes("lm.pt"))
+    tokenizer = tokenizer_from_json(
+        pretrained.get_bytes(TOKENIZER).decode("utf-8"), origin=f"{pretrain_uri}/{TOKENIZER}"
+    )
+    model = TransformerLM(LMConfig(**payload["config"]), tokenizer.get_vocab_size())
+    model.load_state_dict(payload["state"])
+    return model, tokenizer
+
+
+def run_lm_finetune(
+    config_json: str, run_id: str, data_uri: str, pretrain_uri: str, metrics=None
+) -> str:
+    ctx = make_context(config_json, run_id)
+    lm = ctx.cfg.language_model
+    endpoint = ctx.cfg.storage.endpoint_url
+    stored = labelled_text(ctx.open(data_uri))
+    text = lm.classifier_text.model_copy(update={"seq_len": lm.classifier_seq_len()})
+    world, _ = setup_world(lm.finetune)
+    checkpoints = checkpoint_store(ctx, STAGE, lm.finetune)
+    try:
+        if lm.hf_checkpoint_uri:
+            clf, hf_tokenizer = finetune_hf_classifier(
+                lm.hf_checkpoint_uri,
+                text,
+                lm.finetune,
+                world=world,
+                checkpoints=checkpoints,
+                stage=STAGE,
+                endpoint_url=endpoint,
+            )
+            tokenizer = hf_tokenizer.backend_tokenizer
+            # The tokenizer's post-processor adds the model's own special tokens: no cls_id.
+            spec = {
+                "pad_id": hf_tokenizer.pad_token_id,
+                "cls_id": None,
+                "max_seq_len": text.seq_len,
+            }
+        else:
+            backbone, tokenizer = _pretrained(ctx, pretrain_uri)
+            clf = finetune_text_classifier(
+                backbone,
+                tokenizer,
+                text,
+                lm.finetune,
+                world=world,
+                checkpoints=checkpoints,
+                stage=STAGE,
+                endpoint_url=endpoint,
+            )
+            spec = {
+                "pad_id": special_id(tokenizer, PAD),
+                "cls_id": tokenizer.token_to_id(CLS),
+                "max_seq_len": lm.model.max_seq_len,
+            }
+    finally:
+        shutdown()
+    test = clf.splits["test"]
+    if clf.label_names != stored.label_names or len(test) != len(stored.texts["test"]):
+        raise DataError(
+            f"data error: {lm.classifier_text.source} changed since lm_data read it (labels "
+            f"{clf.label_names} vs {stored.label_names}, {len(test)} vs "
+            f"{len(stored.texts['test'])} test documents); rerun the pipeline"
+        )
+    history = {
+        "history": [vars(r) for r in clf.result.history],
+        "metric_name": clf.result.metric_name,
+        "steps": clf.result.steps,
+    }
+    writer = ctx.writer(
+        STAGE, inputs={"data": data_uri} | ({"pretrain": pretrain_uri} if pretrain_uri else {})
+    )
+    writer.put_bytes("model.pt", to_bytes(text_classifier_payload(clf.model, clf.label_names)))
+    writer.put_text(TOKENIZER, tokenizer.to_str())
+    writer.put_json("text.json", spec | {"labels": clf.label_names})
+    writer.put_bytes(TEST_IDS, array_bytes(test.x))
+    writer.put_json("history.json", history)
+    last = clf.result.history[-1]
+    summary = {
+        "source": lm.hf_checkpoint_uri or "pretrained here",
+        "strategy": lm.finetune.strategy,
+        "trainable_params": clf.trainable_params,
+        "labelled_examples": len(clf.splits["train"]),
+        "epochs": len(clf.result.history),
+        "final_val_loss": last.val_loss,
+        "final_val_accuracy": last.val_metric,
+        "torch_test_accuracy": clf.test_accuracy,
+    }
+    if metrics is not None:
+        metrics.log_metric("val_accuracy", round(float(last.val_metric), 6))
+        metrics.log_metric("trainable_params", clf.trainable_params)
+    print(
+        f"[lm_finetune] {lm.finetune.strategy} from {summary['source']}: "
+        f"{clf.trainable_params:,} trainable parameters, validation accuracy "
+        f"{last.val_metric:.4f} after {summary['epochs']} epochs",
+        flush=True,
+    )
+    return writer.commit(summary=summary)
