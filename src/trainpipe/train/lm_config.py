@@ -77,7 +77,19 @@ class LanguageModelSettings(Section):
         return min(self.classifier_text.seq_len, self.model.max_seq_len)
 
 
+def _on_any_device(name: str):
+    """The demo default of ``name`` with ``device: auto``: the DAG's training steps use the GPU
+    their pod was given (CPU when there is none), where the one-process demo stays on CPU."""
+    return LanguageModelSettings.model_fields[name].default.model_copy(update={"device": "auto"})
+
+
 class LanguageModelConfig(LanguageModelSettings):
+    pretrain: LMPretrainConfig = _on_any_device("pretrain")
+    """Pretraining optimization (the Trainer's settings) and LM options; ``device: auto``."""
+
+    finetune: TextFinetuneConfig = _on_any_device("finetune")
+    """Fine-tuning strategy and optimization; ``device: auto``."""
+
     enabled: bool = False
     """Build the language-model DAG (text data and tokenizer, LM pretraining, text-classifier
     fine-tuning, evaluation, ONNX export, gate, register, deploy) instead of the table/image
