@@ -11,6 +11,8 @@ Writes ``runs/<run_id>/lm_finetune/``: ``model.pt`` (:mod:`trainpipe.models.text
 
 from __future__ import annotations
 
+from tokenizers import Tokenizer
+
 from trainpipe.data.text import CLS, PAD, special_id, tokenizer_from_json
 from trainpipe.errors import DataError
 from trainpipe.models.checkpoint import from_bytes, to_bytes
@@ -58,7 +60,11 @@ def run_lm_finetune(
                 stage=STAGE,
                 endpoint_url=endpoint,
             )
-            tokenizer = hf_tokenizer.backend_tokenizer
+            # A copy without the fixed-length padding and truncation that tokenizing for
+            # training left set: the server pads each batch to its longest text.
+            tokenizer = Tokenizer.from_str(hf_tokenizer.backend_tokenizer.to_str())
+            tokenizer.no_padding()
+            tokenizer.no_truncation()
             # The tokenizer's post-processor adds the model's own special tokens: no cls_id.
             spec = {
                 "pad_id": hf_tokenizer.pad_token_id,

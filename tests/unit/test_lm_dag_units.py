@@ -1,0 +1,99 @@
+"""The language-model DAG's parts that need no pipeline: the gate's perplexity rule, the
+``language_model`` config section, the run's stage list, the text classifier checkpoint, and
+register/evaluate treating a text package and a text champion."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from trainpipe.config import load_config
+from trainpipe.errors import ConfigError
+from trainpipe.evaluate.config import GateConfig
+from trainpipe.evaluate.gate import PROMOTE, REJECT, decide, perplexity_bound
+from trainpipe.local_run import stages_of
+from trainpipe.models.checkpoint import from_bytes, to_bytes
+from trainpipe.models.lm import LMConfig, TextClassifier, TransformerLM
+from trainpipe.models.text_checkpoint import load_text_classifier, text_classifier_payload
+
+METRICS = {"accuracy": 0.9, "slices": {}, "language_model": {"test_perplexity": 120.0}}
+NO_CHAMPION = {"champion": None, "intervals": {}}
+
+
+def test_perplexity_rule_passes_fails_and_stays_out_when_unset():
+    assert perplexity_bound(GateConfig(), METRICS) is None
+    assert perplexity_bound(GateConfig(max_perplexity=50.0), {"accuracy": 0.9}) is None
+    passed = perplexity_bound(GateConfig(max_perplexity=150.0), METRICS)
+    assert passed.passed and passed.values == {
+        "metric": "test_perplexity",
+        "value": 120.0,
+        "max": 150.0,
+    }
+    failed = perplexity_bound(GateConfig(max_perplexity=100.0), METRICS)
+    assert not failed.passed
+    assert failed.detail.startswith("the language model did not learn the corpus well enough")
+    assert "120.0000 > max 100.0000" in failed.detail
+
+
+def test_decide_rejects_a_classifier_whose_language_model_is_too_perplexed():
+    cfg = GateConfig(min_value=0.5, max_perplexity=100.0)
+    decision = decide(cfg, METRICS, NO_CHAMPION)
+    assert decision.decision == REJECT
+    assert [r.rule for r in decision.rules if not r.passed] == ["max_perplexity"]
+    relaxed = cfg.model_copy(update={"max_perplexity": 200.0})
+    assert decide(relaxed, METRICS, NO_CHAMPION).decision == PROMOTE
+
+
+def test_a_key_of_a_language_model_subsection_keeps_its_demo_defaults():
+    cfg = load_config(None, ["language_model.model.dim=32", "language_model.pretrain.epochs=1"])
+    lm = cfg.language_model
+    assert (lm.model.dim, lm.model.depth, lm.model.max_seq_len) == (32, 2, 128)
+    assert (lm.pretrain.epochs, lm.pretrain.lr, lm.pretrain.device) == (1, 3e-3, "auto")
+    assert lm.finetune.strategy == "lora" and not lm.enabled
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["deploy.target=kubernetes", "deploy.service_url=http://x:8080"],
+            "does not roll out to a cluster itself yet",
+        ),
+        (["tune.enabled=true"], "has no tune step"),
+        (["language_model.text.seq_len=256"], "text.seq_len 256 exceeds model.max_seq_len 128"),
+    ],
+)
+def test_language_model_dag_refuses_what_it_cannot_do(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, ["language_model.enabled=true", *overrides])
+    load_config(None, overrides)  # the table DAG is unaffected
+
+
+def test_stages_of_the_language_model_run():
+    lm = load_config(None, ["language_model.enabled=true"])
+    assert stages_of(lm) == (
+        "lm_data",
+        "lm_pretrain",
+        "lm_finetune",
+        "evaluate",
+        "export_onnx",
+        "gate",
+        "register",
+        "deploy",
+    )
+    hf = load_config(None, ["language_model.enabled=true", "language_model.hf_checkpoint_uri=x"])
+    assert "lm_pretrain" not in stages_of(hf)
+    assert stages_of(load_config())[0] == "validate_data"
+
+
+def test_text_classifier_checkpoint_round_trips_bit_exact():
+    torch.manual_seed(0)
+    backbone = TransformerLM(LMConfig(dim=16, depth=1, heads=2, max_seq_len=16), 50)
+    model = TextClassifier(backbone, 3, pad_id=0).eval()
+    data = to_bytes(text_classifier_payload(model, ["a", "b", "c"]))
+    loaded = load_text_classifier(from_bytes(data))  # weights_only=True
+    ids = torch.tensor(np.random.default_rng(0).integers(1, 50, size=(4, 10)))
+    with torch.inference_mode():
+        assert torch.equal(model(ids), loaded(ids))
+    assert not loaded.training
