@@ -15,12 +15,11 @@ timed. Raises DeployError naming what failed.
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
 from trainpipe.artifacts import ArtifactSet
 from trainpipe.deploy.config import DeployConfig
+from trainpipe.deploy.served import serve_and_ask
 from trainpipe.errors import DeployError
 
 
@@ -34,10 +33,8 @@ def text_infra_check(
     endpoint_url: str | None = None,
 ) -> dict:
     from trainpipe.export.onnx_export import ort_session
-    from trainpipe.serve.client import InferenceClientError, infer_outputs, wait_ready
+    from trainpipe.serve.client import infer_outputs
     from trainpipe.serve.config import ServeConfig
-    from trainpipe.serve.errors import ModelLoadError
-    from trainpipe.serve.server import start_in_background
     from trainpipe.serve.text import GRAPH_INPUT, GRAPH_OUTPUT, TextFrontend, TextSpec
 
     package = ArtifactSet.open(model_uri, endpoint_url=endpoint_url)
@@ -65,33 +62,22 @@ def text_infra_check(
             f"{problem}; not rolled out"
         )
 
-    def ask(batch: np.ndarray) -> dict[str, np.ndarray]:
+    def ask(url: str, batch: np.ndarray) -> dict[str, np.ndarray]:
+        # Text travels as OIP BYTES (JSON strings), as a client sends it.
         return infer_outputs(
-            server.url, name, {"text": batch.astype(str)}, output_names=["label", "logits"]
+            url, name, {"text": batch.astype(str)}, output_names=["label", "logits"]
         )
 
-    started = time.monotonic()
-    try:
-        server = start_in_background(model_uri, serve_config)
-    except ModelLoadError as exc:
-        raise fail(f"the server refused the model ({' '.join(str(exc).split())})") from exc
-    try:
-        wait_ready(server.url, timeout_s=30)
-        ready_s = time.monotonic() - started
-        answers, sent_ms = [], []
-        for batch in requests:
-            sent = time.perf_counter()
-            answers.append(ask(batch))
-            sent_ms.append((time.perf_counter() - sent) * 1000)
-        latency_ms = []
-        for i in range(cfg.latency_requests):
-            sent = time.perf_counter()
-            ask(texts[i % len(texts) : i % len(texts) + 1])
-            latency_ms.append((time.perf_counter() - sent) * 1000)
-    except (InferenceClientError, TimeoutError) as exc:
-        raise fail(f"the server did not answer test texts ({' '.join(str(exc).split())})") from exc
-    finally:
-        server.stop()
+    served_answers = serve_and_ask(
+        model_uri,
+        serve_config,
+        requests,
+        ask,
+        lambda i: texts[i % len(texts) : i % len(texts) + 1],
+        cfg.latency_requests,
+        fail,
+    )
+    answers = served_answers.answers
 
     max_error = 0.0
     for batch, answer in zip(requests, answers, strict=True):
@@ -115,25 +101,15 @@ def text_infra_check(
             f"evaluation measured {evaluation_accuracy:.4f} on them (gap {gap:.4f} > allowed "
             f"{cfg.accuracy_tolerance:.4f}); the package does not serve the evaluated model"
         )
-    return {
-        "version": version,
-        "ready_s": round(ready_s, 3),
-        "smoke_examples": len(requests[0]),
-        "smoke_latency_ms": round(sent_ms[0], 2),
-        "predictions": answers[0]["label"].astype(str).tolist(),
-        "test_examples": len(texts),
-        "max_abs_error_vs_package": max_error,
-        "served_accuracy": served_accuracy,
-        "evaluation_accuracy": evaluation_accuracy,
-        "score": "accuracy",
-        "accuracy_gap": gap,
-        "allowed_accuracy_gap": cfg.accuracy_tolerance,
-        "latency": {
-            "requests": len(latency_ms),
-            "batch_size": 1,
-            "p50_ms": round(float(np.percentile(latency_ms, 50)), 3),
-            "p99_ms": round(float(np.percentile(latency_ms, 99)), 3),
-            "mean_ms": round(float(np.mean(latency_ms)), 3),
-        },
-        "server_url": server.url,
-    }
+    return served_answers.record(
+        version=version,
+        smoke_examples=len(requests[0]),
+        predictions=answers[0]["label"].astype(str).tolist(),
+        test_examples=len(texts),
+        max_abs_error_vs_package=max_error,
+        served_accuracy=served_accuracy,
+        evaluation_accuracy=evaluation_accuracy,
+        score="accuracy",
+        accuracy_gap=gap,
+        allowed_accuracy_gap=cfg.accuracy_tolerance,
+    )

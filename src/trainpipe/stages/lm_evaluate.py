@@ -20,7 +20,7 @@ import torch
 from trainpipe.evaluate.champion import ChampionModel, compare, verified_onnx
 from trainpipe.evaluate.gate import decide
 from trainpipe.evaluate.histories import load_histories
-from trainpipe.evaluate.metrics import classification_metrics, softmax
+from trainpipe.evaluate.metrics import classification_metrics, missing_classes, softmax
 from trainpipe.evaluate.report import evaluation_html, shown_headline
 from trainpipe.evaluate.slices import class_slices, slice_scores
 from trainpipe.models.checkpoint import from_bytes
@@ -102,9 +102,7 @@ def run_lm_evaluate(
     probs = softmax(logits.astype(np.float64))
     slices = class_slices(y, names)
     scores["slices"] = slice_scores(slices, y, probs)
-    seen = np.bincount(stored.labels["train"], minlength=len(names)) > 0
-    tested = np.bincount(y, minlength=len(names)) > 0
-    scores["classes_missing_from_test"] = [names[i] for i in np.flatnonzero(seen & ~tested)]
+    scores["classes_missing_from_test"] = missing_classes(stored.labels["train"], y, names)
     pretrain_uri = finetuned.manifest["lineage"]["inputs"].get("pretrain")
     if pretrain_uri:
         lm = ctx.open(pretrain_uri).summary

@@ -48,17 +48,16 @@ def run_lm_finetune(
     stored = labelled_text(ctx.open(data_uri))
     text = lm.classifier_text.model_copy(update={"seq_len": lm.classifier_seq_len()})
     world, _ = setup_world(lm.finetune)
-    checkpoints = checkpoint_store(ctx, STAGE, lm.finetune)
+    training = {
+        "world": world,
+        "checkpoints": checkpoint_store(ctx, STAGE, lm.finetune),
+        "stage": STAGE,
+        "endpoint_url": endpoint,
+    }
     try:
         if lm.hf_checkpoint_uri:
             clf, hf_tokenizer = finetune_hf_classifier(
-                lm.hf_checkpoint_uri,
-                text,
-                lm.finetune,
-                world=world,
-                checkpoints=checkpoints,
-                stage=STAGE,
-                endpoint_url=endpoint,
+                lm.hf_checkpoint_uri, text, lm.finetune, **training
             )
             # A copy without the fixed-length padding and truncation that tokenizing for
             # training left set: the server pads each batch to its longest text.
@@ -73,16 +72,7 @@ def run_lm_finetune(
             }
         else:
             backbone, tokenizer = _pretrained(ctx, pretrain_uri)
-            clf = finetune_text_classifier(
-                backbone,
-                tokenizer,
-                text,
-                lm.finetune,
-                world=world,
-                checkpoints=checkpoints,
-                stage=STAGE,
-                endpoint_url=endpoint,
-            )
+            clf = finetune_text_classifier(backbone, tokenizer, text, lm.finetune, **training)
             spec = {
                 "pad_id": special_id(tokenizer, PAD),
                 "cls_id": tokenizer.token_to_id(CLS),
