@@ -97,3 +97,23 @@ def test_text_classifier_checkpoint_round_trips_bit_exact():
     with torch.inference_mode():
         assert torch.equal(model(ids), loaded(ids))
     assert not loaded.training
+
+
+def test_compile_warns_about_the_language_model_dag_s_local_sources():
+    from trainpipe.cluster import cluster_unreadable_paths
+
+    cfg = load_config(
+        None,
+        [
+            "language_model.enabled=true",
+            "storage.uri=s3://bucket/ml",
+            "language_model.text.source=/home/me/corpus.txt",
+            "language_model.classifier_text.source=s3://bucket/reviews.parquet",
+        ],
+    )
+    assert cluster_unreadable_paths(cfg) == ["language_model.text.source '/home/me/corpus.txt'"]
+    # builtin: corpora ship with the image; the table DAG's data.source is not read here.
+    hf = cfg.model_copy(
+        update={"language_model": cfg.language_model.model_copy(update={"hf_checkpoint_uri": "x"})}
+    )
+    assert cluster_unreadable_paths(hf) == ["language_model.hf_checkpoint_uri 'x'"]
