@@ -180,3 +180,29 @@ def test_lm_dag_runs_locally_promotes_and_serves_text(tmp_path, capsys):
     assert result.as_numpy("probabilities").shape == (len(texts), 2)
     served_accuracy = np.mean([a == b for a, b in zip(labels, truth, strict=True)])
     assert served_accuracy == pytest.approx(evaluation["accuracy"], abs=1e-9)
+
+
+@pytest.mark.slow
+def test_lm_training_steps_run_under_torchrun_with_two_processes(tmp_path):
+    """nproc_per_node 2 (a pod with two GPUs; gloo on CPU here): lm_pretrain and lm_finetune
+    start torchrun in their pod through stages/pod.py, train DDP, and rank 0 commits."""
+    from trainpipe.artifacts import ArtifactSet
+    from trainpipe.stages.lm_data import run_lm_data
+    from trainpipe.stages.lm_finetune import run_lm_finetune
+    from trainpipe.stages.lm_pretrain import run_lm_pretrain
+
+    overrides = [
+        f"storage.uri={tmp_path.as_uri()}",
+        *TINY,
+        "language_model.pretrain.nproc_per_node=2",
+        "language_model.finetune.nproc_per_node=2",
+        "language_model.finetune.epochs=1",
+    ]
+    cfg = load_config(EXAMPLE, overrides).to_json()
+    run, data_uri = run_lm_data(cfg, "ddp")
+    pretrain_uri = run_lm_pretrain(cfg, run, data_uri)
+    finetune_uri = run_lm_finetune(cfg, run, data_uri, pretrain_uri)
+    pretrained, finetuned = ArtifactSet.open(pretrain_uri), ArtifactSet.open(finetune_uri)
+    assert pretrained.summary["processes"] == finetuned.summary["processes"] == 2
+    assert {"lm.pt", "tokenizer.json", "report.json"} <= set(pretrained.names())
+    assert {"model.pt", "test_ids.npy", "text.json"} <= set(finetuned.names())

@@ -61,6 +61,7 @@ def test_a_key_of_a_language_model_subsection_keeps_its_demo_defaults():
             "does not roll out to a cluster itself yet",
         ),
         (["tune.enabled=true"], "has no tune step"),
+        (["language_model.pretrain.parallelism=fsdp"], "store whole weights from rank 0"),
         (["language_model.text.seq_len=256"], "text.seq_len 256 exceeds model.max_seq_len 128"),
     ],
 )

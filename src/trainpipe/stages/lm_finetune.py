@@ -6,7 +6,8 @@ LoRA adapters are merged before anything is stored.
 Writes ``runs/<run_id>/lm_finetune/``: ``model.pt`` (:mod:`trainpipe.models.text_checkpoint`),
 ``tokenizer.json``, ``text.json`` (pad/cls ids, longest sequence, labels), ``test_ids.npy``
 (the test split as the classifier saw it: evaluate and export score exactly these) and
-``history.json``.
+``history.json``. With ``finetune.nproc_per_node`` > 1 (``auto``: every GPU of the pod) it
+trains under torchrun in its pod (``stages/pod.py``), DDP; rank 0 stores.
 """
 
 from __future__ import annotations
@@ -20,8 +21,7 @@ from trainpipe.models.lm import LMConfig, TransformerLM
 from trainpipe.models.text_checkpoint import text_classifier_payload
 from trainpipe.stages.context import make_context
 from trainpipe.stages.lm_context import TEST_IDS, TOKENIZER, array_bytes, labelled_text
-from trainpipe.stages.training_run import checkpoint_store, setup_world
-from trainpipe.train.distributed import shutdown
+from trainpipe.stages.training_run import checkpoint_store, run_training, setup_world
 from trainpipe.train.lm import finetune_hf_classifier, finetune_text_classifier
 
 STAGE = "lm_finetune"
@@ -42,6 +42,27 @@ def _pretrained(ctx, pretrain_uri: str):
 def run_lm_finetune(
     config_json: str, run_id: str, data_uri: str, pretrain_uri: str, metrics=None
 ) -> str:
+    """Fine-tune in this process, or under torchrun with one process per GPU of the pod
+    (``finetune.nproc_per_node``); returns the committed set's URI."""
+    ctx = make_context(config_json, run_id)
+    lm = ctx.cfg.language_model
+    inputs = {"data_uri": data_uri, "pretrain_uri": pretrain_uri}
+    result = run_training(ctx, STAGE, lm.finetune, train_lm_finetune, **inputs)
+    summary = result.summary
+    if metrics is not None:
+        metrics.log_metric("val_accuracy", round(float(summary["final_val_accuracy"]), 6))
+        metrics.log_metric("trainable_params", summary["trainable_params"])
+    print(
+        f"[lm_finetune] {summary['strategy']} from {summary['source']}: "
+        f"{summary['trainable_params']:,} trainable parameters, validation accuracy "
+        f"{summary['final_val_accuracy']:.4f} after {summary['epochs']} epochs",
+        flush=True,
+    )
+    return result.uri
+
+
+def train_lm_finetune(config_json: str, run_id: str, data_uri: str, pretrain_uri: str) -> None:
+    """Train on every rank (DDP); rank 0 commits."""
     ctx = make_context(config_json, run_id)
     lm = ctx.cfg.language_model
     endpoint = ctx.cfg.storage.endpoint_url
@@ -54,32 +75,31 @@ def run_lm_finetune(
         "stage": STAGE,
         "endpoint_url": endpoint,
     }
-    try:
-        if lm.hf_checkpoint_uri:
-            clf, hf_tokenizer = finetune_hf_classifier(
-                lm.hf_checkpoint_uri, text, lm.finetune, **training
-            )
-            # A copy without the fixed-length padding and truncation that tokenizing for
-            # training left set: the server pads each batch to its longest text.
-            tokenizer = Tokenizer.from_str(hf_tokenizer.backend_tokenizer.to_str())
-            tokenizer.no_padding()
-            tokenizer.no_truncation()
-            # The tokenizer's post-processor adds the model's own special tokens: no cls_id.
-            spec = {
-                "pad_id": hf_tokenizer.pad_token_id,
-                "cls_id": None,
-                "max_seq_len": text.seq_len,
-            }
-        else:
-            backbone, tokenizer = _pretrained(ctx, pretrain_uri)
-            clf = finetune_text_classifier(backbone, tokenizer, text, lm.finetune, **training)
-            spec = {
-                "pad_id": special_id(tokenizer, PAD),
-                "cls_id": tokenizer.token_to_id(CLS),
-                "max_seq_len": lm.model.max_seq_len,
-            }
-    finally:
-        shutdown()
+    if lm.hf_checkpoint_uri:
+        clf, hf_tokenizer = finetune_hf_classifier(
+            lm.hf_checkpoint_uri, text, lm.finetune, **training
+        )
+        # A copy without the fixed-length padding and truncation that tokenizing for
+        # training left set: the server pads each batch to its longest text.
+        tokenizer = Tokenizer.from_str(hf_tokenizer.backend_tokenizer.to_str())
+        tokenizer.no_padding()
+        tokenizer.no_truncation()
+        # The tokenizer's post-processor adds the model's own special tokens: no cls_id.
+        spec = {
+            "pad_id": hf_tokenizer.pad_token_id,
+            "cls_id": None,
+            "max_seq_len": text.seq_len,
+        }
+    else:
+        backbone, tokenizer = _pretrained(ctx, pretrain_uri)
+        clf = finetune_text_classifier(backbone, tokenizer, text, lm.finetune, **training)
+        spec = {
+            "pad_id": special_id(tokenizer, PAD),
+            "cls_id": tokenizer.token_to_id(CLS),
+            "max_seq_len": lm.model.max_seq_len,
+        }
+    if not world.is_main:
+        return
     test = clf.splits["test"]
     if clf.label_names != stored.label_names or len(test) != len(stored.texts["test"]):
         raise DataError(
@@ -110,14 +130,6 @@ def run_lm_finetune(
         "final_val_loss": last.val_loss,
         "final_val_accuracy": last.val_metric,
         "torch_test_accuracy": clf.test_accuracy,
+        "processes": world.size,
     }
-    if metrics is not None:
-        metrics.log_metric("val_accuracy", round(float(last.val_metric), 6))
-        metrics.log_metric("trainable_params", clf.trainable_params)
-    print(
-        f"[lm_finetune] {lm.finetune.strategy} from {summary['source']}: "
-        f"{clf.trainable_params:,} trainable parameters, validation accuracy "
-        f"{last.val_metric:.4f} after {summary['epochs']} epochs",
-        flush=True,
-    )
-    return writer.commit(summary=summary)
+    writer.commit(summary=summary)

@@ -4,7 +4,9 @@ with the tokenizer it stored.
 Writes ``runs/<run_id>/lm_pretrain/``: ``lm.pt`` (config and weights), ``tokenizer.json``,
 ``report.json`` (size, FLOPs per token, learning curves in tokens, validation/test perplexity,
 tokens/s and MFU records, samples), ``history.json`` and ``curves.png``. Checkpoints go to the
-run's checkpoint folder, so a retried pod resumes where the killed one stopped.
+run's checkpoint folder, so a retried pod resumes where the killed one stopped. With
+``pretrain.nproc_per_node`` > 1 (``auto``: every GPU of the pod) it trains under torchrun in
+its pod (``stages/pod.py``), DDP.
 """
 
 from __future__ import annotations
@@ -13,33 +15,54 @@ from trainpipe.evaluate.plots import learning_curves_png
 from trainpipe.models.checkpoint import to_bytes
 from trainpipe.stages.context import make_context
 from trainpipe.stages.lm_context import TOKENIZER
-from trainpipe.stages.training_run import checkpoint_store, setup_world
+from trainpipe.stages.training_run import checkpoint_store, run_training, setup_world
 from trainpipe.storage import join_uri
-from trainpipe.train.distributed import shutdown
 from trainpipe.train.lm import pretrain_language_model
 
 STAGE = "lm_pretrain"
 
 
 def run_lm_pretrain(config_json: str, run_id: str, data_uri: str, metrics=None) -> str:
+    """Pretrain in this process, or under torchrun with one process per GPU of the pod
+    (``pretrain.nproc_per_node``); returns the committed set's URI."""
+    ctx = make_context(config_json, run_id)
+    lm = ctx.cfg.language_model
+    result = run_training(ctx, STAGE, lm.pretrain, train_lm_pretrain, data_uri=data_uri)
+    summary = result.summary
+    if metrics is not None:
+        for name in ("val_perplexity", "test_perplexity", "tokens_per_s", "mfu"):
+            if summary.get(name) is not None:
+                metrics.log_metric(name, round(float(summary[name]), 6))
+    mfu = f"{summary['mfu']:.1%}" if summary.get("mfu") is not None else "n/a"
+    speed = f"{summary['tokens_per_s']:,.0f}" if summary.get("tokens_per_s") else "n/a"
+    print(
+        f"[lm_pretrain] {summary['kind']} LM, {summary['num_params']:,} parameters: validation "
+        f"perplexity {summary['val_perplexity']:.2f}, test {summary['test_perplexity']:.2f}; "
+        f"{speed} tokens/s, MFU {mfu}",
+        flush=True,
+    )
+    return result.uri
+
+
+def train_lm_pretrain(config_json: str, run_id: str, data_uri: str) -> None:
+    """Train on every rank (DDP; rank 0 loads the tokenizer and sends it); rank 0 commits."""
     ctx = make_context(config_json, run_id)
     lm = ctx.cfg.language_model
     ctx.open(data_uri)  # complete and verified before its tokenizer is used
     # The tokenizer lm_data trained (or copied from the user's tokenizer_uri).
     text = lm.text.model_copy(update={"tokenizer_uri": join_uri(data_uri, TOKENIZER)})
     world, _ = setup_world(lm.pretrain)
-    try:
-        result = pretrain_language_model(
-            text,
-            lm.model,
-            lm.pretrain,
-            world=world,
-            checkpoints=checkpoint_store(ctx, STAGE, lm.pretrain),
-            stage=STAGE,
-            endpoint_url=ctx.cfg.storage.endpoint_url,
-        )
-    finally:
-        shutdown()
+    result = pretrain_language_model(
+        text,
+        lm.model,
+        lm.pretrain,
+        world=world,
+        checkpoints=checkpoint_store(ctx, STAGE, lm.pretrain),
+        stage=STAGE,
+        endpoint_url=ctx.cfg.storage.endpoint_url,
+    )
+    if not world.is_main:
+        return
     report = result.report()
     throughput = report["throughput"]
     summary = {
@@ -51,6 +74,7 @@ def run_lm_pretrain(config_json: str, run_id: str, data_uri: str, metrics=None) 
         "tokens_per_s": throughput.get("tokens_per_s"),
         "mfu": throughput.get("mfu"),
         "epochs": len(result.result.history),
+        "processes": world.size,
     }
     writer = ctx.writer(STAGE, inputs={"data": data_uri})
     writer.put_bytes(
@@ -65,16 +89,4 @@ def run_lm_pretrain(config_json: str, run_id: str, data_uri: str, metrics=None) 
     writer.put_bytes(
         "curves.png", learning_curves_png(report["history"], title, result.result.metric_name)
     )
-    if metrics is not None:
-        for name in ("val_perplexity", "test_perplexity", "tokens_per_s", "mfu"):
-            if summary[name] is not None:
-                metrics.log_metric(name, round(float(summary[name]), 6))
-    mfu = f"{summary['mfu']:.1%}" if summary["mfu"] is not None else "n/a"
-    speed = f"{summary['tokens_per_s']:,.0f}" if summary["tokens_per_s"] else "n/a"
-    print(
-        f"[lm_pretrain] {lm.model.kind} LM, {result.num_params:,} parameters: validation "
-        f"perplexity {result.val_perplexity:.2f}, test {result.test_perplexity:.2f}; "
-        f"{speed} tokens/s, MFU {mfu}",
-        flush=True,
-    )
-    return writer.commit(summary=summary)
+    writer.commit(summary=summary)

@@ -98,6 +98,11 @@ class LanguageModelConfig(LanguageModelSettings):
 
     @model_validator(mode="after")
     def _fits(self) -> LanguageModelConfig:
+        if self.enabled and "fsdp" in (self.pretrain.parallelism, self.finetune.parallelism):
+            raise ValueError(
+                "pretrain/finetune.parallelism=fsdp: the DAG's steps store whole weights from "
+                "rank 0, which FSDP shards; use ddp"
+            )
         pretrains = self.enabled and not self.hf_checkpoint_uri
         if pretrains and self.text.seq_len > self.model.max_seq_len:
             raise ValueError(
