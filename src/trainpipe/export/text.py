@@ -10,6 +10,7 @@ sequence length (parity checked at several lengths), its tokenizer, and a ``text
 from __future__ import annotations
 
 import json
+from datetime import datetime
 
 import numpy as np
 from torch import nn
@@ -38,6 +39,7 @@ def export_text_package(
     atol: float = 1e-4,
     rtol: float = 1e-3,
     run_id: str = "serve",
+    started: tuple[datetime, float] | None = None,
 ) -> tuple[str, list[dict]]:
     """Export, check parity on ``check_ids`` at its full width and at a third of it (the
     sequence axis must really be dynamic), write the package (the reports in it as
@@ -68,6 +70,7 @@ def export_text_package(
         text=spec,
         tokenizer_json=tokenizer.to_str().encode("utf-8"),
         run_id=run_id,
+        started=started,
         extra_files={"parity.json": json.dumps({"lengths": reports}, indent=2).encode()},
     )
     return uri, reports

@@ -42,6 +42,7 @@ def run_lm_export(config_json: str, run_id: str, finetune_uri: str) -> str:
         atol=cfg.parity_atol,
         rtol=cfg.parity_rtol,
         run_id=run_id,
+        started=(ctx.started_at, ctx.started_monotonic),
     )
     checked = ids[: cfg.parity_max_examples]
     worst = max(report["max_abs_error"] for report in parity)
