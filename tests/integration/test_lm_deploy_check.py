@@ -1,6 +1,7 @@
-"""The deploy step's check of a text classifier: the real server on the package takes the test
-texts as OIP BYTES; it passes when the served labels reach evaluation's accuracy and fails
-with one line when they do not (a package that is not the evaluated model)."""
+"""A registered text classifier in the language-model DAG's shared steps: the deploy check (the
+real server on the package takes the test texts as OIP BYTES; it passes when the served labels
+reach evaluation's accuracy and fails with one line when they do not) and lm_evaluate's
+scoring of a text champion."""
 
 from __future__ import annotations
 
@@ -77,3 +78,41 @@ def test_text_check_fails_when_the_package_is_not_the_evaluated_model(package):
     assert message.startswith("deploy error: infrastructure check of reviews version 1 failed")
     assert "the package does not serve the evaluated model; not rolled out" in message
     assert "\n" not in message
+
+
+def test_a_text_champion_is_scored_on_the_same_texts_through_its_own_tokenizer(package, tmp_path):
+    """lm_evaluate's champion: the registered model.onnx run on the raw test texts through the
+    version's tokenizer.json (so a retrained tokenizer still compares); other labels make it
+    incomparable, with the reason."""
+    from trainpipe.artifacts import ArtifactSet
+    from trainpipe.export.onnx_export import ort_session
+    from trainpipe.registry import Registry
+    from trainpipe.serve.text import TextFrontend, TextSpec
+    from trainpipe.stages.lm_evaluate import text_champion
+
+    uri, texts, labels, accuracy = package
+    exported = ArtifactSet.open(uri)
+    registry = Registry(open_store(tmp_path.as_uri()), "reviews")
+    files = {name: exported.get_bytes(name) for name in exported.names()}
+    registry.promote(registry.register(files, run_id="r1", lineage={}, summary={}), reason="t")
+
+    champion, probs = text_champion(registry, ["negative", "positive"], texts)
+    assert champion.comparable and champion.version == "1"
+    metadata = exported.get_json("model.json")
+    frontend = TextFrontend(
+        TextSpec.from_json(metadata["text"], uri),
+        exported.get_bytes("tokenizer.json"),
+        tuple(metadata["labels"]),
+        uri,
+    )
+    expected = ort_session(exported.get_bytes("model.onnx")).run(
+        ["logits"], {"input": frontend.encode(np.array(texts))}
+    )[0]
+    np.testing.assert_array_equal(probs.argmax(1), expected.argmax(1))
+    assert float((probs.argmax(1) == labels).mean()) == pytest.approx(accuracy, abs=0.05)
+
+    other, none = text_champion(registry, ["bad", "good"], texts)
+    assert none is None and not other.comparable
+    assert other.why_not == (
+        "it predicts labels ['negative', 'positive'], the test data has ['bad', 'good']"
+    )
