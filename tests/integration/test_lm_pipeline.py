@@ -185,7 +185,8 @@ def test_lm_dag_runs_locally_promotes_and_serves_text(tmp_path, capsys):
 @pytest.mark.slow
 def test_lm_training_steps_run_under_torchrun_with_two_processes(tmp_path):
     """nproc_per_node 2 (a pod with two GPUs; gloo on CPU here): lm_pretrain and lm_finetune
-    start torchrun in their pod through stages/pod.py, train DDP, and rank 0 commits."""
+    start torchrun in their pod through stages/pod.py, train DDP, and rank 0 commits; here a
+    masked (BERT-style) LM with a WordPiece tokenizer."""
     from trainpipe.artifacts import ArtifactSet
     from trainpipe.stages.lm_data import run_lm_data
     from trainpipe.stages.lm_finetune import run_lm_finetune
@@ -197,6 +198,8 @@ def test_lm_training_steps_run_under_torchrun_with_two_processes(tmp_path):
         "language_model.pretrain.nproc_per_node=2",
         "language_model.finetune.nproc_per_node=2",
         "language_model.finetune.epochs=1",
+        "language_model.model.kind=masked",
+        "language_model.text.tokenizer=wordpiece",
     ]
     cfg = load_config(EXAMPLE, overrides).to_json()
     run, data_uri = run_lm_data(cfg, "ddp")
@@ -204,5 +207,7 @@ def test_lm_training_steps_run_under_torchrun_with_two_processes(tmp_path):
     finetune_uri = run_lm_finetune(cfg, run, data_uri, pretrain_uri)
     pretrained, finetuned = ArtifactSet.open(pretrain_uri), ArtifactSet.open(finetune_uri)
     assert pretrained.summary["processes"] == finetuned.summary["processes"] == 2
+    assert pretrained.summary["kind"] == "masked"
+    assert pretrained.get_json("report.json")["samples"] == []  # samples are causal-only
     assert {"lm.pt", "tokenizer.json", "report.json"} <= set(pretrained.names())
     assert {"model.pt", "test_ids.npy", "text.json"} <= set(finetuned.names())
