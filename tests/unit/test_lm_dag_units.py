@@ -118,3 +118,43 @@ def test_compile_warns_about_the_language_model_dag_s_local_sources():
         update={"language_model": cfg.language_model.model_copy(update={"hf_checkpoint_uri": "x"})}
     )
     assert cluster_unreadable_paths(hf) == ["language_model.hf_checkpoint_uri 'x'"]
+
+
+def test_a_bad_language_model_config_is_one_line_and_exit_2(capsys):
+    from trainpipe.cli import main
+
+    code = main(
+        [
+            "run",
+            "--set",
+            "language_model.enabled=true",
+            "--set",
+            "language_model.classifier_text.label_column=null",
+        ]
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err == [
+        "trainpipe: config error: language_model: classifier_text.label_column is not set: the "
+        "DAG fine-tunes a classifier; name the column of classifier_text.source that holds the "
+        "labels"
+    ]
+
+
+def test_lm_data_refuses_a_corpus_too_small_to_split(tmp_path):
+    from trainpipe.errors import DataError
+    from trainpipe.stages.lm_data import run_lm_data
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("one short document.\n\nanother one.\n")
+    cfg = load_config(
+        None,
+        [
+            f"storage.uri={tmp_path.as_uri()}/store",
+            "language_model.enabled=true",
+            f"language_model.text.source={corpus}",
+        ],
+    )
+    with pytest.raises(DataError, match=r"split has no documents \(2 in all\)"):
+        run_lm_data(cfg.to_json(), "small")
+    assert not (tmp_path / "store" / "runs" / "small" / "lm_data").exists()  # nothing half-written

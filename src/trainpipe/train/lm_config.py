@@ -103,6 +103,11 @@ class LanguageModelConfig(LanguageModelSettings):
                 "pretrain/finetune.parallelism=fsdp: the DAG's steps store whole weights from "
                 "rank 0, which FSDP shards; use ddp"
             )
+        if self.enabled and not self.classifier_text.label_column:
+            raise ValueError(
+                "classifier_text.label_column is not set: the DAG fine-tunes a classifier; name "
+                "the column of classifier_text.source that holds the labels"
+            )
         pretrains = self.enabled and not self.hf_checkpoint_uri
         if pretrains and self.text.seq_len > self.model.max_seq_len:
             raise ValueError(
