@@ -109,21 +109,10 @@ def cluster_unreadable_paths(cfg, *, continual: bool = False) -> list[str]:
 
     source = ("continual.source", cfg.continual.source) if continual else None
     places = [source or ("data.source", cfg.data.source)]
-    lm = cfg.language_model
-    if lm.enabled and not continual:  # the language-model DAG reads its own sources
-        places = [
-            ("language_model.classifier_text.source", lm.classifier_text.source),
-            ("language_model.classifier_text.tokenizer_uri", lm.classifier_text.tokenizer_uri),
-            ("language_model.hf_checkpoint_uri", lm.hf_checkpoint_uri),
-        ]
-        if not lm.hf_checkpoint_uri:
-            places += [
-                ("language_model.text.source", lm.text.source),
-                ("language_model.text.tokenizer_uri", lm.text.tokenizer_uri),
-            ]
+    if cfg.language_model.enabled and not continual:  # the language-model DAG's own inputs
+        places = cfg.language_model.inputs()
     found = []
     for key, uri in (*places, ("storage.uri", cfg.storage.uri)):
-        built_in = uri == BUILTIN_DIGITS or (uri or "").startswith("builtin:")
-        if uri and not built_in and ("://" not in uri or uri.startswith("file://")):
+        if uri and uri != BUILTIN_DIGITS and ("://" not in uri or uri.startswith("file://")):
             found.append(f"{key} {uri!r}")
     return found

@@ -23,6 +23,7 @@ from trainpipe.data.datasets import check_source
 from trainpipe.errors import TrainpipeError
 from trainpipe.kfp_output import quiet_kfp_output
 from trainpipe.stages.context import STAGES, run_prefix
+from trainpipe.stages.lm_data import check_lm_sources
 from trainpipe.storage import ArtifactNotFound, FileStore, StorageError, open_store
 from trainpipe.tune.space import searches_pretraining
 
@@ -138,8 +139,11 @@ def run_locally(cfg: Config, *, run_id: str | None = None, tune_only: bool = Fal
     from trainpipe.pipelines.tuning import build_tuning_pipeline
 
     cfg = resolve_storage(cfg)
-    if not cfg.language_model.enabled:  # the text DAG's lm_data step checks its corpora
-        check_source(cfg.data, endpoint_url=cfg.storage.endpoint_url)  # fail before anything runs
+    # Fail before anything runs.
+    if cfg.language_model.enabled:
+        check_lm_sources(cfg)
+    else:
+        check_source(cfg.data, endpoint_url=cfg.storage.endpoint_url)
     run_id = run_id or new_run_id()
     started = time.monotonic()
     failure: Exception | None = None

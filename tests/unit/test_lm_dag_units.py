@@ -158,3 +158,52 @@ def test_lm_data_refuses_a_corpus_too_small_to_split(tmp_path):
     with pytest.raises(DataError, match=r"split has no documents \(2 in all\)"):
         run_lm_data(cfg.to_json(), "small")
     assert not (tmp_path / "store" / "runs" / "small" / "lm_data").exists()  # nothing half-written
+
+
+def test_a_missing_corpus_fails_the_run_before_kfp_starts(tmp_path, capsys):
+    from trainpipe.cli import main
+
+    code = main(
+        [
+            "run",
+            "--output",
+            str(tmp_path),
+            "--set",
+            "language_model.enabled=true",
+            "--set",
+            f"language_model.text.source={tmp_path}/nope.txt",
+        ]
+    )
+    assert code == 1
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"trainpipe: data error: language_model.text.source {tmp_path}/nope.txt does not exist; "
+        "give an existing file or folder (file:// or s3://), or a builtin: corpus"
+    ]
+    assert not (tmp_path / "runs").exists()
+
+
+def test_the_preflight_finds_s3_corpora_and_shard_folders(s3_bucket, s3_endpoint):
+    """On the loopback S3 server, with the endpoint from the config: a file and a folder of
+    shards exist, a missing key does not."""
+    from trainpipe.errors import DataError
+    from trainpipe.stages.lm_data import check_lm_sources
+    from trainpipe.storage import open_store
+
+    store = open_store(s3_bucket, endpoint_url=s3_endpoint)
+    store.put_bytes("corpus.txt", b"some text\n\nmore text\n")
+    store.put_bytes("labelled/part-0.jsonl", b'{"text": "good", "label": "positive"}\n')
+
+    def config(source: str, labelled: str):
+        return load_config(
+            None,
+            [
+                f"storage.endpoint_url={s3_endpoint}",
+                "language_model.enabled=true",
+                f"language_model.text.source={source}",
+                f"language_model.classifier_text.source={labelled}",
+            ],
+        )
+
+    check_lm_sources(config(f"{s3_bucket}/corpus.txt", f"{s3_bucket}/labelled"))
+    with pytest.raises(DataError, match=r"^data error: language_model.text.source .* does not"):
+        check_lm_sources(config(f"{s3_bucket}/missing.txt", f"{s3_bucket}/labelled"))

@@ -26,6 +26,24 @@ from trainpipe.data.text import (
 from trainpipe.errors import DataError
 from trainpipe.stages.context import make_context
 from trainpipe.stages.lm_context import LABELLED_TEXT, SPLITS, TOKENIZER, LabelledText
+from trainpipe.storage import StorageError, open_store, split_uri
+
+
+def check_lm_sources(cfg) -> None:
+    """Fail fast, before a pipeline starts, when an input of the language-model DAG does not
+    exist (a file, or a folder with at least one file); nothing is read."""
+    for key, uri in cfg.language_model.inputs():
+        base, name = split_uri(uri)
+        try:
+            store = open_store(base, endpoint_url=cfg.storage.endpoint_url)
+            found = store.head(name) is not None or bool(store.list(name))
+        except StorageError as exc:
+            raise DataError(f"data error: {key} {uri} is unreadable: {exc}") from None
+        if not found:
+            raise DataError(
+                f"data error: {key} {uri} does not exist; give an existing file or folder "
+                "(file:// or s3://), or a builtin: corpus"
+            )
 
 
 def _check_tokens(tokenizer, corpus, seq_len: int, source: str) -> dict[str, int]:

@@ -96,6 +96,25 @@ class LanguageModelConfig(LanguageModelSettings):
     one; ``data``, ``model``, ``pretrain`` and ``finetune`` of the pipeline config are then
     unused (the sections here replace them)."""
 
+    def inputs(self) -> list[tuple[str, str]]:
+        """(config key, URI) of every input the DAG reads, builtin corpora left out: what the
+        run's preflight checks exists and what ``compile`` warns about when it is local."""
+        places = [
+            ("classifier_text.source", self.classifier_text.source),
+            ("classifier_text.tokenizer_uri", self.classifier_text.tokenizer_uri),
+            ("hf_checkpoint_uri", self.hf_checkpoint_uri),
+        ]
+        if not self.hf_checkpoint_uri:
+            places += [
+                ("text.source", self.text.source),
+                ("text.tokenizer_uri", self.text.tokenizer_uri),
+            ]
+        return [
+            (f"language_model.{key}", uri)
+            for key, uri in places
+            if uri and not uri.startswith("builtin:")
+        ]
+
     @model_validator(mode="after")
     def _fits(self) -> LanguageModelConfig:
         if self.enabled and "fsdp" in (self.pretrain.parallelism, self.finetune.parallelism):
