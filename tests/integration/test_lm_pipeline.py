@@ -158,6 +158,9 @@ def test_lm_dag_runs_locally_promotes_and_serves_text(tmp_path, capsys):
     assert rules["max_perplexity"]["passed"]
     assert rules["max_perplexity"]["values"]["max"] == 2000.0
     evaluation = json.loads((run_dir / "evaluate" / "metrics.json").read_text())
+    report = (run_dir / "evaluate" / "report.html").read_text()
+    perplexity = evaluation["language_model"]["test_perplexity"]
+    assert f"test perplexity {perplexity:.2f}" in report
 
     registry = Registry(store, "reviews")
     version = registry.verify_version(registry.champion().version)
