@@ -20,6 +20,7 @@ from trainpipe.config import load_config
 from trainpipe.pipelines.training import compile_pipeline
 from trainpipe.registry import Registry
 from trainpipe.serve import ServeConfig, start_in_background
+from trainpipe.stages.gate import run_gate
 from trainpipe.storage import open_store
 
 EXAMPLE = str(Path(__file__).resolve().parents[2] / "docs" / "examples" / "language-model.yaml")
@@ -168,6 +169,21 @@ def test_lm_dag_runs_locally_promotes_and_serves_text(tmp_path, capsys):
         version.names()
     )
     assert version.get_json("lineage.json")["pretrain"].endswith("/lm_pretrain")
+
+    # The gate on this run's stored evaluation, with a perplexity bound the tiny LM misses.
+    strict = load_config(
+        EXAMPLE, [f"storage.uri={store_dir}", *TINY, "gate.max_perplexity=2.0"]
+    ).to_json()
+    rejected, _ = run_gate(
+        strict,
+        "recheck",  # artifact sets are immutable: the recheck is a run of its own
+        f"{store.uri}/runs/{run_dir.name}/evaluate",
+        f"{store.uri}/runs/{run_dir.name}/export_onnx",
+    )
+    assert rejected == "reject"
+    last = json.loads((store_dir / "runs" / "recheck" / "gate" / "decision.json").read_text())
+    failed = {r["rule"] for r in last["rules"] if not r["passed"]}
+    assert "max_perplexity" in failed
 
     labelled = json.loads((run_dir / "lm_data" / "labelled_text.json").read_text())
     texts = labelled["splits"]["test"]["texts"]
