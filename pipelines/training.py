@@ -22,6 +22,7 @@ from trainpipe.components.pretrain.component import pretrain
 from trainpipe.components.register.component import register
 from trainpipe.components.validate_data.component import validate_data
 from trainpipe.config import Config
+from trainpipe.errors import ConfigError
 from trainpipe.evaluate.gate import PROMOTE
 from trainpipe.pipelines.tuning import tune_search_component
 from trainpipe.tune.space import searches_pretraining
@@ -79,6 +80,11 @@ def judge(cfg: Config, config_json, run, data_uri, finetune_uri):
         config_json=config_json, run_id=run, data_uri=data_uri, finetune_uri=finetune_uri
     ).set_display_name("export onnx")
     on_cluster(exported, cfg, gpu=False, retries=0)
+    return evaluated, exported, gate_on(cfg, config_json, run, evaluated, exported)
+
+
+def gate_on(cfg: Config, config_json, run, evaluated, exported) -> dsl.PipelineTask:
+    """The shared gate over an evaluate task and an export task (table or text)."""
     decided = gate(
         config_json=config_json,
         run_id=run,
@@ -86,7 +92,7 @@ def judge(cfg: Config, config_json, run, data_uri, finetune_uri):
         export_uri=exported.output,
     )
     on_cluster(decided, cfg, gpu=False, retries=0)
-    return evaluated, exported, decided
+    return decided
 
 
 def promote(cfg: Config, config_json, run, evaluated, exported, decided) -> dsl.PipelineTask:
@@ -206,14 +212,30 @@ def build_pipeline(cfg: Config, *, retries: int | None = None):
     return training_pipeline
 
 
+def batch_pipeline(cfg: Config, *, retries: int | None = None):
+    """The pipeline ``trainpipe run``/``compile``/``submit`` build for ``cfg``: the
+    language-model DAG when ``language_model.enabled``, else the table/image one."""
+    if cfg.language_model.enabled:
+        from trainpipe.pipelines.language_model import build_lm_pipeline
+
+        return build_lm_pipeline(cfg, retries=retries)
+    return build_pipeline(cfg, retries=retries)
+
+
 def compile_pipeline(cfg: Config, output_path: str, *, continual: bool = False) -> None:
-    """Write the IR YAML of the batch pipeline, or (``continual``) of the continual one."""
+    """Write the IR YAML of the batch pipeline (the language-model one when the config enables
+    it), or (``continual``) of the continual one."""
     from kfp import compiler
 
     if continual:
         from trainpipe.pipelines.continual import build_continual_pipeline
 
+        if cfg.language_model.enabled:
+            raise ConfigError(
+                "usage error: --continual retrains table/image models; the language-model DAG "
+                "has no continual pipeline (drop --continual or language_model.enabled)"
+            )
         pipeline = build_continual_pipeline(cfg)
     else:
-        pipeline = build_pipeline(cfg)
+        pipeline = batch_pipeline(cfg)
     compiler.Compiler().compile(pipeline, package_path=output_path)

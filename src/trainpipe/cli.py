@@ -78,6 +78,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from trainpipe.local_run import format_summary, run_locally
 
     cfg = _load(args)
+    if args.continual and cfg.language_model.enabled:
+        raise ConfigError(
+            "usage error: --continual retrains table/image models; the language-model DAG has "
+            "no continual run (drop --continual or language_model.enabled)"
+        )
     if args.continual:
         from trainpipe.continual.simulate import continual_command
 

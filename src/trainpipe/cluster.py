@@ -108,9 +108,11 @@ def cluster_unreadable_paths(cfg, *, continual: bool = False) -> list[str]:
     from trainpipe.data.config import BUILTIN_DIGITS
 
     source = ("continual.source", cfg.continual.source) if continual else None
-    data = source or ("data.source", cfg.data.source)
+    places = [source or ("data.source", cfg.data.source)]
+    if cfg.language_model.enabled and not continual:  # the language-model DAG's own inputs
+        places = cfg.language_model.inputs()
     found = []
-    for key, uri in (data, ("storage.uri", cfg.storage.uri)):
+    for key, uri in (*places, ("storage.uri", cfg.storage.uri)):
         if uri and uri != BUILTIN_DIGITS and ("://" not in uri or uri.startswith("file://")):
             found.append(f"{key} {uri!r}")
     return found

@@ -26,6 +26,7 @@ from trainpipe.evaluate.config import GateConfig
 from trainpipe.export.config import ExportConfig
 from trainpipe.models.config import ModelConfig
 from trainpipe.train.config import FinetuneConfig, PretrainConfig
+from trainpipe.train.lm_config import LanguageModelConfig
 from trainpipe.tune.config import TuneConfig
 from trainpipe.tune.space import check_space
 
@@ -85,11 +86,31 @@ class Config(Section):
     cluster: ClusterConfig = ClusterConfig()
     continual: ContinualConfig = ContinualConfig()
     tune: TuneConfig = TuneConfig()
+    language_model: LanguageModelConfig = LanguageModelConfig()
+    """Text: with ``enabled: true`` the pipeline is the language-model DAG
+    (``docs/language-models.md``)."""
 
     @model_validator(mode="after")
     def _tune_space_fits(self) -> Config:
         if self.tune.enabled:
             check_space(self)
+        return self
+
+    @model_validator(mode="after")
+    def _language_model_fits(self) -> Config:
+        if not self.language_model.enabled:
+            return self
+        if self.deploy.target != "local":
+            raise ValueError(
+                f"deploy.target={self.deploy.target!r}: the language-model DAG does not roll "
+                "out to a cluster itself yet; use deploy.target local and serve the registry "
+                "model on the cluster (the server follows the champion pointer)"
+            )
+        if self.cluster.num_nodes > 1 or self.tune.enabled:
+            raise ValueError(
+                "the language-model DAG trains in the step's own pod and has no tune step; "
+                "set cluster.num_nodes 1 and tune.enabled false"
+            )
         return self
 
     def to_json(self) -> str:

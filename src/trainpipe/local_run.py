@@ -23,6 +23,7 @@ from trainpipe.data.datasets import check_source
 from trainpipe.errors import TrainpipeError
 from trainpipe.kfp_output import quiet_kfp_output
 from trainpipe.stages.context import STAGES, run_prefix
+from trainpipe.stages.lm_data import check_lm_sources
 from trainpipe.storage import ArtifactNotFound, FileStore, StorageError, open_store
 from trainpipe.tune.space import searches_pretraining
 
@@ -78,7 +79,10 @@ def resolve_storage(cfg: Config) -> Config:
 
 def stages_of(cfg: Config, *, tune_only: bool = False) -> tuple[str, ...]:
     """The stages a run has: when enabled, tune sits before finetune (before pretrain when
-    it searches pretraining keys)."""
+    it searches pretraining keys); the language-model DAG has its own first steps."""
+    if cfg.language_model.enabled:
+        first = ("lm_data",) + (() if cfg.language_model.hf_checkpoint_uri else ("lm_pretrain",))
+        return (*first, "lm_finetune", *STAGES[3:])
     if not (cfg.tune.enabled or tune_only):
         return STAGES
     at = 1 if searches_pretraining(cfg.tune.space) else 2
@@ -131,16 +135,20 @@ def run_locally(cfg: Config, *, run_id: str | None = None, tune_only: bool = Fal
     ``runs/<run_id>/run.log`` in the artifact store (its URI is in the summary)."""
     import time
 
-    from trainpipe.pipelines.training import build_pipeline
+    from trainpipe.pipelines.training import batch_pipeline
     from trainpipe.pipelines.tuning import build_tuning_pipeline
 
     cfg = resolve_storage(cfg)
-    check_source(cfg.data, endpoint_url=cfg.storage.endpoint_url)  # fail before anything runs
+    # Fail before anything runs.
+    if cfg.language_model.enabled:
+        check_lm_sources(cfg)
+    else:
+        check_source(cfg.data, endpoint_url=cfg.storage.endpoint_url)
     run_id = run_id or new_run_id()
     started = time.monotonic()
     failure: Exception | None = None
     with kfp_local_session(cfg, run_id) as log_uri:
-        pipeline = (build_tuning_pipeline if tune_only else build_pipeline)(cfg, retries=0)
+        pipeline = (build_tuning_pipeline if tune_only else batch_pipeline)(cfg, retries=0)
         try:
             pipeline(config_json=cfg.to_json(), run_id=run_id)
         except RuntimeError as exc:
@@ -244,6 +252,15 @@ def format_summary(summary: RunSummary) -> str:
         lines.append(f"learning curves: {evaluation['diagnosis_line']}")
     elif finetuned.get("diagnosis"):
         lines.append(f"learning curves: {finetuned['diagnosis']}")
+    lm = summary.stage("lm_pretrain").summary
+    if lm:
+        mfu = f"{lm['mfu']:.1%}" if lm.get("mfu") is not None else "n/a"
+        speed = f"{lm['tokens_per_s']:,.0f}" if lm.get("tokens_per_s") else "n/a"
+        lines.append(
+            f"language model ({lm['kind']}, {lm['num_params']:,} parameters): validation "
+            f"perplexity {lm['val_perplexity']:.2f}, test {lm['test_perplexity']:.2f}; "
+            f"{speed} tokens/s, MFU {mfu}"
+        )
     gate = summary.stage("gate").summary
     if gate:
         lines.append(f"gate: {gate['decision'].upper()} ({gate['reason']})")

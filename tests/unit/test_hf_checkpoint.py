@@ -9,6 +9,8 @@ import pytest
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
+import json  # noqa: E402
+
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
@@ -135,3 +137,69 @@ def test_hf_checkpoint_through_the_command_is_served_text_in_label_out(
     assert set(outputs["label"]["data"]) <= {"negative", "positive"}
     probabilities = np.asarray(outputs["probabilities"]["data"]).reshape(2, 2)
     np.testing.assert_allclose(probabilities.sum(1), 1.0, atol=1e-5)
+
+
+def test_hf_classifier_checkpoint_round_trips_without_the_checkpoint(checkpoint_dir):
+    """model.pt of the LM DAG's fine-tune step rebuilds the classifier from its stored config
+    (nothing read from the checkpoint folder, weights_only loading)."""
+    from trainpipe.models.checkpoint import from_bytes, to_bytes
+    from trainpipe.models.text_checkpoint import load_text_classifier, text_classifier_payload
+
+    model, tokenizer = load_hf_classifier(checkpoint_dir.as_uri(), num_labels=3)
+    model.eval()
+    loaded = load_text_classifier(from_bytes(to_bytes(text_classifier_payload(model, list("abc")))))
+    ids = torch.tensor([[5, 6, 7, tokenizer.pad_token_id], [8, 9, 10, 11]])
+    with torch.inference_mode():
+        assert torch.equal(model(ids), loaded(ids))
+
+
+def test_lm_dag_steps_fine_tune_a_hf_checkpoint_without_pretraining(checkpoint_dir, tmp_path):
+    """The LM DAG's steps with language_model.hf_checkpoint_uri: lm_data stores no tokenizer,
+    lm_finetune starts from the checkpoint, lm_export ships the checkpoint's tokenizer, and
+    the shared gate, register and deploy take the package (deploy: the real server)."""
+    from trainpipe.artifacts import ArtifactSet
+    from trainpipe.config import load_config
+    from trainpipe.stages.deploy import run_deploy
+    from trainpipe.stages.gate import run_gate
+    from trainpipe.stages.lm_data import run_lm_data
+    from trainpipe.stages.lm_evaluate import run_lm_evaluate
+    from trainpipe.stages.lm_export import run_lm_export
+    from trainpipe.stages.lm_finetune import run_lm_finetune
+    from trainpipe.stages.register import run_register
+
+    cfg = load_config(
+        None,
+        [
+            f"storage.uri={tmp_path.as_uri()}",
+            "language_model.enabled=true",
+            f"language_model.hf_checkpoint_uri={checkpoint_dir.as_uri()}",
+            "language_model.classifier_text.seq_len=24",
+            "language_model.finetune.strategy=full",
+            "language_model.finetune.epochs=1",
+            "language_model.finetune.lr=1e-3",
+            "gate.bootstrap_resamples=0",
+            "gate.min_value=0.0",
+            "deploy.latency_requests=5",
+        ],
+    ).to_json()
+    run, data_uri = run_lm_data(cfg, "hf-run")
+    assert not (tmp_path / "runs/hf-run/lm_data/tokenizer.json").exists()
+    finetune_uri = run_lm_finetune(cfg, run, data_uri, "")
+    evaluate_uri = run_lm_evaluate(cfg, run, data_uri, finetune_uri)
+    assert evaluate_uri.endswith("/evaluate")
+    package = run_lm_export(cfg, run, finetune_uri)
+    decision, gate_uri = run_gate(cfg, run, evaluate_uri, package)
+    assert decision == "promote"  # gate.min_value 0.0: the first model of this registry
+    version_uri = run_register(cfg, run, package, evaluate_uri, gate_uri)
+    deployed = ArtifactSet.open(run_deploy(cfg, run, version_uri, data_uri))
+    # The real server tokenized the test texts with the checkpoint's tokenizer and answered
+    # what the package's model.onnx answers in-process.
+    assert deployed.summary["test_examples"] == 34
+    assert deployed.summary["max_abs_error_vs_package"] < 1e-5
+    metadata = open_store(package).get_json("model.json")
+    assert metadata["text"]["cls_id"] is None  # the tokenizer's post-processor adds [CLS]
+    shipped = json.loads((tmp_path / "runs/hf-run/export_onnx/tokenizer.json").read_text())
+    original = json.loads((checkpoint_dir / "tokenizer.json").read_text())
+    assert shipped["model"] == original["model"]
+    # Training's fixed-length padding is not shipped: the server pads to the longest text.
+    assert shipped["padding"] is None and shipped["truncation"] is None

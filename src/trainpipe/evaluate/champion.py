@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from trainpipe.artifacts import ArtifactSet
 from trainpipe.data.preprocess import PreprocessSpec
 from trainpipe.evaluate.bootstrap import bootstrap_ci, paired_bootstrap
 from trainpipe.evaluate.config import GateConfig
@@ -74,6 +75,20 @@ class ChampionModel:
         )
 
 
+def verified_onnx(version: ArtifactSet, metadata: dict) -> tuple[bytes, str]:
+    """A registry version's ``model.onnx`` (checked against the version's manifest) and its
+    sha256, which must be the one ``model.json`` records."""
+    onnx_bytes = version.get_bytes("model.onnx")
+    digest = sha256_bytes(onnx_bytes)
+    if metadata.get("sha256") and metadata["sha256"] != digest:
+        raise RegistryError(
+            f"registry error: {version.uri}/model.onnx has sha256 {digest[:12]}… but model.json "
+            f"records {metadata['sha256'][:12]}…; the version is inconsistent, promote another "
+            "version or re-register this one"
+        )
+    return onnx_bytes, digest
+
+
 def load_champion(
     registry: Registry,
     label_names: list[str],
@@ -90,14 +105,7 @@ def load_champion(
         return None
     version = registry.open_version(champion.version)
     metadata = version.get_json("model.json")
-    onnx_bytes = version.get_bytes("model.onnx")  # verified against the version's manifest
-    digest = sha256_bytes(onnx_bytes)
-    if metadata.get("sha256") and metadata["sha256"] != digest:
-        raise RegistryError(
-            f"registry error: {version.uri}/model.onnx has sha256 {digest[:12]}… but model.json "
-            f"records {metadata['sha256'][:12]}…; the version is inconsistent, promote another "
-            "version or re-register this one"
-        )
+    onnx_bytes, digest = verified_onnx(version, metadata)
     why_not = ""
     input_names = tuple(t["name"] for t in metadata["inputs"])
     named = input_names != (INPUT_NAME,)

@@ -75,6 +75,11 @@ class GateConfig(Section):
     least reach a linear model, or optimization needs fixing first. The default tolerates a gap
 of 0.01 (accuracy or R^2), about the noise of a few hundred test examples. None disables."""
 
+    max_perplexity: float | None = Field(None, gt=1.0)
+    """Language-model DAG: the pretrained language model's test perplexity must not exceed
+    this (a model that did not learn the corpus is not promoted, whatever the classifier
+    scores). None disables; ignored when no language model was pretrained in the run."""
+
     bootstrap_resamples: int = Field(1000, ge=0, le=100_000)
     """Resamples of the test split for confidence intervals (0 skips them; then
     ``require_confident_improvement`` cannot be used)."""

@@ -31,6 +31,7 @@ METRIC_LABELS = {
     "ece": "ECE",
     "r2": "R^2",
     "rmse": "RMSE",
+    "test_perplexity": "LM test perplexity",
 }
 
 
@@ -261,9 +262,28 @@ def class_coverage(metrics: dict) -> RuleResult | None:
     )
 
 
+def perplexity_bound(cfg: GateConfig, metrics: dict) -> RuleResult | None:
+    """Language-model DAG: the pretrained LM's test perplexity (``metrics["language_model"]``)
+    must not exceed ``gate.max_perplexity``. None when disabled or no LM was pretrained."""
+    lm = metrics.get("language_model")
+    if cfg.max_perplexity is None or not lm:
+        return None
+    rule = _at_most("max_perplexity", "test_perplexity", lm["test_perplexity"], cfg.max_perplexity)
+    if rule.passed:
+        return rule
+    return RuleResult(
+        rule.rule,
+        False,
+        f"the language model did not learn the corpus well enough: {rule.detail}; train longer "
+        "or larger, or raise gate.max_perplexity",
+        rule.values,
+    )
+
+
 def decide(cfg: GateConfig, metrics: dict, comparison: dict) -> Decision:
     rules = threshold_rules(cfg, metrics)
-    for rule in (class_coverage(metrics), beats_linear_baseline(cfg, metrics)):
+    checks = (class_coverage(metrics), beats_linear_baseline(cfg, metrics))
+    for rule in (*checks, perplexity_bound(cfg, metrics)):
         if rule is not None:
             rules.append(rule)
     rules.append(beats_champion(cfg, metrics, comparison))

@@ -221,3 +221,10 @@ def regression_metrics(y_true: np.ndarray, prediction: np.ndarray) -> dict:
         "mae": float(np.mean(np.abs(residual))),
         "num_examples": len(y),
     }
+
+
+def missing_classes(train_y: np.ndarray, test_y: np.ndarray, label_names: list[str]) -> list[str]:
+    """Names of classes with training examples but none in the test split."""
+    seen = np.bincount(train_y, minlength=len(label_names)) > 0
+    tested = np.bincount(test_y, minlength=len(label_names)) > 0
+    return [label_names[i] for i in np.flatnonzero(seen & ~tested)]

@@ -232,6 +232,18 @@ def _blend_paragraph(blend: dict | None) -> str:
     )
 
 
+def _language_model_section(metrics: dict) -> str:
+    """The language model the text classifier was fine-tuned from (language-model DAG)."""
+    lm = metrics.get("language_model")
+    if not lm:
+        return ""
+    return (
+        f"<h2>Language model</h2><p>Pretrained {_esc(lm['kind'])} LM, {lm['num_params']:,} "
+        f"parameters: validation perplexity {lm['val_perplexity']:.2f}, test perplexity "
+        f"{lm['test_perplexity']:.2f}.</p>"
+    )
+
+
 def _diagnosis_paragraph(metrics: dict) -> str:
     diagnosis = metrics.get("diagnosis")
     return f"<p>Learning curves: {_esc(diagnosis['line'])}</p>" if diagnosis else ""
@@ -292,6 +304,7 @@ def evaluation_html(
 {_decision_section(decision)}
 {_comparison_section(metrics, comparison)}
 {_baselines_section(metrics)}
+{_language_model_section(metrics)}
 {_pretraining_section(pretraining)}
 {_curves_section(histories)}
 <h2>Confusion matrix</h2>{confusion}

@@ -9,6 +9,9 @@ sequence length (parity checked at several lengths), its tokenizer, and a ``text
 
 from __future__ import annotations
 
+import json
+from datetime import datetime
+
 import numpy as np
 from torch import nn
 
@@ -35,9 +38,12 @@ def export_text_package(
     opset: int = 18,
     atol: float = 1e-4,
     rtol: float = 1e-3,
+    run_id: str = "serve",
+    started: tuple[datetime, float] | None = None,
 ) -> tuple[str, list[dict]]:
     """Export, check parity on ``check_ids`` at its full width and at a third of it (the
-    sequence axis must really be dynamic), write the package; returns its URI and the parity
+    sequence axis must really be dynamic), write the package (the reports in it as
+    ``parity.json``); returns its URI and the parity
     reports. Raises ExportError when ONNX Runtime and torch disagree. ``pad_id``/``cls_id``
     default to the tokenizer's ``<pad>``/``<cls>``; pass them for a tokenizer with other
     names (a Hugging Face one, whose post-processor adds its own [CLS]: ``cls_id`` None)."""
@@ -63,5 +69,8 @@ def export_text_package(
         opset=opset,
         text=spec,
         tokenizer_json=tokenizer.to_str().encode("utf-8"),
+        run_id=run_id,
+        started=started,
+        extra_files={"parity.json": json.dumps({"lengths": reports}, indent=2).encode()},
     )
     return uri, reports

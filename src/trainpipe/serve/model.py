@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -479,13 +480,19 @@ def write_model_package(
     run_id: str = "serve",
     text: TextSpec | None = None,
     tokenizer_json: bytes | None = None,
+    extra_files: dict[str, bytes] | None = None,
+    started: tuple[datetime, float] | None = None,
 ) -> str:
     """Write a model package (``model.onnx`` + ``model.json``) as an artifact set; returns its URI.
+    ``extra_files`` go into the same set (a pipeline's export adds its parity report);
+    ``started`` (wall clock, monotonic) dates the manifest from when the export began.
 
     The layout this server reads; the export stage and tests write it through here or identically.
     """
-    writer = ArtifactWriter(store, prefix, stage="export", run_id=run_id)
+    writer = ArtifactWriter(store, prefix, stage="export", run_id=run_id, started=started)
     writer.put_bytes(MODEL_FILE, model_onnx)
+    for file_name, data in (extra_files or {}).items():
+        writer.put_bytes(file_name, data)
     if text is not None:
         writer.put_bytes(text.tokenizer, tokenizer_json or b"")
     writer.put_json(

@@ -19,20 +19,15 @@ version (``trainpipe.deploy.kubernetes.rollout``), smoke-tested there, and rolle
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
 from trainpipe.data.streaming import arrays_of
+from trainpipe.deploy.served import serve_and_ask
 from trainpipe.errors import DeployError
 from trainpipe.evaluate.metrics import regression_metrics
 from trainpipe.export.onnx_export import INPUT_NAME, OUTPUT_NAME, ort_session
 from trainpipe.export.serving_graph import served_feeds
 from trainpipe.stages.context import StageContext, make_context
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())
 
 
 def _evaluation(package, model_uri: str, examples: int) -> dict:
@@ -52,10 +47,8 @@ def _evaluation(package, model_uri: str, examples: int) -> dict:
 
 def infra_check(ctx: StageContext, model_uri: str, data_uri: str) -> dict:
     """Serve ``model_uri`` on loopback and check it; raises DeployError naming what failed."""
-    from trainpipe.serve.client import InferenceClientError, infer_outputs, wait_ready
+    from trainpipe.serve.client import infer_outputs
     from trainpipe.serve.config import ServeConfig
-    from trainpipe.serve.errors import ModelLoadError
-    from trainpipe.serve.server import start_in_background
 
     cfg = ctx.cfg.deploy
     package = ctx.open(model_uri)
@@ -80,10 +73,8 @@ def infra_check(ctx: StageContext, model_uri: str, data_uri: str) -> dict:
     def feeds(rows: np.ndarray) -> dict[str, np.ndarray]:
         return served_feeds(dataset.preprocess, rows)
 
-    def ask(rows: np.ndarray) -> np.ndarray:
-        outputs = infer_outputs(
-            server.url, metadata["name"], feeds(rows), output_names=[OUTPUT_NAME]
-        )
+    def ask(url: str, rows: np.ndarray) -> np.ndarray:
+        outputs = infer_outputs(url, metadata["name"], feeds(rows), output_names=[OUTPUT_NAME])
         return outputs[OUTPUT_NAME]
 
     def fail(problem: str) -> DeployError:
@@ -92,30 +83,16 @@ def infra_check(ctx: StageContext, model_uri: str, data_uri: str) -> dict:
             f"failed: {problem}; not rolled out"
         )
 
-    started = time.monotonic()
-    try:
-        server = start_in_background(model_uri, serve_config)
-    except ModelLoadError as exc:
-        raise fail(f"the server refused the model ({_one_line(exc)})") from exc
-    try:
-        wait_ready(server.url, timeout_s=30)
-        ready_s = time.monotonic() - started
-        answers, latency_ms = [], []
-        for batch in requests:
-            sent = time.perf_counter()
-            answers.append(ask(batch))
-            latency_ms.append((time.perf_counter() - sent) * 1000)
-        smoke_latency_ms = latency_ms[0]
-        latency_ms = []
-        for i in range(cfg.latency_requests):
-            one = test.x[i % len(test)][None]
-            sent = time.perf_counter()
-            ask(one)
-            latency_ms.append((time.perf_counter() - sent) * 1000)
-    except (InferenceClientError, TimeoutError) as exc:
-        raise fail(f"the server did not answer test examples ({_one_line(exc)})") from exc
-    finally:
-        server.stop()
+    served_answers = serve_and_ask(
+        model_uri,
+        serve_config,
+        requests,
+        ask,
+        lambda i: test.x[i % len(test)][None],
+        cfg.latency_requests,
+        fail,
+    )
+    answers = served_answers.answers
 
     max_error = 0.0
     for batch, answer in zip(requests, answers, strict=True):
@@ -145,28 +122,18 @@ def infra_check(ctx: StageContext, model_uri: str, data_uri: str) -> dict:
             f"evaluation measured {evaluation[score]:.4f} on them (gap {gap:.4f} > allowed "
             f"{allowed:.4f}); the package does not serve the evaluated model"
         )
-    return {
-        "version": version,
-        "ready_s": round(ready_s, 3),
-        "smoke_examples": len(requests[0]),
-        "smoke_latency_ms": round(smoke_latency_ms, 2),
-        "predictions": answers[0].argmax(axis=1).tolist(),
-        "test_examples": len(test),
-        "max_abs_error_vs_package": max_error,
-        "served_accuracy": served_accuracy,
-        "evaluation_accuracy": evaluation[score],
-        "score": score,
-        "accuracy_gap": gap,
-        "allowed_accuracy_gap": allowed,
-        "latency": {
-            "requests": len(latency_ms),
-            "batch_size": 1,
-            "p50_ms": round(float(np.percentile(latency_ms, 50)), 3),
-            "p99_ms": round(float(np.percentile(latency_ms, 99)), 3),
-            "mean_ms": round(float(np.mean(latency_ms)), 3),
-        },
-        "server_url": server.url,
-    }
+    return served_answers.record(
+        version=version,
+        smoke_examples=len(requests[0]),
+        predictions=answers[0].argmax(axis=1).tolist(),
+        test_examples=len(test),
+        max_abs_error_vs_package=max_error,
+        served_accuracy=served_accuracy,
+        evaluation_accuracy=evaluation[score],
+        score=score,
+        accuracy_gap=gap,
+        allowed_accuracy_gap=allowed,
+    )
 
 
 def run_cluster_deploy(
@@ -218,9 +185,30 @@ def run_cluster_deploy(
     return writer.commit(summary={k: v for k, v in record.items() if k != "predictions"})
 
 
+def text_check(ctx: StageContext, model_uri: str, data_uri: str) -> dict:
+    """The infrastructure check of a text classifier on the test texts lm_data stored."""
+    from trainpipe.deploy.text_check import text_infra_check
+    from trainpipe.stages.lm_context import labelled_text
+
+    stored = labelled_text(ctx.open(data_uri))
+    texts = stored.texts["test"]
+    evaluation = _evaluation(ctx.open(model_uri), model_uri, len(texts))
+    return text_infra_check(
+        model_uri,
+        texts,
+        stored.labels["test"],
+        evaluation["accuracy"],
+        ctx.cfg.deploy,
+        endpoint_url=ctx.cfg.storage.endpoint_url,
+    )
+
+
 def run_deploy(config_json: str, run_id: str, model_uri: str, data_uri: str) -> str:
     ctx = make_context(config_json, run_id)
-    check = infra_check(ctx, model_uri, data_uri)
+    if "text" in ctx.open(model_uri).get_json("model.json"):
+        check = text_check(ctx, model_uri, data_uri)
+    else:
+        check = infra_check(ctx, model_uri, data_uri)
     if ctx.cfg.deploy.target != "local":
         # The new version passed the check; now roll the cluster's server out to it.
         return run_cluster_deploy(ctx, model_uri, data_uri, infra_check=check)

@@ -18,6 +18,7 @@ from trainpipe.evaluate.champion import compare, load_champion
 from trainpipe.evaluate.gate import decide, primary_metric
 from trainpipe.evaluate.histories import load_histories, load_pretraining
 from trainpipe.evaluate.metrics import classification_metrics, regression_metrics, softmax
+from trainpipe.evaluate.metrics import missing_classes as classes_missing
 from trainpipe.evaluate.predict import predict_logits
 from trainpipe.evaluate.report import evaluation_html, shown_headline
 from trainpipe.evaluate.slices import build_slices, slice_scores
@@ -35,9 +36,7 @@ def _accuracy(probs: np.ndarray, y: np.ndarray, first: int) -> float:
 
 def missing_classes(dataset: Dataset) -> list[str]:
     """Names of classes with training examples but none in the test split."""
-    seen = np.bincount(dataset.train.y, minlength=dataset.num_classes) > 0
-    tested = np.bincount(dataset.test.y, minlength=dataset.num_classes) > 0
-    return [dataset.label_names[i] for i in np.flatnonzero(seen & ~tested)]
+    return classes_missing(dataset.train.y, dataset.test.y, dataset.label_names)
 
 
 def run_baselines(ctx: StageContext, dataset: Dataset) -> dict:

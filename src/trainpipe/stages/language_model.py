@@ -34,26 +34,22 @@ from pydantic import Field, ValidationError
 
 from trainpipe.artifacts import ArtifactWriter
 from trainpipe.config import StorageConfig
-from trainpipe.configbase import Section
-from trainpipe.data.text import BUILTIN_PYDOC, BUILTIN_REVIEWS, TextDataConfig
 from trainpipe.errors import ConfigError
 from trainpipe.evaluate.plots import learning_curves_png
 from trainpipe.export.text import export_text_package
 from trainpipe.models.checkpoint import to_bytes
-from trainpipe.models.lm import LMConfig
 from trainpipe.stages.entry import stage_entry
 from trainpipe.storage import open_store
 from trainpipe.train.distributed import World, init_from_env, shutdown
 from trainpipe.train.lm import (
-    LMPretrainConfig,
-    TextFinetuneConfig,
     finetune_hf_classifier,
     finetune_text_classifier,
     pretrain_language_model,
 )
+from trainpipe.train.lm_config import LanguageModelSettings
 
 
-class LanguageModelRunConfig(Section):
+class LanguageModelRunConfig(LanguageModelSettings):
     storage: StorageConfig = StorageConfig()
     """Where the run's artifacts go (``uri``: a path, file:// or s3://) and the S3
     ``endpoint_url`` used for every s3:// read and write of the run (corpus, tokenizer,
@@ -61,31 +57,6 @@ class LanguageModelRunConfig(Section):
 
     model_name: str = Field("text-classifier", pattern=r"^[a-z0-9][a-z0-9-]{1,62}$")
     """Name the classifier is served under."""
-
-    text: TextDataConfig = TextDataConfig(source=BUILTIN_PYDOC, vocab_size=2000, seq_len=64)
-    """Pretraining corpus and tokenizer."""
-
-    model: LMConfig = LMConfig(kind="causal", dim=128, depth=2, heads=4, max_seq_len=128)
-    """The language model."""
-
-    pretrain: LMPretrainConfig = LMPretrainConfig(
-        epochs=2, batch_size=32, lr=3e-3, device="cpu", log_every_steps=20
-    )
-    """Pretraining optimization (the Trainer's settings) and LM options."""
-
-    classifier_text: TextDataConfig = TextDataConfig(
-        source=BUILTIN_REVIEWS, label_column="label", seq_len=48
-    )
-    """Labelled corpus of the downstream task (the pretraining tokenizer is reused)."""
-
-    hf_checkpoint_uri: str | None = None
-    """A Hugging Face checkpoint folder (config.json, model.safetensors, tokenizer files; file://
-    or s3://) to fine-tune instead of pretraining a model here (needs ``trainpipe[hf]``)."""
-
-    finetune: TextFinetuneConfig = TextFinetuneConfig(
-        epochs=6, batch_size=32, lr=1e-2, device="cpu", strategy="lora"
-    )
-    """Fine-tuning strategy and optimization."""
 
 
 def load_run_config(path: str | None, overrides: list[str]) -> LanguageModelRunConfig:

@@ -4,10 +4,11 @@
 
 reads the config from $TRAINPIPE_CONFIG_JSON and runs the stage's training function in this
 process: every rank trains (DDP), rank 0 commits the stage's artifacts. The pretrain and
-finetune stages start it under torchrun in their own pod when ``nproc_per_node`` > 1
-(``stages.training_run``), and a TrainJob's pods run it on every node when
-``cluster.num_nodes`` > 1 (``train.trainjob``). The config it reads must have
-``cluster.num_nodes=1``, so the pods train instead of launching another TrainJob.
+finetune stages (and the language-model DAG's lm_pretrain and lm_finetune) start it under
+torchrun in their own pod when ``nproc_per_node`` > 1 (``stages.training_run``), and a
+TrainJob's pods run it on every node when ``cluster.num_nodes`` > 1 (``train.trainjob``). The
+config it reads must have ``cluster.num_nodes=1``, so the pods train instead of launching
+another TrainJob.
 """
 
 from __future__ import annotations
@@ -27,9 +28,16 @@ MODULE = "trainpipe.stages.pod"
 def trainers() -> dict:
     """Stage name -> its training function ``train(config_json=, run_id=, **inputs)``."""
     from trainpipe.stages.finetune import train_finetune
+    from trainpipe.stages.lm_finetune import train_lm_finetune
+    from trainpipe.stages.lm_pretrain import train_lm_pretrain
     from trainpipe.stages.pretrain import train_pretrain
 
-    return {"pretrain": train_pretrain, "finetune": train_finetune}
+    return {
+        "pretrain": train_pretrain,
+        "finetune": train_finetune,
+        "lm_pretrain": train_lm_pretrain,
+        "lm_finetune": train_lm_finetune,
+    }
 
 
 def command(stage: str, run_id: str, inputs: dict[str, str]) -> list[str]:

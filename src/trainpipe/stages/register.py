@@ -63,6 +63,9 @@ def run_register(
     finetuned = ctx.open(finetune_uri)
     data = ctx.open(data_uri)
     files = {name: exported.get_bytes(name) for name in EXPORT_FILES}
+    text = json.loads(files["model.json"]).get("text")
+    if text:  # a text classifier is served with the tokenizer it was trained with
+        files[text["tokenizer"]] = exported.get_bytes(text["tokenizer"])
     files |= {name: evaluation.get_bytes(name) for name in EVALUATION_FILES}
     files |= {name: data.get_bytes(name) for name in DATA_FILES if name in data.names()}
     files["model.pt"] = finetuned.get_bytes("model.pt")
