@@ -141,3 +141,25 @@ def test_split_by_shard_keeps_test_shards_when_partitions_arrive():
     assert 4 <= len(before["test"]) <= 14 and 2 <= len(before["validation"]) <= 11
     few = split_shards(shards(3), validation_fraction=0.15, test_fraction=0.2, seed=0)
     assert [len(few[k]) for k in ("train", "validation", "test")] == [1, 1, 1]
+
+
+def test_local_shards_are_hashed_once_and_a_changed_shard_is_still_caught(tmp_path, monkeypatch):
+    import trainpipe.data.shards as shards_module
+
+    split = stream(tmp_path)
+    hashed: list[str] = []
+    real = shards_module._file_sha256
+    monkeypatch.setattr(shards_module, "_file_sha256", lambda p: hashed.append(p.name) or real(p))
+    read_all(split)
+    assert len(hashed) == len(split.shards)
+    split._set = None  # a new process (a DataLoader worker, the next epoch) reads them again
+    read_all(split)
+    assert len(hashed) == len(split.shards)  # the recorded checks held: nothing hashed again
+
+    path = tmp_path / "shards" / "part-00002.parquet"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size, other bytes
+    path.write_bytes(bytes(data))
+    split._set = None
+    with pytest.raises(DataError, match=r"part-00002.parquet does not match the sha256"):
+        read_all(split)

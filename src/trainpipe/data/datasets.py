@@ -184,24 +184,34 @@ def table_to_arrays(
     """(x, raw labels, feature shape) of one table."""
     if len(table) == 0:
         raise DataError(f"data error: {name} has no rows; supply a non-empty dataset")
-    arrays, shape = [], None
+    widths, shape = [], None
     for column in features:
         field_ = table.schema.field(column)
-        values = table.column(column).combine_chunks()
         if pa.types.is_fixed_size_list(field_.type):
-            if values.null_count:
-                raise DataError(f"data error: {name}: column {column!r} has missing arrays")
             shape = array_shape(field_)
-            flat = values.values.to_numpy(zero_copy_only=False)
-            arrays.append(flat.reshape(len(table), -1).astype(np.float32))
-            continue
-        if not (pa.types.is_integer(field_.type) or pa.types.is_floating(field_.type)):
+            widths.append(field_.type.list_size)
+        elif pa.types.is_integer(field_.type) or pa.types.is_floating(field_.type):
+            widths.append(1)
+        else:
             raise DataError(
                 f"data error: {name}: feature column {column!r} is {field_.type}, not numeric; "
                 "list numeric columns in data.feature_columns"
             )
-        arrays.append(values.to_numpy(zero_copy_only=False).astype(np.float32)[:, None])
-    x = np.concatenate(arrays, axis=1)
+    # One float32 matrix filled column by column: the streaming loader calls this per row
+    # group, so no intermediate per-column float32 copies and no concatenation.
+    x = np.empty((len(table), sum(widths)), dtype=np.float32)
+    offset = 0
+    for column, width in zip(features, widths, strict=True):
+        if not pa.types.is_fixed_size_list(table.schema.field(column).type):
+            # Chunked to_numpy: no combined copy for a single chunk (a Parquet row group).
+            x[:, offset] = table.column(column).to_numpy()
+        else:
+            values = table.column(column).combine_chunks()
+            if values.null_count:
+                raise DataError(f"data error: {name}: column {column!r} has missing arrays")
+            flat = values.flatten().to_numpy(zero_copy_only=False)
+            x[:, offset : offset + width] = flat.reshape(len(table), width)
+        offset += width
     feature_shape = list(shape) if shape is not None and len(features) == 1 else [x.shape[1]]
     if cfg.feature_shape is not None:
         if x.shape[1] != int(np.prod(cfg.feature_shape)):

@@ -22,6 +22,7 @@ import tarfile
 
 import numpy as np
 import pyarrow as pa
+from PIL import Image, UnidentifiedImageError
 
 from trainpipe.errors import DataError, TrainpipeError
 from trainpipe.storage import open_store
@@ -36,8 +37,6 @@ def is_image_column(type_: pa.DataType) -> bool:
 
 def decode_one(data: bytes, shape: list[int] | None) -> np.ndarray:
     """One image as float32 [C, H, W] in [0, 1]; ValueError saying what is wrong."""
-    from PIL import Image, UnidentifiedImageError
-
     try:
         with Image.open(io.BytesIO(data)) as image:
             image.load()
@@ -52,10 +51,11 @@ def decode_one(data: bytes, shape: list[int] | None) -> np.ndarray:
     return pixels
 
 
-def decode_images(values, shape: list[int], where) -> np.ndarray:
-    """Images (encoded bytes) as [n, C, H, W]; a bad one is a DataError naming ``where(i)`` (or
-    ``where`` and the row, when it is a string)."""
-    out = np.empty((len(values), *shape), dtype=np.float32)
+def decode_images(values, shape: list[int], where, out: np.ndarray | None = None) -> np.ndarray:
+    """Images (encoded bytes) as [n, C, H, W] (into ``out`` when given); a bad one is a
+    DataError naming ``where(i)`` (or ``where`` and the row, when it is a string)."""
+    if out is None:
+        out = np.empty((len(values), *shape), dtype=np.float32)
     for row, data in enumerate(values):
         try:
             if data is None:

@@ -34,6 +34,7 @@ from trainpipe.storage import FileStore, StorageError, Store, open_store, sha256
 INDEX_NAME = "shards.json"
 SHARD_SUFFIX = ".parquet"
 OPEN_FILES = 8  # Parquet footers kept parsed per process
+VERIFIED_FOLDER = ".verified"  # in the cache folder: local shards already checked, by file state
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,29 @@ class ShardCache:
             self._evict(keep=local)
         return local
 
+    def verified(self, path: Path, sha256: str) -> bool:
+        """True when this local file was checked against ``sha256`` before and has not changed
+        since (same size, modification time and inode): every DataLoader worker of every epoch
+        would otherwise hash every local shard it reads again."""
+        try:
+            return self._memo(path).read_text() == _file_state(path, sha256)
+        except OSError:
+            return False
+
+    def record_verified(self, path: Path, sha256: str) -> None:
+        memo = self._memo(path)
+        try:
+            memo.parent.mkdir(parents=True, exist_ok=True)
+            partial = memo.with_name(f"{memo.name}.{os.getpid()}.tmp")
+            partial.write_text(_file_state(path, sha256))
+            partial.replace(memo)
+        except OSError:
+            pass  # an unwritable cache folder only means hashing again next time
+
+    def _memo(self, path: Path) -> Path:
+        key = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:24]
+        return self.folder / VERIFIED_FOLDER / key
+
     def _evict(self, keep: Path) -> None:
         files = [p for p in self.folder.glob(f"*{SHARD_SUFFIX}") if p != keep]
         total = sum(p.stat().st_size for p in files) + keep.stat().st_size
@@ -109,11 +133,15 @@ class ShardSet:
                     f"or remove it from {INDEX_NAME}"
                 )
             if shard.sha256 and shard.name not in self._verified:
-                if _file_sha256(path) != shard.sha256:
-                    raise DataError(
-                        f"data error: shard {self.store.uri_for(shard.name)} does not match the "
-                        f"sha256 in {INDEX_NAME}; the shard was replaced or corrupted, rewrite it"
-                    )
+                if not (self.cache and self.cache.verified(path, shard.sha256)):
+                    if _file_sha256(path) != shard.sha256:
+                        raise DataError(
+                            f"data error: shard {self.store.uri_for(shard.name)} does not match "
+                            f"the sha256 in {INDEX_NAME}; the shard was replaced or corrupted, "
+                            "rewrite it"
+                        )
+                    if self.cache:
+                        self.cache.record_verified(path, shard.sha256)
                 self._verified.add(shard.name)
             return path
         if self.cache is None:
@@ -167,6 +195,11 @@ class ShardSet:
         """Row groups of one shard in order: what streaming validation reads."""
         for group in range(len(shard.row_group_rows)):
             yield self.read_row_group(shard, group, columns)
+
+
+def _file_state(path: Path, sha256: str) -> str:
+    stat = path.stat()
+    return f"{stat.st_size} {stat.st_mtime_ns} {stat.st_ino} {sha256}"
 
 
 def _file_sha256(path: Path) -> str:

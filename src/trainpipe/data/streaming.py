@@ -27,9 +27,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from trainpipe.data.config import StreamingConfig
+# Imported here, not where used: DataLoader workers are forked at every epoch and would each
+# import them again (a quarter of a second per worker on a busy machine).
+from trainpipe.data.config import DataConfig, StreamingConfig
+from trainpipe.data.datasets import Split, label_subset, table_to_arrays
+from trainpipe.data.images import decode_images, is_image_column
 from trainpipe.data.shards import ShardInfo, ShardSet
-from trainpipe.errors import TrainpipeError
+from trainpipe.errors import DataError, TrainpipeError
 from trainpipe.storage import open_store
 
 
@@ -75,8 +79,6 @@ class StreamSplit:
         )
 
     def images(self, table) -> bool:
-        from trainpipe.data.images import is_image_column
-
         first = table.schema.field(self.feature_columns[0])
         return len(self.feature_columns) == 1 and is_image_column(first.type)
 
@@ -84,10 +86,6 @@ class StreamSplit:
         """(x float32 [n, *feature_shape], label indices int64) of stored rows. Images (a bytes
         column) are decoded here, in the worker that reads them; ``decode=False`` leaves them
         as an object array of bytes, to decode only the rows a batch takes."""
-        from trainpipe.data.config import DataConfig
-        from trainpipe.data.datasets import table_to_arrays
-        from trainpipe.data.images import decode_images
-
         where = where or self.uri
         if self.images(table):
             encoded = table.column(self.feature_columns[0]).to_pylist()
@@ -107,8 +105,6 @@ class StreamSplit:
         bad = index >= len(values)
         bad[~bad] = values[index[~bad]] != labels[~bad]
         if bad.any():
-            from trainpipe.errors import DataError
-
             raise DataError(
                 f"data error: {self.uri} has label {labels[bad][0]!r} that validation did not "
                 "see; rerun validate_data on the current shards"
@@ -159,12 +155,13 @@ class EpochOrder:
 
 class _BlockReader:
     """One process's decoded rows of the current shuffle block (and the row groups it spans),
-    so a batch is a single gather: memory is about one block, whatever the data size."""
+    so a transfer is one gather per block straight into its output: memory is about one block,
+    whatever the data size."""
 
     def __init__(self, split: StreamSplit, order: EpochOrder):
         self.split, self.order = split, order
         self.starts = [np.concatenate([[0], np.cumsum(s.row_group_rows)]) for s in split.shards]
-        self.blocks: OrderedDict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = OrderedDict()
+        self.blocks: OrderedDict[int, tuple] = OrderedDict()
         self.groups: OrderedDict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = OrderedDict()
 
     def _group(self, shard: int, group: int) -> tuple[np.ndarray, np.ndarray]:
@@ -179,8 +176,9 @@ class _BlockReader:
                 self.groups.popitem(last=False)
         return self.groups[key]
 
-    def block(self, k: int) -> tuple[np.ndarray, ...]:
-        """(x, y, origin: shard index and row of each, the block's permutation)."""
+    def block(self, k: int) -> tuple:
+        """(x, y, origin of each row as (shard index, row) or None, the block's permutation).
+        Origins are kept only for encoded images, whose decoding errors name the row."""
         if k not in self.blocks:
             xs, ys, origins = [], [], []
             for shard, a, b in self.order.ranges(k):
@@ -193,45 +191,61 @@ class _BlockReader:
                     lo, hi = max(a, starts[group]), min(b, starts[group + 1])
                     xs.append(gx[lo - starts[group] : hi - starts[group]])
                     ys.append(gy[lo - starts[group] : hi - starts[group]])
-                    origins.append(np.stack([np.full(hi - lo, shard), np.arange(lo, hi)], 1))
+                    if gx.dtype == object:
+                        origins.append(np.stack([np.full(hi - lo, shard), np.arange(lo, hi)], 1))
             self.blocks[k] = (
-                np.concatenate(xs),
-                np.concatenate(ys),
-                np.concatenate(origins),
+                xs[0] if len(xs) == 1 else np.concatenate(xs),
+                ys[0] if len(ys) == 1 else np.concatenate(ys),
+                np.concatenate(origins) if origins else None,
                 self.order.permutation(k),
             )
-            while len(self.blocks) > 2:  # a batch may straddle two blocks
+            while len(self.blocks) > 2:  # a transfer moves on block by block
                 self.blocks.popitem(last=False)
         return self.blocks[k]
 
-    def _finish(self, x: np.ndarray, origin: np.ndarray) -> np.ndarray:
-        if x.dtype != object:
-            return x
-        from trainpipe.data.images import decode_images
+    def gather(self, positions: np.ndarray, x_out: np.ndarray, y_out: np.ndarray) -> None:
+        """Rows at epoch ``positions`` (ascending) into ``x_out``/``y_out``: one ``take`` per
+        block they fall in, written where the caller wants them (shared memory in a worker)."""
+        block_rows = self.order.block_rows
+        first, last = int(positions[0]) // block_rows, int(positions[-1]) // block_rows
+        bounds = np.searchsorted(positions, np.arange(first + 1, last + 1) * block_rows)
+        cuts = [0, *bounds.tolist(), len(positions)]
+        for k, lo, hi in zip(range(first, last + 1), cuts[:-1], cuts[1:], strict=True):
+            if lo == hi:
+                continue
+            bx, by, origin, perm = self.block(k)
+            index = perm[positions[lo:hi] - k * block_rows]
+            # mode="clip" takes without numpy's bounds-checking buffer (4x faster here); the
+            # indices come from a permutation of the block, so none is out of range.
+            np.take(by, index, out=y_out[lo:hi], mode="clip")
+            if bx.dtype != object:
+                np.take(bx, index, axis=0, out=x_out[lo:hi], mode="clip")
+                continue
+            self._decode(bx[index], origin[index], x_out[lo:hi])
 
+    def _decode(self, encoded: np.ndarray, origin: np.ndarray, out: np.ndarray) -> None:
         shard_set = self.split.shard_set()
 
         def where(i: int) -> str:
             shard, row = origin[i]
             return f"shard {shard_set.store.uri_for(self.split.shards[shard].name)} row {row}"
 
-        return decode_images(x, self.split.feature_shape, where)
+        decode_images(encoded, self.split.feature_shape, where, out=out)
 
-    def rows(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        block_rows = self.order.block_rows
-        first, last = int(positions[0]) // block_rows, int(positions[-1]) // block_rows
-        if first == last:
-            bx, by, origin, perm = self.block(first)
-            index = perm[positions - first * block_rows]
-            return self._finish(bx[index], origin[index]), by[index]
-        x = np.empty((len(positions), *self.split.feature_shape), dtype=np.float32)
-        y = np.empty(len(positions), dtype=np.int64)
-        for k in range(first, last + 1):
-            mask = positions // block_rows == k
-            bx, by, origin, perm = self.block(k)
-            index = perm[positions[mask] - k * block_rows]
-            x[mask], y[mask] = self._finish(bx[index], origin[index]), by[index]
-        return x, y
+
+def _rank_positions(
+    first: int, stop: int, batch_size: int, total: int, rank: int, world: int
+) -> tuple[np.ndarray, list[int]]:
+    """Epoch positions of this rank's rows of global batches ``first..stop-1`` (ascending) and
+    how many rows each batch gives it."""
+    begin = np.arange(first, stop) * batch_size
+    end = np.minimum(begin + batch_size, total)
+    sizes = np.maximum(0, (end - begin - rank + world - 1) // world)
+    if world == 1:
+        return np.arange(begin[0], end[-1]), sizes.tolist()
+    rows = [np.arange(a + rank, b, world) for a, b in zip(begin, end, strict=True)]
+    positions = np.concatenate(rows)
+    return positions, sizes.tolist()
 
 
 class _Batches(torch.utils.data.IterableDataset):
@@ -239,7 +253,7 @@ class _Batches(torch.utils.data.IterableDataset):
         self.split, self.epoch, self.batch_size = split, epoch, batch_size
         self.start_batch, self.rank, self.world, self.shuffle = start_batch, rank, world, shuffle
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         info = torch.utils.data.get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         split = self.split
@@ -256,23 +270,20 @@ class _Batches(torch.utils.data.IterableDataset):
         batch_bytes = row_bytes * math.ceil(self.batch_size / self.world)
         per_chunk = max(1, int(split.streaming.transfer_mib * 2**20 // batch_bytes))
         for first in range(self.start_batch + worker * per_chunk, batches, workers * per_chunk):
-            xs, ys, sizes = [], [], []
-            for batch in range(first, min(first + per_chunk, batches)):
-                stop = min((batch + 1) * self.batch_size, order.total)
-                positions = np.arange(batch * self.batch_size, stop)[self.rank :: self.world]
-                if len(positions):
-                    x, y = reader.rows(positions)
-                    xs.append(x)
-                    ys.append(y)
-                sizes.append(len(positions))
-            if not xs:
-                xs.append(np.empty((0, *split.feature_shape), dtype=np.float32))
-                ys.append(np.empty(0, dtype=np.int64))
-            yield (
-                torch.from_numpy(np.concatenate(xs)),
-                torch.from_numpy(np.concatenate(ys)),
-                torch.tensor(sizes),
+            stop = min(first + per_chunk, batches)
+            positions, sizes = _rank_positions(
+                first, stop, self.batch_size, order.total, self.rank, self.world
             )
+            x = torch.empty((len(positions), *split.feature_shape), dtype=torch.float32)
+            y = torch.empty(len(positions), dtype=torch.int64)
+            if info is not None:
+                # Written in place into shared memory: handing it to the training process
+                # then copies nothing.
+                x.share_memory_()
+                y.share_memory_()
+            if len(positions):
+                reader.gather(positions, x.numpy(), y.numpy())
+            yield x, y, torch.tensor(sizes)
 
 
 def stream_loader(
@@ -338,8 +349,6 @@ def labelled_subset(split, fraction: float, seed: int):
     shards of a streamed one."""
     if isinstance(split, StreamSplit):
         return shard_subset(split, fraction, seed)
-    from trainpipe.data.datasets import label_subset
-
     return label_subset(split, fraction, seed)
 
 
@@ -372,8 +381,6 @@ def materialize(split, max_rows: int | None = SAMPLE_ROWS):
 
 def read_all(split: StreamSplit, max_rows: int | None = None, batch_rows: int = 4096):
     """The split's first ``max_rows`` rows (all by default) in storage order, as a ``Split``."""
-    from trainpipe.data.datasets import Split
-
     xs, ys, taken = [], [], 0
     for x, y in stream_loader(split, epoch=0, batch_size=batch_rows, shuffle=False, workers=0):
         xs.append(x.numpy())
