@@ -136,3 +136,20 @@ def test_small_samples_of_one_distribution_do_not_drift_and_features_are_counted
     )
     drifted = {r.column for r in shifted.drift if r.drifted}
     assert f"drift in {len(drifted)} of {len(features)} features" in shifted.summary_line()
+
+
+def test_one_drift_rule_decides_for_in_memory_and_streamed_data():
+    from trainpipe.data.validation import drift, streaming
+    from trainpipe.data.validation.drift import drift_result
+
+    limits = DriftThresholds()
+    metrics = {"psi": 0.6, "js": 0.1}
+    significant = drift_result("train", "x", "numeric", metrics, limits, 0.001, 500, 500)
+    assert significant.drifted and significant.exceeded == ["psi"]
+    chance = drift_result("train", "x", "numeric", metrics, limits, 0.3, 30, 500)
+    assert not chance.drifted and "too small to tell" in chance.details["inconclusive"]
+    assert drift_result("train", "x", "numeric", metrics, limits, 0.001, 5, 500) is None
+    no_test = DriftThresholds(max_p_value=None)
+    assert drift_result("train", "x", "numeric", metrics, no_test, 0.3, 30, 500).drifted
+    # Both validations call this one function (no second copy of the rule).
+    assert streaming.drift_result is drift.drift_result

@@ -103,3 +103,24 @@ def test_validate_cli_on_a_shard_prefix(tmp_path, capsys):
     (tmp_path / "s" / "part-00001.parquet").unlink()
     assert main([str(tmp_path / "s")]) == 1
     assert "part-00001.parquet is listed in shards.json but missing" in capsys.readouterr().err
+
+
+def test_streamed_drift_on_small_splits_is_inconclusive_like_in_memory(tmp_path):
+    """Splits of 25-50 rows from the reference's distribution: PSI exceeds its threshold by
+    chance; the shared rule (chi-square over the reference's quantile bins) calls it
+    inconclusive instead of drift, as the in-memory validation does."""
+    rng = np.random.default_rng(0)
+    reference = pa.table({"x": rng.normal(size=200), "label": rng.integers(0, 2, 200)})
+    same = pa.table({"x": rng.normal(size=150), "label": rng.integers(0, 2, 150)})
+    write_shards(reference, str(tmp_path / "ref"), rows_per_shard=100)
+    write_shards(same, str(tmp_path / "cur"), rows_per_shard=25)
+    current = discover_shards(str(tmp_path / "cur"))
+    splits = split_shards(current.shards, validation_fraction=0.2, test_fraction=0.2, seed=0)
+    report, _ = validate_shards(
+        current, splits, label_column="label", reference=discover_shards(str(tmp_path / "ref"))
+    )
+    assert not any(r.drifted for r in report.drift)
+    unsure = [r for r in report.drift if "inconclusive" in r.details]
+    assert unsure and all(r.metrics["psi"] > r.thresholds["psi"] for r in unsure)
+    assert all(r.details["p_value"] > 0.01 for r in unsure)
+    assert not [a for a in report.anomalies if a.check == "drift"]

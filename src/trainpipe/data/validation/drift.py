@@ -222,29 +222,47 @@ def column_drift(
             "js": js_distance(ref_counts, cur_counts),
             "ks": d,
         }
-    details["p_value"] = p_value
-    if n_ref < MIN_ROWS or n_cur < MIN_ROWS:
+    return drift_result(split, name, kind, metrics, thresholds, p_value, n_ref, n_cur, details)
+
+
+def drift_result(
+    split: str | None,
+    column: str,
+    kind: str,
+    metrics: dict[str, float],
+    thresholds: DriftThresholds,
+    p_value: float,
+    n_reference: int,
+    n_current: int,
+    details: dict[str, Any] | None = None,
+) -> DriftResult | None:
+    """The drift rule, for in-memory and streamed data alike: a feature drifted when a distance
+    is above its threshold *and* the samples differ significantly (``p_value`` at most
+    ``max_p_value``); above a threshold without significance is inconclusive (too few rows to
+    tell). None when either side has fewer than MIN_ROWS rows."""
+    if n_reference < MIN_ROWS or n_current < MIN_ROWS:
         return None
+    details = {**(details or {}), "p_value": p_value}
     limits = {"psi": thresholds.psi, "js": thresholds.js, "ks": thresholds.ks}
     limits = {k: v for k, v in limits.items() if k in metrics}
     exceeded = [k for k, v in metrics.items() if limits.get(k) is not None and v > limits[k]]
     if exceeded and thresholds.max_p_value is not None and p_value > thresholds.max_p_value:
         details["inconclusive"] = (
             f"{', '.join(exceeded)} above threshold but the samples do not differ significantly "
-            f"(p={p_value:.2g} > {thresholds.max_p_value:g} with {n_ref} reference and {n_cur} "
-            "current rows): the sample is too small to tell"
+            f"(p={p_value:.2g} > {thresholds.max_p_value:g} with {n_reference} reference and "
+            f"{n_current} current rows): the sample is too small to tell"
         )
         exceeded = []
     return DriftResult(
         split=split,
-        column=name,
+        column=column,
         kind=kind,
         metrics=metrics,
         thresholds=limits,
         drifted=bool(exceeded),
         exceeded=exceeded,
-        n_reference=n_ref,
-        n_current=n_cur,
+        n_reference=n_reference,
+        n_current=n_current,
         details=details,
     )
 

@@ -8,15 +8,18 @@ Every row group goes through the same per-table checks as in-memory data
 and check/column, naming the first shard it was found in and how many shards have it. Statistics
 are mergeable sketches (:mod:`.sketches`) turned into the report's usual ``DatasetStatistics``,
 so the HTML/JSON report is the same as for in-memory data. Drift of each split against a
-reference shard set uses the same PSI/JS metrics over the reference's quantile bins.
+reference shard set uses the same PSI/JS metrics over the reference's quantile bins and the same
+decision rule as in memory (:func:`~trainpipe.data.validation.drift.drift_result`): a distance
+above its threshold is drift only when a chi-square test on those bins (or the category counts)
+finds the samples different; otherwise it is inconclusive.
 
 What is approximate or narrower than in memory, and why: quantiles, histograms and distinct
 counts come from sketches; duplicates are counted within a row group (finding repeats across
 shards needs every row hash in memory); leakage between splits is not checked because splits are
 whole shards (a row in two shards is a duplicate, not found for the same reason); the KS
-statistic needs raw samples and is not computed. An inferred schema comes from the first
-training shard with its category lists dropped (later shards may hold other categories) and the
-label set taken from all shards.
+statistic needs raw samples and is not computed (chi-square over the bins is the test instead).
+An inferred schema comes from the first training shard with its category lists dropped (later
+shards may hold other categories) and the label set taken from all shards.
 """
 
 from __future__ import annotations
@@ -34,7 +37,14 @@ from trainpipe.data.images import decode_one, is_image_column
 from trainpipe.data.shards import ShardInfo, ShardSet
 from trainpipe.data.validation.api import _drift_anomalies
 from trainpipe.data.validation.checks import Anomaly, check_table, make_anomaly
-from trainpipe.data.validation.drift import QUANTILE_BINS, DriftResult, js_distance, psi
+from trainpipe.data.validation.drift import (
+    QUANTILE_BINS,
+    DriftResult,
+    chi_square_p_value,
+    drift_result,
+    js_distance,
+    psi,
+)
 from trainpipe.data.validation.hashing import column_hash, duplicate_count, row_hashes
 from trainpipe.data.validation.report import ValidationReport, new_report
 from trainpipe.data.validation.schema import ArrayColumn, Schema, dtype_family, infer_schema
@@ -250,25 +260,21 @@ def _drift(reference: ShardSummary, current: ShardSummary, schema: Schema, split
             cur_counts = cur.quantile.bin_counts(edges[1:-1])
         else:
             continue
-        limits = schema.thresholds(name)
-        metrics = {"psi": psi(ref_counts, cur_counts), "js": js_distance(ref_counts, cur_counts)}
-        thresholds = {"psi": limits.psi, "js": limits.js}
-        exceeded = [
-            k for k, v in metrics.items() if thresholds[k] is not None and v > thresholds[k]
-        ]
-        results.append(
-            DriftResult(
-                split=split,
-                column=name,
-                kind=kind,
-                metrics=metrics,
-                thresholds=thresholds,
-                drifted=bool(exceeded),
-                exceeded=exceeded,
-                n_reference=int(ref_counts.sum()),
-                n_current=int(cur_counts.sum()),
-            )
+        # The significance test of the shared rule: chi-square on the category counts, and on
+        # the counts in the reference's quantile bins for numbers (KS needs raw samples).
+        result = drift_result(
+            split,
+            name,
+            kind,
+            {"psi": psi(ref_counts, cur_counts), "js": js_distance(ref_counts, cur_counts)},
+            schema.thresholds(name),
+            chi_square_p_value(ref_counts, cur_counts),
+            int(ref_counts.sum()),
+            int(cur_counts.sum()),
+            {"test": "chi-square", "bins": len(ref_counts)},
         )
+        if result is not None:
+            results.append(result)
     return results
 
 
