@@ -96,6 +96,7 @@ def test_parquet_from_s3(s3_bucket, s3_endpoint):
         ("no_label", "has no label column 'species'"),
         ("tiny_class", "(2 examples) cannot appear in train, validation and test"),
         ("unsupported_type", "t.parquet: feature column 'seen' has type timestamp"),
+        ("variable_list", "t.parquet: feature column 'tags' has type list<element: int64>"),
         ("garbage", "garbage.parquet is unreadable as parquet"),
         ("incomplete_split", "has no validation.parquet/.csv/.jsonl/.npz"),
         ("bad_shape", "cannot take data.feature_shape [2, 2]"),
@@ -125,6 +126,10 @@ def test_bad_data_is_one_clear_error(tmp_path, setup, message):
     elif setup == "unsupported_type":
         seen = pa.array(np.arange(len(table)), pa.int64()).cast(pa.timestamp("s"))
         pq.write_table(table.append_column("seen", seen), tmp_path / "t.parquet")
+        source = str(tmp_path / "t.parquet")
+    elif setup == "variable_list":
+        tags = pa.array([[i] * (i % 3) for i in range(len(table))], pa.list_(pa.int64()))
+        pq.write_table(table.append_column("tags", tags), tmp_path / "t.parquet")
         source = str(tmp_path / "t.parquet")
     elif setup == "garbage":
         (tmp_path / "garbage.parquet").write_bytes(b"not parquet at all")
@@ -159,6 +164,22 @@ def test_bad_data_is_one_clear_error(tmp_path, setup, message):
         load_dataset(DataConfig(source=source, **cfg_kwargs))
     assert message in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_feature_types_are_classified_as_validation_classifies_them(tmp_path):
+    """Loading and the schema share one type family: a decimal column is a number to both."""
+    import decimal
+
+    from trainpipe.data.validation.schema import infer_schema
+
+    table = make_table()
+    price = pa.array([decimal.Decimal(i) / 4 for i in range(len(table))], pa.decimal128(9, 2))
+    table = table.append_column("price", price)
+    pq.write_table(table, tmp_path / "t.parquet")
+    dataset = load_dataset(DataConfig(source=str(tmp_path / "t.parquet"), label_column="species"))
+    assert "price" in dataset.feature_names
+    column = next(c for c in infer_schema(table).columns if c.name == "price")
+    assert column.kind == "numeric" and column.dtype == "float"
 
 
 def test_check_source_fails_fast(tmp_path):

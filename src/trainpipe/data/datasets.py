@@ -37,6 +37,7 @@ from trainpipe.data.validation.io import (
     npz_table,
     read_table,
 )
+from trainpipe.data.validation.schema import dtype_family
 from trainpipe.errors import DataError
 from trainpipe.storage import Store, open_store, split_uri
 
@@ -232,21 +233,9 @@ def table_to_arrays(
     return x.reshape(len(x), *feature_shape), labels.to_numpy(zero_copy_only=False), feature_shape
 
 
-def _type_family(t: pa.DataType) -> str:
-    """ "array", "string", "bool", "int", "float" or "other" for a feature column's type."""
-    if pa.types.is_dictionary(t):
-        t = t.value_type
-    if pa.types.is_fixed_size_list(t):
-        return "array"
-    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
-        return "string"
-    if pa.types.is_boolean(t):
-        return "bool"
-    if pa.types.is_integer(t):
-        return "int"
-    if pa.types.is_floating(t) or pa.types.is_null(t):
-        return "float"
-    return "other"
+FEATURE_FAMILIES = frozenset({"array", "string", "bool", "int", "float", "null"})
+"""Type families (the schema's ``dtype_family``) a feature column may have; an all-null column
+is numeric (all missing)."""
 
 
 def check_columns(schema: pa.Schema, label_column: str, cfg: DataConfig, name: str) -> list[str]:
@@ -271,7 +260,7 @@ def check_columns(schema: pa.Schema, label_column: str, cfg: DataConfig, name: s
         )
     for column in features:
         t = schema.field(column).type
-        if _type_family(t) == "other":
+        if dtype_family(t) not in FEATURE_FAMILIES:
             raise DataError(
                 f"data error: {name}: feature column {column!r} has type {t}, which trainpipe "
                 "cannot use; convert it to numbers, strings or booleans, or leave it out of "
@@ -288,7 +277,7 @@ def _column_kinds(
     kinds: dict[str, tuple[str, str]] = {}
     chosen = set(cfg.categorical_columns or [])
     for column in features:
-        family = _type_family(table.schema.field(column).type)
+        family = dtype_family(table.schema.field(column).type)
         if family == "array":
             return None
         if family in ("string", "bool"):
