@@ -85,6 +85,21 @@ def test_resume_mid_epoch_continues_the_same_sequence(tmp_path):
     assert global_sequence(split, world=2, workers=2, start=7) == whole[7 * 40 :]
 
 
+def test_kept_workers_serve_later_epochs_and_abandoned_passes_in_the_same_order(tmp_path):
+    """One set of worker processes serves every pass; a pass left half-way (a crash, early
+    stopping) does not leak into the next one."""
+    split = stream(tmp_path)
+    expected = {e: global_sequence(split, world=1, workers=0, epoch=e) for e in (1, 2)}
+    abandoned = stream_loader(split, epoch=1, batch_size=40, workers=2)
+    next(abandoned), next(abandoned)
+    del abandoned
+    assert global_sequence(split, world=1, workers=2, epoch=2) == expected[2]
+    loader = split._loaders[(40, 0, 1, True, False, 2)]
+    workers = [w.pid for w in loader._iterator._workers]
+    assert global_sequence(split, world=1, workers=2, epoch=1, start=7) == expected[1][7 * 40 :]
+    assert [w.pid for w in loader._iterator._workers] == workers  # the same processes
+
+
 def test_read_all_and_split_by_shard_are_stable(tmp_path):
     split = stream(tmp_path)
     assert read_all(split).x[:, 0].tolist() == list(range(1000))
@@ -152,14 +167,13 @@ def test_local_shards_are_hashed_once_and_a_changed_shard_is_still_caught(tmp_pa
     monkeypatch.setattr(shards_module, "_file_sha256", lambda p: hashed.append(p.name) or real(p))
     read_all(split)
     assert len(hashed) == len(split.shards)
-    split._set = None  # a new process (a DataLoader worker, the next epoch) reads them again
-    read_all(split)
+    # A new process (another run, a DataLoader worker) reads them again.
+    read_all(split.with_shards(split.shards))
     assert len(hashed) == len(split.shards)  # the recorded checks held: nothing hashed again
 
     path = tmp_path / "shards" / "part-00002.parquet"
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF  # same size, other bytes
     path.write_bytes(bytes(data))
-    split._set = None
     with pytest.raises(DataError, match=r"part-00002.parquet does not match the sha256"):
-        read_all(split)
+        read_all(split.with_shards(split.shards))

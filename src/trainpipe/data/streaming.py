@@ -51,13 +51,15 @@ class StreamSplit:
     seed: int = 0
     endpoint_url: str | None = None
     _set: ShardSet | None = field(default=None, repr=False, compare=False)
+    _loaders: dict = field(default_factory=dict, repr=False, compare=False)
+    """DataLoaders (and their worker processes) kept for the next epoch, by how they read."""
 
     def __len__(self) -> int:
         return sum(s.rows for s in self.shards)
 
     def __getstate__(self) -> dict:
         # A boto3 client does not cross into worker processes; each process opens its own.
-        return {**self.__dict__, "_set": None}
+        return {**self.__dict__, "_set": None, "_loaders": {}}
 
     def shard_set(self) -> ShardSet:
         if self._set is None:
@@ -249,18 +251,22 @@ def _rank_positions(
 
 
 class _Batches(torch.utils.data.IterableDataset):
-    def __init__(self, split, *, epoch, batch_size, start_batch, rank, world, shuffle):
-        self.split, self.epoch, self.batch_size = split, epoch, batch_size
-        self.start_batch, self.rank, self.world, self.shuffle = start_batch, rank, world, shuffle
+    def __init__(self, split, *, batch_size, rank, world, shuffle):
+        self.split, self.batch_size = split, batch_size
+        self.rank, self.world, self.shuffle = rank, world, shuffle
+        # (epoch, first batch) of the next pass, in shared memory: the worker processes are
+        # kept from epoch to epoch and read it when a pass starts.
+        self.position = torch.zeros(2, dtype=torch.int64).share_memory_()
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         info = torch.utils.data.get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        epoch, start_batch = self.position.tolist()
         split = self.split
         order = EpochOrder(
             [s.rows for s in split.shards],
             split.seed,
-            self.epoch,
+            epoch,
             split.streaming.shuffle_block_rows,
             self.shuffle,
         )
@@ -269,7 +275,7 @@ class _Batches(torch.utils.data.IterableDataset):
         row_bytes = 4 * math.prod(split.feature_shape) + 8
         batch_bytes = row_bytes * math.ceil(self.batch_size / self.world)
         per_chunk = max(1, int(split.streaming.transfer_mib * 2**20 // batch_bytes))
-        for first in range(self.start_batch + worker * per_chunk, batches, workers * per_chunk):
+        for first in range(start_batch + worker * per_chunk, batches, workers * per_chunk):
             stop = min(first + per_chunk, batches)
             positions, sizes = _rank_positions(
                 first, stop, self.batch_size, order.total, self.rank, self.world
@@ -301,29 +307,37 @@ def stream_loader(
     """Batches ``start_batch..`` of ``epoch``: this rank's share of each global batch, in order.
 
     Workers hand over about ``transfer_mib`` (several batches) at a time: each transfer between
-    processes has a fixed cost, which would dominate at small batch sizes."""
+    processes has a fixed cost, which would dominate at small batch sizes. The worker processes
+    outlive the pass: the next call with the same reading settings (the next epoch, the next
+    validation) reuses them instead of starting new ones, and they end with ``split``. One pass
+    per reading settings at a time: starting another abandons the one in progress."""
     workers = split.streaming.loader_workers if workers is None else workers
-    dataset = _Batches(
-        split,
-        epoch=epoch,
-        batch_size=batch_size,
-        start_batch=start_batch,
-        rank=rank,
-        world=world,
-        shuffle=shuffle,
-    )
-    extra = {"prefetch_factor": split.streaming.prefetch_batches} if workers else {}
-    # Its own generator: a DataLoader otherwise draws its workers' seed from the global torch
-    # RNG, which would shift dropout draws after a mid-epoch resume.
-    generator = torch.Generator().manual_seed(split.seed * 7919 + epoch)
-    loader = torch.utils.data.DataLoader(
-        dataset,
-        batch_size=None,
-        num_workers=workers,
-        pin_memory=pin_memory,
-        generator=generator,
-        **extra,
-    )
+    key = (batch_size, rank, world, shuffle, pin_memory, workers)
+    loader = split._loaders.get(key)
+    if loader is None:
+        # A copy without the loaders: the DataLoader must not refer back to ``split``, so that
+        # dropping the split frees it by reference count and its workers are told to stop
+        # while their queues still work (a garbage-collected cycle closes the queues first and
+        # each worker then takes a 5 s join timeout to end).
+        reader = split.with_shards(split.shards)
+        dataset = _Batches(reader, batch_size=batch_size, rank=rank, world=world, shuffle=shuffle)
+        extra = (
+            {"prefetch_factor": split.streaming.prefetch_batches, "persistent_workers": True}
+            if workers
+            else {}
+        )
+        loader = torch.utils.data.DataLoader(
+            dataset,
+            batch_size=None,
+            num_workers=workers,
+            pin_memory=pin_memory,
+            # Its own generator: a DataLoader otherwise draws its workers' seed from the global
+            # torch RNG, which would shift dropout draws after a mid-epoch resume.
+            generator=torch.Generator().manual_seed(split.seed * 7919 + rank),
+            **extra,
+        )
+        split._loaders[key] = loader
+    loader.dataset.position.copy_(torch.tensor([epoch, start_batch]))
     try:
         for x, y, sizes in loader:
             counts = sizes.tolist()
