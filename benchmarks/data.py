@@ -10,10 +10,12 @@ table (``--features`` float32 columns and an int label) written as Parquet
 shards (``--rows-per-shard`` rows, row groups of 4096) to a local folder and to moto's S3
 server on loopback. Compared in the same run, alternating rounds, on the same shards:
 
-- ``raw``: what a user writes without a loader: ``pyarrow.parquet.ParquetFile.iter_batches``
-  over each shard in file order, columns stacked into a float32 matrix, labels to int64, both
-  ``torch.from_numpy`` per batch (no shuffle, no checks, no workers, one process); images are
-  decoded with the loader's own ``decode_one`` and stacked;
+- raw readers, one process, no shuffle, no checks, no workers: ``iter_batches`` is what a
+  user writes without a loader (``pyarrow.parquet.ParquetFile.iter_batches`` at the batch
+  size over each shard in file order, columns stacked into a float32 matrix, labels to int64,
+  ``torch.from_numpy``); ``row_groups`` is a tuned one (each row group read whole into one
+  matrix, batches handed out as contiguous slices). Images: ``iter_batches``, decoded with the
+  loader's own ``decode_one`` and stacked. The headline ratio is against the faster reader;
 - ``loader``: trainpipe's ``stream_loader`` for one epoch (shard permutation + block shuffle,
   ``--workers`` DataLoader processes, global batches of ``--batch`` rows, labels encoded, NaN
   check, local shards checked against shards.json's sha256); ``local_in_process`` is the same
@@ -147,6 +149,27 @@ def raw_epoch(split: StreamSplit, batch: int, cache: Path) -> int:
     return rows
 
 
+def raw_row_groups_epoch(split: StreamSplit, batch: int, cache: Path) -> int:
+    """A tuned plain reader: each row group read whole into one float32 matrix, batches handed
+    out as contiguous slices of it (fewer, larger Arrow calls than ``iter_batches``)."""
+    columns = [*split.feature_columns, split.label_column]
+    features = len(split.feature_columns)
+    rows = 0
+    for path in shard_paths(split, cache):
+        parquet = pq.ParquetFile(path)
+        for group in range(parquet.num_row_groups):
+            part = parquet.read_row_group(group, columns=columns)
+            x = np.stack([part.column(i).to_numpy() for i in range(features)], axis=1)
+            y = part.column(features).to_numpy().astype(np.int64)
+            for start in range(0, len(y), batch):
+                x_t = torch.from_numpy(np.ascontiguousarray(x[start : start + batch]))
+                rows += min(len(x_t), len(torch.from_numpy(y[start : start + batch])))
+    return rows
+
+
+RAW_READERS = {"iter_batches": raw_epoch, "row_groups": raw_row_groups_epoch}
+
+
 def loader_epoch(split: StreamSplit, batch: int) -> int:
     return sum(len(y) for _, y in stream_loader(split, epoch=1, batch_size=batch))
 
@@ -158,32 +181,45 @@ def timed(fn, *args) -> tuple[float, int]:
 
 
 def compare(
-    split: StreamSplit, batch: int, rounds: int, cache: Path, raw=raw_epoch, cold: bool = False
+    split: StreamSplit,
+    batch: int,
+    rounds: int,
+    cache: Path,
+    raws: dict | None = None,
+    cold: bool = False,
 ) -> dict:
-    """Alternating rounds on the same shards; samples/s of every round, and the ratio of the
-    medians (the headline) and of the best rounds (the least disturbed by other load).
+    """Alternating rounds on the same shards: each raw reader, then the loader. Samples/s of
+    every round; ``ratio`` is the loader's median against the fastest raw reader's median (the
+    headline), ``ratio_best`` of the best rounds (the least disturbed by other load),
+    ``ratio_range`` the worst and best pairing, ``ratio_vs`` the median ratio to each reader.
     ``cold``: the loader starts every round afresh (new worker processes, no shard open)."""
-    raw_rate, loader_rate = [], []
+    raws = raws or RAW_READERS
+    raw_rate: dict[str, list[float]] = {name: [] for name in raws}
+    loader_rate: list[float] = []
     for _ in range(rounds):
-        shutil.rmtree(cache, ignore_errors=True)
-        (cache / "raw").mkdir(parents=True)
-        seconds, rows = timed(raw, split, batch, cache / "raw")
-        raw_rate.append(rows / seconds)
+        for name, raw in raws.items():
+            shutil.rmtree(cache, ignore_errors=True)
+            (cache / "raw").mkdir(parents=True)
+            seconds, rows = timed(raw, split, batch, cache / "raw")
+            raw_rate[name].append(rows / seconds)
         shutil.rmtree(cache, ignore_errors=True)
         if cold:
             split._loaders.clear()
         seconds, loaded = timed(loader_epoch, split, batch)
         assert loaded == rows, (loaded, rows)
         loader_rate.append(rows / seconds)
-    median_raw, median_loader = float(np.median(raw_rate)), float(np.median(loader_rate))
+    medians = {name: float(np.median(rates)) for name, rates in raw_rate.items()}
+    fastest = max(medians, key=medians.__getitem__)
+    loader = float(np.median(loader_rate))
     return {
-        "raw_samples_per_s": [round(r) for r in raw_rate],
+        "raw_samples_per_s": {name: [round(r) for r in rates] for name, rates in raw_rate.items()},
         "loader_samples_per_s": [round(r) for r in loader_rate],
-        "ratio": round(median_loader / median_raw, 3),
-        "ratio_best": round(max(loader_rate) / max(raw_rate), 3),
+        "ratio": round(loader / medians[fastest], 3),
+        "ratio_vs": {name: round(loader / median, 3) for name, median in medians.items()},
+        "ratio_best": round(max(loader_rate) / max(raw_rate[fastest]), 3),
         "ratio_range": [
-            round(min(loader_rate) / max(raw_rate), 3),
-            round(max(loader_rate) / min(raw_rate), 3),
+            round(min(loader_rate) / max(raw_rate[fastest]), 3),
+            round(max(loader_rate) / min(raw_rate[fastest]), 3),
         ],
     }
 
@@ -295,7 +331,7 @@ def main() -> None:
             args.batch,
             rounds,
             cache,
-            raw=raw_images_epoch,
+            raws={"iter_batches": raw_images_epoch},
         ) | {"count": args.images, "pixels": f"3x{side}x{side} JPEG"}
         rss1 = child_rss(local_uri, args.features, args.workers, args.batch)
         rss10 = child_rss(str(root / "x10"), args.features, args.workers, args.batch)

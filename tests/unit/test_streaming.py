@@ -177,3 +177,36 @@ def test_local_shards_are_hashed_once_and_a_changed_shard_is_still_caught(tmp_pa
     path.write_bytes(bytes(data))
     with pytest.raises(DataError, match=r"part-00002.parquet does not match the sha256"):
         read_all(split.with_shards(split.shards))
+
+
+def test_processes_needing_one_remote_shard_download_it_once(tmp_path):
+    """Two DataLoader workers often need the same shard at the same moment: one downloads, the
+    other waits for it instead of fetching it whole again."""
+    import multiprocessing
+    import time
+
+    from trainpipe.data.shards import ShardCache
+    from trainpipe.storage import FileStore
+
+    log = tmp_path / "downloads.log"
+
+    class SlowStore(FileStore):  # a store whose downloads take a while, and are logged
+        def get_file(self, key, path, *, sha256=None):
+            with open(log, "a") as f:
+                f.write(f"{key}\n")
+            time.sleep(0.5)
+            return super().get_file(key, path, sha256=sha256)
+
+    split = stream(tmp_path)
+    store = SlowStore(tmp_path / "shards")
+    shard = split.shards[0]
+    cache = ShardCache(tmp_path / "remote-cache", 1 << 30)
+    context = multiprocessing.get_context("fork")
+    workers = [context.Process(target=cache.path, args=(store, shard)) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=30)
+    assert [w.exitcode for w in workers] == [0, 0]
+    assert log.read_text().splitlines() == [shard.name]
+    assert cache.path(store, shard).read_bytes() == (tmp_path / "shards" / shard.name).read_bytes()

@@ -71,17 +71,26 @@ def test_shard_anomaly_names_the_shard_and_stats_cover_every_row(tmp_path):
     assert report.splits["train"].columns["x"].count == sum(s.rows for s in splits["train"])
 
 
+def drift_report(tmp_path, reference, current, rows_per_shard, held_out_fraction):
+    """Validation of ``current`` (as shards) against ``reference`` (500-row shards)."""
+    write_shards(reference, str(tmp_path / "ref"), rows_per_shard=500)
+    write_shards(current, str(tmp_path / "cur"), rows_per_shard=rows_per_shard)
+    shards = discover_shards(str(tmp_path / "cur"))
+    splits = split_shards(
+        shards.shards,
+        validation_fraction=held_out_fraction,
+        test_fraction=held_out_fraction,
+        seed=0,
+    )
+    reference_shards = discover_shards(str(tmp_path / "ref"))
+    return validate_shards(shards, splits, label_column="label", reference=reference_shards)[0]
+
+
 def test_drift_against_reference_shards(tmp_path):
     rng = np.random.default_rng(0)
     reference = pa.table({"x": rng.normal(size=2000), "label": rng.integers(0, 2, 2000)})
     shifted = pa.table({"x": rng.normal(loc=1.5, size=2000), "label": rng.integers(0, 2, 2000)})
-    write_shards(reference, str(tmp_path / "ref"), rows_per_shard=500)
-    write_shards(shifted, str(tmp_path / "cur"), rows_per_shard=500)
-    current = discover_shards(str(tmp_path / "cur"))
-    splits = split_shards(current.shards, validation_fraction=0.25, test_fraction=0.25, seed=0)
-    report, _ = validate_shards(
-        current, splits, label_column="label", reference=discover_shards(str(tmp_path / "ref"))
-    )
+    report = drift_report(tmp_path, reference, shifted, 500, 0.25)
     drifted = {(r.split, r.column) for r in report.drift if r.drifted}
     assert ("train", "x") in drifted and ("train", "label") not in drifted
 
@@ -112,13 +121,7 @@ def test_streamed_drift_on_small_splits_is_inconclusive_like_in_memory(tmp_path)
     rng = np.random.default_rng(0)
     reference = pa.table({"x": rng.normal(size=200), "label": rng.integers(0, 2, 200)})
     same = pa.table({"x": rng.normal(size=150), "label": rng.integers(0, 2, 150)})
-    write_shards(reference, str(tmp_path / "ref"), rows_per_shard=100)
-    write_shards(same, str(tmp_path / "cur"), rows_per_shard=25)
-    current = discover_shards(str(tmp_path / "cur"))
-    splits = split_shards(current.shards, validation_fraction=0.2, test_fraction=0.2, seed=0)
-    report, _ = validate_shards(
-        current, splits, label_column="label", reference=discover_shards(str(tmp_path / "ref"))
-    )
+    report = drift_report(tmp_path, reference, same, 25, 0.2)
     assert not any(r.drifted for r in report.drift)
     unsure = [r for r in report.drift if "inconclusive" in r.details]
     assert unsure and all(r.metrics["psi"] > r.thresholds["psi"] for r in unsure)

@@ -14,6 +14,7 @@ are read in place. Every error names the shard and the fix.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -66,11 +67,19 @@ class ShardCache:
             return local
         with self._lock:
             self.folder.mkdir(parents=True, exist_ok=True)
-            try:
-                store.get_file(shard.name, local, sha256=shard.sha256 or None)
-            except StorageError as exc:
-                raise DataError(f"data error: shard {store.uri_for(shard.name)}: {exc}") from None
-            self._evict(keep=local)
+            # One download per shard across processes: DataLoader workers often need the same
+            # shard at once, and each would otherwise fetch it whole.
+            with open(self.folder / f".{digest}.lock", "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                if local.exists():  # another process fetched it while this one waited
+                    return local
+                try:
+                    store.get_file(shard.name, local, sha256=shard.sha256 or None)
+                except StorageError as exc:
+                    raise DataError(
+                        f"data error: shard {store.uri_for(shard.name)}: {exc}"
+                    ) from None
+                self._evict(keep=local)
         return local
 
     def verified(self, path: Path, sha256: str) -> bool:
