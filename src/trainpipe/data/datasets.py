@@ -185,12 +185,13 @@ def table_to_arrays(
     """(x, raw labels, feature shape) of one table."""
     if len(table) == 0:
         raise DataError(f"data error: {name} has no rows; supply a non-empty dataset")
-    widths, shape = [], None
+    widths, shape, arrays = [], None, set()
     for column in features:
         field_ = table.schema.field(column)
         if pa.types.is_fixed_size_list(field_.type):
             shape = array_shape(field_)
             widths.append(field_.type.list_size)
+            arrays.add(column)
         elif pa.types.is_integer(field_.type) or pa.types.is_floating(field_.type):
             widths.append(1)
         else:
@@ -203,7 +204,7 @@ def table_to_arrays(
     x = np.empty((len(table), sum(widths)), dtype=np.float32)
     offset = 0
     for column, width in zip(features, widths, strict=True):
-        if not pa.types.is_fixed_size_list(table.schema.field(column).type):
+        if column not in arrays:
             # Chunked to_numpy: no combined copy for a single chunk (a Parquet row group).
             x[:, offset] = table.column(column).to_numpy()
         else:

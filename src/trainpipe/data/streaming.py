@@ -52,6 +52,7 @@ class StreamSplit:
     endpoint_url: str | None = None
     _set: ShardSet | None = field(default=None, repr=False, compare=False)
     _loaders: dict = field(default_factory=dict, repr=False, compare=False)
+    _data_config: DataConfig | None = field(default=None, repr=False, compare=False)
     """DataLoaders (and their worker processes) kept for the next epoch, by how they read."""
 
     def __len__(self) -> int:
@@ -84,6 +85,12 @@ class StreamSplit:
         first = table.schema.field(self.feature_columns[0])
         return len(self.feature_columns) == 1 and is_image_column(first.type)
 
+    def _config(self) -> DataConfig:
+        # Built once: constructing the config per row group showed in the loader's profile.
+        if self._data_config is None:
+            self._data_config = DataConfig.model_construct(feature_shape=self.feature_shape)
+        return self._data_config
+
     def encode(self, table, where: str = "", *, decode: bool = True) -> tuple[np.ndarray, ...]:
         """(x float32 [n, *feature_shape], label indices int64) of stored rows. Images (a bytes
         column) are decoded here, in the worker that reads them; ``decode=False`` leaves them
@@ -98,9 +105,8 @@ class StreamSplit:
             )
             labels = table.column(self.label_column).to_numpy(zero_copy_only=False)
         else:
-            cfg = DataConfig.model_construct(feature_shape=self.feature_shape)
             x, labels, _ = table_to_arrays(
-                table, self.label_column, self.feature_columns, where, cfg
+                table, self.label_column, self.feature_columns, where, self._config()
             )
         values = np.asarray(self.label_values)
         index = np.searchsorted(values, labels)
