@@ -52,8 +52,8 @@ class StreamSplit:
     endpoint_url: str | None = None
     _set: ShardSet | None = field(default=None, repr=False, compare=False)
     _loaders: dict = field(default_factory=dict, repr=False, compare=False)
-    _data_config: DataConfig | None = field(default=None, repr=False, compare=False)
     """DataLoaders (and their worker processes) kept for the next epoch, by how they read."""
+    _data_config: DataConfig | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return sum(s.rows for s in self.shards)
