@@ -127,6 +127,14 @@ def test_hf_checkpoint_through_the_command_is_served_text_in_label_out(
     ]
     assert main(args) == 0
     summary = json.loads(capsys.readouterr().out)
+    # The shipped tokenizer has none of training's fixed-length padding (to seq_len 24): a
+    # short text stays short, so the server pads each batch to its longest text.
+    from tokenizers import Tokenizer
+
+    shipped = open_store(summary["package_uri"]).get_bytes("tokenizer.json").decode()
+    tokenizer = Tokenizer.from_str(shipped)
+    assert tokenizer.padding is None and tokenizer.truncation is None
+    assert len(tokenizer.encode("a").ids) < 24
     config = ServeConfig(port=0, log_level="warning", max_batch_size=8)
     with start_in_background(summary["package_uri"], config) as running:
         body = {

@@ -95,6 +95,20 @@ def load_hf_classifier(
     return HFTextClassifier(model, tokenizer.pad_token_id), tokenizer
 
 
+def served_tokenizer(tokenizer):
+    """The ``tokenizers.Tokenizer`` to ship with the model: a copy of the checkpoint's fast
+    tokenizer without the fixed-length padding and truncation that tokenizing the training
+    text left set on it (the server pads each batch to its longest text and cuts at the
+    package's ``max_seq_len`` itself); the post-processor, which adds the model's own special
+    tokens, stays."""
+    from tokenizers import Tokenizer
+
+    copy = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+    copy.no_padding()
+    copy.no_truncation()
+    return copy
+
+
 def apply_peft_lora(
     classifier: HFTextClassifier, *, rank: int, alpha: float, targets: tuple[str, ...] | None
 ) -> None:

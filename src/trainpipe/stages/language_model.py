@@ -38,6 +38,7 @@ from trainpipe.errors import ConfigError
 from trainpipe.evaluate.plots import learning_curves_png
 from trainpipe.export.text import export_text_package
 from trainpipe.models.checkpoint import to_bytes
+from trainpipe.models.hf import served_tokenizer
 from trainpipe.stages.entry import stage_entry
 from trainpipe.storage import open_store
 from trainpipe.train.distributed import World, init_from_env, shutdown
@@ -121,7 +122,7 @@ def run_language_model(
             world=world,
             endpoint_url=endpoint,
         )
-        tokenizer, max_seq_len = hf_tokenizer.backend_tokenizer, cfg.classifier_text.seq_len
+        tokenizer, max_seq_len = served_tokenizer(hf_tokenizer), cfg.classifier_text.seq_len
         # The tokenizer's post-processor adds the model's own special tokens: no cls_id.
         special = {"pad_id": hf_tokenizer.pad_token_id, "cls_id": None}
     else:
