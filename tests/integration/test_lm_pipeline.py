@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from tests.integration.test_compile import CLUSTER, executor_for, load_ir, walk_tasks
 from trainpipe.cli import main
@@ -204,9 +205,12 @@ def test_lm_dag_runs_locally_promotes_and_serves_text(tmp_path, capsys):
 @pytest.mark.slow
 def test_lm_training_steps_run_under_torchrun_with_two_processes(tmp_path):
     """nproc_per_node 2 (a pod with two GPUs; gloo on CPU here): lm_pretrain and lm_finetune
-    start torchrun in their pod through stages/pod.py, train DDP, and rank 0 commits; here a
-    masked (BERT-style) LM with a WordPiece tokenizer."""
+    start torchrun in their pod through stages/pod.py and rank 0 commits; here a masked
+    (BERT-style) LM with a WordPiece tokenizer, pretrained with FSDP2 (one unit per block,
+    activation checkpointing) and fine-tuned with DDP from the whole weights rank 0 stored."""
     from trainpipe.artifacts import ArtifactSet
+    from trainpipe.models.checkpoint import from_bytes
+    from trainpipe.models.lm import LMConfig, TransformerLM
     from trainpipe.stages.lm_data import run_lm_data
     from trainpipe.stages.lm_finetune import run_lm_finetune
     from trainpipe.stages.lm_pretrain import run_lm_pretrain
@@ -215,6 +219,8 @@ def test_lm_training_steps_run_under_torchrun_with_two_processes(tmp_path):
         f"storage.uri={tmp_path.as_uri()}",
         *TINY,
         "language_model.pretrain.nproc_per_node=2",
+        "language_model.pretrain.parallelism=fsdp",
+        "language_model.model.activation_checkpointing=true",
         "language_model.finetune.nproc_per_node=2",
         "language_model.finetune.epochs=1",
         "language_model.model.kind=masked",
@@ -226,7 +232,17 @@ def test_lm_training_steps_run_under_torchrun_with_two_processes(tmp_path):
     finetune_uri = run_lm_finetune(cfg, run, data_uri, pretrain_uri)
     pretrained, finetuned = ArtifactSet.open(pretrain_uri), ArtifactSet.open(finetune_uri)
     assert pretrained.summary["processes"] == finetuned.summary["processes"] == 2
+    assert pretrained.summary["parallelism"] == "fsdp"
+    assert finetuned.summary["parallelism"] == "ddp"
     assert pretrained.summary["kind"] == "masked"
+    # rank 0 stored whole plain tensors (not its shard, not DTensors): a fresh model of the
+    # configured size loads them strictly.
+    payload = from_bytes(pretrained.get_bytes("lm.pt"))
+    vocab = ArtifactSet.open(data_uri).summary["vocab_size"]
+    model = TransformerLM(LMConfig(**payload["config"]), vocab)
+    model.load_state_dict(payload["state"])
+    assert all(type(t) is torch.Tensor for t in payload["state"].values())
+    assert payload["state"]["embed.weight"].shape == (vocab, 32)
     assert pretrained.get_json("report.json")["samples"] == []  # samples are causal-only
     assert {"lm.pt", "tokenizer.json", "report.json"} <= set(pretrained.names())
     assert {"model.pt", "test_ids.npy", "text.json"} <= set(finetuned.names())

@@ -9,13 +9,14 @@ import pytest
 import torch
 
 from trainpipe.config import load_config
-from trainpipe.errors import ConfigError
+from trainpipe.errors import ConfigError, DataError
 from trainpipe.evaluate.config import GateConfig
 from trainpipe.evaluate.gate import PROMOTE, REJECT, decide, perplexity_bound
 from trainpipe.local_run import stages_of
 from trainpipe.models.checkpoint import from_bytes, to_bytes
 from trainpipe.models.lm import LMConfig, TextClassifier, TransformerLM
 from trainpipe.models.text_checkpoint import load_text_classifier, text_classifier_payload
+from trainpipe.stages.lm_context import array_bytes
 
 METRICS = {"accuracy": 0.9, "slices": {}, "language_model": {"test_perplexity": 120.0}}
 NO_CHAMPION = {"champion": None, "intervals": {}}
@@ -61,7 +62,6 @@ def test_a_key_of_a_language_model_subsection_keeps_its_demo_defaults():
             "does not roll out to a cluster itself yet",
         ),
         (["tune.enabled=true"], "has no tune step"),
-        (["language_model.pretrain.parallelism=fsdp"], "store whole weights from rank 0"),
         (["language_model.text.seq_len=256"], "text.seq_len 256 exceeds model.max_seq_len 128"),
     ],
 )
@@ -69,6 +69,16 @@ def test_language_model_dag_refuses_what_it_cannot_do(overrides, message):
     with pytest.raises(ConfigError, match=message):
         load_config(None, ["language_model.enabled=true", *overrides])
     load_config(None, overrides)  # the table DAG is unaffected
+
+
+def test_the_language_model_dag_takes_fsdp2_for_both_training_steps():
+    """The steps store what ``Trainer.plain_model()`` gathers, so FSDP2 is allowed."""
+    overrides = [
+        "language_model.pretrain.parallelism=fsdp",
+        "language_model.finetune.parallelism=fsdp",
+    ]
+    lm = load_config(None, ["language_model.enabled=true", *overrides]).language_model
+    assert lm.pretrain.parallelism == lm.finetune.parallelism == "fsdp"
 
 
 def test_stages_of_the_language_model_run():
@@ -207,3 +217,56 @@ def test_the_preflight_finds_s3_corpora_and_shard_folders(s3_bucket, s3_endpoint
     check_lm_sources(config(f"{s3_bucket}/corpus.txt", f"{s3_bucket}/labelled"))
     with pytest.raises(DataError, match=r"^data error: language_model.text.source .* does not"):
         check_lm_sources(config(f"{s3_bucket}/missing.txt", f"{s3_bucket}/labelled"))
+
+
+TINY_DATA = [
+    "language_model.enabled=true",
+    "language_model.text.source=builtin:reviews",
+    "language_model.text.vocab_size=300",
+    "language_model.text.seq_len=32",
+    "language_model.model.dim=32",
+    "language_model.model.depth=1",
+    "language_model.model.heads=2",
+    "language_model.model.max_seq_len=64",
+    "language_model.pretrain.epochs=1",
+    "language_model.pretrain.device=cpu",
+]
+
+
+def test_lm_data_stores_the_packed_corpus_that_pretraining_trains_on_unread(tmp_path):
+    """lm_data tokenizes and packs the pretraining corpus once and stores it with checksums;
+    pretraining from it reads no corpus (its source is gone) and trains on exactly those
+    windows; a packed file changed after the commit is refused."""
+    from trainpipe.artifacts import ArtifactSet
+    from trainpipe.data.text import pack_corpus, read_corpus
+    from trainpipe.stages.lm_context import packed_splits, tokenizer_in
+    from trainpipe.stages.lm_data import run_lm_data
+    from trainpipe.storage import ChecksumMismatch
+    from trainpipe.train.lm import PackedText, pretrain_language_model
+
+    cfg = load_config(None, [f"storage.uri={tmp_path.as_uri()}", *TINY_DATA])
+    _, data_uri = run_lm_data(cfg.to_json(), "packed")
+    data = ArtifactSet.open(data_uri)
+    lm = cfg.language_model
+    tokenizer = tokenizer_in(data)
+    stored = packed_splits(data)
+    again = pack_corpus(tokenizer, read_corpus(lm.text), lm.text.seq_len, source="again")
+    for split, windows in again.items():
+        assert stored[split].x.dtype == np.int64
+        np.testing.assert_array_equal(stored[split].x, windows.x)
+    assert data.summary["pretrain_tokens"]["train"] == len(stored["train"]) * lm.text.seq_len
+
+    gone = lm.text.model_copy(update={"source": f"{tmp_path}/no-such-corpus.txt"})
+    result = pretrain_language_model(
+        gone, lm.model, lm.pretrain, packed=PackedText(tokenizer, stored)
+    )
+    assert result.tokens_per_epoch == len(stored["train"]) * lm.text.seq_len
+    wider = lm.text.model_copy(update={"seq_len": 48})
+    with pytest.raises(DataError, match=r"packed sequences are \[33\] tokens wide, not"):
+        pretrain_language_model(wider, lm.model, lm.pretrain, packed=PackedText(tokenizer, stored))
+
+    (tmp_path / "runs/packed/lm_data/packed_train.npy").write_bytes(
+        array_bytes(stored["train"].x[:-1].astype(np.int32))
+    )
+    with pytest.raises(ChecksumMismatch):
+        packed_splits(ArtifactSet.open(data_uri))

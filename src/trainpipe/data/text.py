@@ -440,6 +440,23 @@ def pack(documents: list[list[int]], seq_len: int, eos_id: int) -> Split:
     return Split(windows, np.zeros(n, dtype=np.int64))
 
 
+def pack_corpus(tokenizer, corpus: Corpus, seq_len: int, *, source: str) -> dict[str, Split]:
+    """Every split of ``corpus`` tokenized once and packed (:func:`pack`); a split too short to
+    fill one sequence is a :class:`DataError` naming ``source``, the split and the fix."""
+    eos_id = special_id(tokenizer, EOS)
+    splits = {}
+    for split in ("train", "validation", "test"):
+        documents = encode(tokenizer, getattr(corpus, split))
+        tokens = sum(len(ids) + 1 for ids in documents)  # each document ends with <eos>
+        if tokens < seq_len + 1:
+            raise DataError(
+                f"data error: {source}: the {split} split has {tokens} tokens, fewer than one "
+                f"sequence of text.seq_len {seq_len}; give more text or lower text.seq_len"
+            )
+        splits[split] = pack(documents, seq_len, eos_id)
+    return splits
+
+
 def pad_batch(
     documents: list[list[int]], pad_id: int, max_len: int, *, cls_id: int | None = None
 ) -> np.ndarray:

@@ -3,12 +3,15 @@ and train (or load) the tokenizer, so every later step works from the same text.
 
 - pretraining corpus (``language_model.text``; skipped when fine-tuning a Hugging Face
   checkpoint): every split has documents and at least one packed sequence of ``seq_len``
-  tokens; the tokenizer has the special tokens the model kind needs;
+  tokens; the tokenizer has the special tokens the model kind needs; the corpus is tokenized
+  and packed here, once, and stored for ``lm_pretrain``;
 - labelled corpus (``language_model.classifier_text``): every split has documents, every label
   of validation/test was seen in training.
 
-Writes ``runs/<run_id>/lm_data/``: ``tokenizer.json`` (not for a Hugging Face checkpoint, whose
-tokenizer comes with it), ``labelled_text.json`` and ``dataset.json`` (sources, sizes, labels).
+Writes ``runs/<run_id>/lm_data/``: ``tokenizer.json`` and ``packed_{train,validation,test}.npy``
+(``[n, seq_len + 1]`` int32 windows; neither for a Hugging Face checkpoint, whose tokenizer
+comes with it and which is not pretrained), ``labelled_text.json`` and ``dataset.json``
+(sources, sizes, labels).
 """
 
 from __future__ import annotations
@@ -17,15 +20,21 @@ from trainpipe.data.text import (
     EOS,
     MASK,
     PAD,
-    encode,
     label_arrays,
+    pack_corpus,
     read_corpus,
     special_id,
     tokenizer_for,
 )
 from trainpipe.errors import DataError
 from trainpipe.stages.context import make_context
-from trainpipe.stages.lm_context import LABELLED_TEXT, SPLITS, TOKENIZER, LabelledText
+from trainpipe.stages.lm_context import (
+    LABELLED_TEXT,
+    SPLITS,
+    TOKENIZER,
+    LabelledText,
+    put_packed,
+)
 from trainpipe.storage import StorageError, open_store, split_uri
 
 
@@ -44,21 +53,6 @@ def check_lm_sources(cfg) -> None:
                 f"data error: {key} {uri} does not exist; give an existing file or folder "
                 "(file:// or s3://), or a builtin: corpus"
             )
-
-
-def _check_tokens(tokenizer, corpus, seq_len: int, source: str) -> dict[str, int]:
-    """Tokens per split (documents plus one end-of-text each); every split must fill one
-    sequence."""
-    counts = {}
-    for split in SPLITS:
-        tokens = sum(len(ids) + 1 for ids in encode(tokenizer, getattr(corpus, split)))
-        if tokens < seq_len + 1:
-            raise DataError(
-                f"data error: {source}: the {split} split has {tokens} tokens, fewer than one "
-                f"sequence of text.seq_len {seq_len}; give more text or lower text.seq_len"
-            )
-        counts[split] = tokens
-    return counts
 
 
 def run_lm_data(config_json: str, run_id: str, job_id: str = "") -> tuple[str, str]:
@@ -84,7 +78,9 @@ def run_lm_data(config_json: str, run_id: str, job_id: str = "") -> tuple[str, s
         tokenizer = tokenizer_for(lm.text, corpus, endpoint_url=endpoint)
         for token in (PAD, EOS, MASK) if lm.model.kind == "masked" else (PAD, EOS):
             special_id(tokenizer, token)  # DataError naming the missing token
-        tokens = _check_tokens(tokenizer, corpus, lm.text.seq_len, lm.text.source)
+        packed = pack_corpus(tokenizer, corpus, lm.text.seq_len, source=lm.text.source)
+        # Packed tokens (every one a prediction target once), what an epoch trains on.
+        tokens = {s: len(packed[s]) * lm.text.seq_len for s in SPLITS}
         dataset |= {
             "pretrain_source": lm.text.source,
             "pretrain_documents": {s: len(getattr(corpus, s)) for s in SPLITS},
@@ -93,6 +89,7 @@ def run_lm_data(config_json: str, run_id: str, job_id: str = "") -> tuple[str, s
             "tokenizer": lm.text.tokenizer_uri or f"{lm.text.tokenizer} trained here",
         }
         writer.put_text(TOKENIZER, tokenizer.to_str())
+        put_packed(writer, packed)
         print(
             f"[lm_data] pretraining corpus {lm.text.source}: "
             f"{sum(dataset['pretrain_documents'].values())} documents, {tokens['train']:,} "

@@ -7,20 +7,26 @@ Writes ``runs/<run_id>/lm_finetune/``: ``model.pt`` (:mod:`trainpipe.models.text
 ``tokenizer.json``, ``text.json`` (pad/cls ids, longest sequence, labels), ``test_ids.npy``
 (the test split as the classifier saw it: evaluate and export score exactly these) and
 ``history.json``. With ``finetune.nproc_per_node`` > 1 (``auto``: every GPU of the pod) it
-trains under torchrun in its pod (``stages/pod.py``), DDP; rank 0 stores.
+trains under torchrun in its pod (``stages/pod.py``), DDP or FSDP2 (``finetune.parallelism``;
+the sharded weights are gathered whole after training); rank 0 stores.
 """
 
 from __future__ import annotations
 
-from tokenizers import Tokenizer
-
-from trainpipe.data.text import CLS, PAD, special_id, tokenizer_from_json
+from trainpipe.data.text import CLS, PAD, special_id
 from trainpipe.errors import DataError
 from trainpipe.models.checkpoint import from_bytes, to_bytes
+from trainpipe.models.hf import served_tokenizer
 from trainpipe.models.lm import LMConfig, TransformerLM
 from trainpipe.models.text_checkpoint import text_classifier_payload
 from trainpipe.stages.context import make_context
-from trainpipe.stages.lm_context import TEST_IDS, TOKENIZER, array_bytes, labelled_text
+from trainpipe.stages.lm_context import (
+    TEST_IDS,
+    TOKENIZER,
+    array_bytes,
+    labelled_text,
+    tokenizer_in,
+)
 from trainpipe.stages.training_run import checkpoint_store, run_training, setup_world
 from trainpipe.train.lm import finetune_hf_classifier, finetune_text_classifier
 
@@ -31,9 +37,7 @@ def _pretrained(ctx, pretrain_uri: str):
     """The LM and tokenizer lm_pretrain stored."""
     pretrained = ctx.open(pretrain_uri)
     payload = from_bytes(pretrained.get_bytes("lm.pt"))
-    tokenizer = tokenizer_from_json(
-        pretrained.get_bytes(TOKENIZER).decode("utf-8"), origin=f"{pretrain_uri}/{TOKENIZER}"
-    )
+    tokenizer = tokenizer_in(pretrained)
     model = TransformerLM(LMConfig(**payload["config"]), tokenizer.get_vocab_size())
     model.load_state_dict(payload["state"])
     return model, tokenizer
@@ -62,7 +66,7 @@ def run_lm_finetune(
 
 
 def train_lm_finetune(config_json: str, run_id: str, data_uri: str, pretrain_uri: str) -> None:
-    """Train on every rank (DDP); rank 0 commits."""
+    """Train on every rank (DDP or FSDP2); rank 0 commits."""
     ctx = make_context(config_json, run_id)
     lm = ctx.cfg.language_model
     endpoint = ctx.cfg.storage.endpoint_url
@@ -79,11 +83,7 @@ def train_lm_finetune(config_json: str, run_id: str, data_uri: str, pretrain_uri
         clf, hf_tokenizer = finetune_hf_classifier(
             lm.hf_checkpoint_uri, text, lm.finetune, **training
         )
-        # A copy without the fixed-length padding and truncation that tokenizing for
-        # training left set: the server pads each batch to its longest text.
-        tokenizer = Tokenizer.from_str(hf_tokenizer.backend_tokenizer.to_str())
-        tokenizer.no_padding()
-        tokenizer.no_truncation()
+        tokenizer = served_tokenizer(hf_tokenizer)
         # The tokenizer's post-processor adds the model's own special tokens: no cls_id.
         spec = {
             "pad_id": hf_tokenizer.pad_token_id,
@@ -131,5 +131,6 @@ def train_lm_finetune(config_json: str, run_id: str, data_uri: str, pretrain_uri
         "final_val_accuracy": last.val_metric,
         "torch_test_accuracy": clf.test_accuracy,
         "processes": world.size,
+        "parallelism": lm.finetune.parallelism if world.distributed else "none",
     }
     writer.commit(summary=summary)

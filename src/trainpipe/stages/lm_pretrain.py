@@ -1,12 +1,13 @@
 """lm_pretrain: pretrain the causal or masked language model on the corpus ``lm_data`` checked,
-with the tokenizer it stored.
+tokenized and packed, with the tokenizer it stored.
 
 Writes ``runs/<run_id>/lm_pretrain/``: ``lm.pt`` (config and weights), ``tokenizer.json``,
 ``report.json`` (size, FLOPs per token, learning curves in tokens, validation/test perplexity,
 tokens/s and MFU records, samples), ``history.json`` and ``curves.png``. Checkpoints go to the
 run's checkpoint folder, so a retried pod resumes where the killed one stopped. With
 ``pretrain.nproc_per_node`` > 1 (``auto``: every GPU of the pod) it trains under torchrun in
-its pod (``stages/pod.py``), DDP.
+its pod (``stages/pod.py``), DDP or FSDP2 (``pretrain.parallelism``; the sharded weights are
+gathered whole after training, so rank 0 stores a plain ``lm.pt``).
 """
 
 from __future__ import annotations
@@ -14,10 +15,9 @@ from __future__ import annotations
 from trainpipe.evaluate.plots import learning_curves_png
 from trainpipe.models.checkpoint import to_bytes
 from trainpipe.stages.context import make_context
-from trainpipe.stages.lm_context import TOKENIZER
+from trainpipe.stages.lm_context import TOKENIZER, packed_splits, tokenizer_in
 from trainpipe.stages.training_run import checkpoint_store, run_training, setup_world
-from trainpipe.storage import join_uri
-from trainpipe.train.lm import pretrain_language_model
+from trainpipe.train.lm import PackedText, pretrain_language_model
 
 STAGE = "lm_pretrain"
 
@@ -45,21 +45,24 @@ def run_lm_pretrain(config_json: str, run_id: str, data_uri: str, metrics=None) 
 
 
 def train_lm_pretrain(config_json: str, run_id: str, data_uri: str) -> None:
-    """Train on every rank (DDP; rank 0 loads the tokenizer and sends it); rank 0 commits."""
+    """Train on every rank (DDP or FSDP2); rank 0 commits."""
     ctx = make_context(config_json, run_id)
     lm = ctx.cfg.language_model
-    ctx.open(data_uri)  # complete and verified before its tokenizer is used
-    # The tokenizer lm_data trained (or copied from the user's tokenizer_uri).
-    text = lm.text.model_copy(update={"tokenizer_uri": join_uri(data_uri, TOKENIZER)})
+    # The tokenizer lm_data trained (or copied from the user's tokenizer_uri) and the corpus
+    # it tokenized and packed with it: every rank reads them, checksums checked, and nothing
+    # is tokenized again here.
+    data = ctx.open(data_uri)
+    packed = PackedText(tokenizer_in(data), packed_splits(data))
     world, _ = setup_world(lm.pretrain)
     result = pretrain_language_model(
-        text,
+        lm.text,
         lm.model,
         lm.pretrain,
         world=world,
         checkpoints=checkpoint_store(ctx, STAGE, lm.pretrain),
         stage=STAGE,
         endpoint_url=ctx.cfg.storage.endpoint_url,
+        packed=packed,
     )
     if not world.is_main:
         return
@@ -75,6 +78,7 @@ def train_lm_pretrain(config_json: str, run_id: str, data_uri: str) -> None:
         "mfu": throughput.get("mfu"),
         "epochs": len(result.result.history),
         "processes": world.size,
+        "parallelism": lm.pretrain.parallelism if world.distributed else "none",
     }
     writer = ctx.writer(STAGE, inputs={"data": data_uri})
     writer.put_bytes(

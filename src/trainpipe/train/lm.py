@@ -31,13 +31,13 @@ from trainpipe.data.text import (
     classification_splits,
     encode,
     label_arrays,
-    pack,
+    pack_corpus,
     read_corpus,
     special_id,
     tokenizer_for,
     tokenizer_from_json,
 )
-from trainpipe.errors import ConfigError
+from trainpipe.errors import ConfigError, DataError
 from trainpipe.models.lm import LMConfig, TextClassifier, TransformerLM
 from trainpipe.models.lora import apply_lora, merge_lora
 from trainpipe.train.checkpoint import CheckpointStore
@@ -92,6 +92,15 @@ class TextFinetuneConfig(FinetuneConfig):
 
     compare_with_scratch: bool = False
     """Not used for text models."""
+
+
+@dataclass(frozen=True)
+class PackedText:
+    """A pretraining corpus tokenized and packed: the tokenizer and the ``[n, seq_len + 1]``
+    windows of each split (:func:`trainpipe.data.text.pack_corpus`)."""
+
+    tokenizer: object
+    splits: dict[str, Split]
 
 
 @dataclass
@@ -154,21 +163,29 @@ def pretrain_language_model(
     checkpoints: CheckpointStore | None = None,
     stage: str = "lm_pretrain",
     endpoint_url: str | None = None,
+    packed: PackedText | None = None,
 ) -> PretrainedLM:
     """Read and tokenize the corpus, pack it, train a causal or masked LM, and measure it
-    (``endpoint_url``: the S3 endpoint for s3:// corpora and tokenizers)."""
+    (``endpoint_url``: the S3 endpoint for s3:// corpora and tokenizers). ``packed``: the
+    corpus already tokenized and packed (the DAG's ``lm_data`` step stores it), so nothing is
+    read or tokenized here."""
     if text.seq_len > model_cfg.max_seq_len:
         raise ConfigError(
             f"config error: text.seq_len {text.seq_len} exceeds model max_seq_len "
             f"{model_cfg.max_seq_len}; raise max_seq_len or lower seq_len"
         )
-    corpus = read_corpus(text, endpoint_url=endpoint_url)
-    tokenizer = shared_tokenizer(text, corpus, world, endpoint_url)
-    eos = special_id(tokenizer, EOS)
-    splits = {
-        name: pack(encode(tokenizer, getattr(corpus, name)), text.seq_len, eos)
-        for name in ("train", "validation", "test")
-    }
+    if packed is None:
+        corpus = read_corpus(text, endpoint_url=endpoint_url)
+        tokenizer = shared_tokenizer(text, corpus, world, endpoint_url)
+        splits = pack_corpus(tokenizer, corpus, text.seq_len, source=text.source)
+    else:
+        tokenizer, splits = packed.tokenizer, packed.splits
+        width = {s.x.shape[1] for s in splits.values()}
+        if width != {text.seq_len + 1}:
+            raise DataError(
+                f"data error: the packed sequences are {sorted(width)} tokens wide, not "
+                f"text.seq_len + 1 = {text.seq_len + 1}; pack the corpus again with this config"
+            )
     torch.manual_seed(train.seed)
     model = TransformerLM(model_cfg, tokenizer.get_vocab_size())
     flops_per_token = model.flops_per_token(text.seq_len)

@@ -117,11 +117,6 @@ class LanguageModelConfig(LanguageModelSettings):
 
     @model_validator(mode="after")
     def _fits(self) -> LanguageModelConfig:
-        if self.enabled and "fsdp" in (self.pretrain.parallelism, self.finetune.parallelism):
-            raise ValueError(
-                "pretrain/finetune.parallelism=fsdp: the DAG's steps store whole weights from "
-                "rank 0, which FSDP shards; use ddp"
-            )
         if self.enabled and not self.classifier_text.label_column:
             raise ValueError(
                 "classifier_text.label_column is not set: the DAG fine-tunes a classifier; name "
