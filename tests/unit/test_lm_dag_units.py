@@ -219,24 +219,11 @@ def test_the_preflight_finds_s3_corpora_and_shard_folders(s3_bucket, s3_endpoint
         check_lm_sources(config(f"{s3_bucket}/missing.txt", f"{s3_bucket}/labelled"))
 
 
-TINY_DATA = [
-    "language_model.enabled=true",
-    "language_model.text.source=builtin:reviews",
-    "language_model.text.vocab_size=300",
-    "language_model.text.seq_len=32",
-    "language_model.model.dim=32",
-    "language_model.model.depth=1",
-    "language_model.model.heads=2",
-    "language_model.model.max_seq_len=64",
-    "language_model.pretrain.epochs=1",
-    "language_model.pretrain.device=cpu",
-]
-
-
 def test_lm_data_stores_the_packed_corpus_that_pretraining_trains_on_unread(tmp_path):
     """lm_data tokenizes and packs the pretraining corpus once and stores it with checksums;
     pretraining from it reads no corpus (its source is gone) and trains on exactly those
     windows; a packed file changed after the commit is refused."""
+    from tests.integration.test_lm_pipeline import TINY
     from trainpipe.artifacts import ArtifactSet
     from trainpipe.data.text import pack_corpus, read_corpus
     from trainpipe.stages.lm_context import packed_splits, tokenizer_in
@@ -244,7 +231,8 @@ def test_lm_data_stores_the_packed_corpus_that_pretraining_trains_on_unread(tmp_
     from trainpipe.storage import ChecksumMismatch
     from trainpipe.train.lm import PackedText, pretrain_language_model
 
-    cfg = load_config(None, [f"storage.uri={tmp_path.as_uri()}", *TINY_DATA])
+    tiny = [f"storage.uri={tmp_path.as_uri()}", "language_model.enabled=true", *TINY]
+    cfg = load_config(None, tiny)
     _, data_uri = run_lm_data(cfg.to_json(), "packed")
     data = ArtifactSet.open(data_uri)
     lm = cfg.language_model
