@@ -35,6 +35,7 @@ from trainpipe.train.linear import fit_linear, linear_module
 
 MODEL_CONFIG = ModelConfig(name="mlp", hidden_dim=16, embed_dim=8)
 BLEND_WEIGHT = 0.4
+TRAINING = {"batch_size": 16, "steps_per_epoch": 13, "steps": 780, "epochs": 60}
 
 
 def write_table(path, n: int = 400, seed: int = 0) -> None:
@@ -92,6 +93,7 @@ def exported(tmp_path_factory):
         dataset.label_names,
         dataset.preprocess,
         blend={"chosen_by": "this test"},
+        training=TRAINING,
     )
     from trainpipe.models.checkpoint import to_bytes
 
@@ -167,6 +169,7 @@ def test_model_json_describes_named_raw_inputs(exported):
         "age",
     }
     assert meta["blend"] == {"chosen_by": "this test", "linear_weight": BLEND_WEIGHT}
+    assert meta["training"] == TRAINING  # the fine-tuning schedule, from model.pt
     parity = ArtifactSet.open(export_uri).get_json("parity.json")
     assert parity["serving_graph"]["max_abs_error"] < 1e-4
     assert parity["serving_graph"]["inputs"] == ["active", "age", "income", "region", "seats"]

@@ -5,6 +5,8 @@ diagnosis that never contradicts the gate, and the pretrained-vs-scratch choice 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -25,9 +27,10 @@ from trainpipe.models.config import ModelConfig
 from trainpipe.models.heads import Blend
 from trainpipe.stages.context import make_context
 from trainpipe.stages.evaluate import missing_classes, reconcile_diagnosis, run_evaluate
-from trainpipe.stages.finetune import choose_initialization, run_finetune
+from trainpipe.stages.finetune import TRAINING_KEYS, choose_initialization, run_finetune
 from trainpipe.stages.validate import run_validate
 from trainpipe.train.blend import BLEND_GRID
+from trainpipe.train.finetuning import auto_batch_size
 
 
 def blobs(n: int = 600, seed: int = 0) -> Dataset:
@@ -197,6 +200,23 @@ def test_finetune_blends_with_the_linear_fit_weighted_out_of_fold(tmp_path):
     assert metrics["blend"]["linear_weight"] == blend["linear_weight"]
     assert metrics["baselines"]["linear"]["strength"] == blend["linear"]["strength"]
     assert metrics["baselines"]["linear"]["losses"] == blend["linear"]["losses"]
+
+
+def test_finetune_reports_the_automatic_schedule_of_a_small_table(tmp_path):
+    """No batch size set: the table's labelled rows // 16 (clamped to 16..64) trains with
+    several steps per epoch, and the summary and model.pt say which batch and how many steps."""
+    _, _, finetune_uri = blobs_run(
+        tmp_path,
+        {"ensemble_size": 1, "blend_with_linear": False, "compare_with_scratch": False},
+    )
+    summary = ArtifactSet.open(finetune_uri).summary
+    rows = summary["labelled_examples"]
+    assert summary["batch_size"] == auto_batch_size(rows, table=True) < 64
+    assert summary["steps_per_epoch"] == math.ceil(rows / summary["batch_size"]) > 4
+    assert summary["steps"] == summary["epochs"] * summary["steps_per_epoch"]
+    assert (summary["max_epochs"], summary["patience_epochs"]) == (5, None)
+    payload = from_bytes(ArtifactSet.open(finetune_uri).get_bytes("model.pt"))
+    assert payload["training"] == {key: summary[key] for key in TRAINING_KEYS}
 
 
 def test_a_table_with_repeated_rows_passes_validate_data(tmp_path):

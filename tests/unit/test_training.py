@@ -69,7 +69,7 @@ def test_training_is_reproducible_with_a_seed():
         model = Classifier(
             build_encoder(ModelConfig(name="mlp", hidden_dim=16, embed_dim=8), [4]), 3
         )
-        Trainer(FinetuneConfig(epochs=2), model, Classification(), stage="t").fit(
+        Trainer(FinetuneConfig(epochs=2, batch_size=64), model, Classification(), stage="t").fit(
             blobs(), blobs(seed=1)
         )
         return torch.cat([p.flatten() for p in model.parameters()])
@@ -103,7 +103,7 @@ def test_early_stopping_restores_best_weights():
     noisy = blobs(seed=1)
     noisy = Split(noisy.x, np.random.default_rng(3).integers(0, 3, len(noisy.y)))
     model = Classifier(build_encoder(ModelConfig(name="mlp", hidden_dim=64, embed_dim=32), [4]), 3)
-    cfg = FinetuneConfig(epochs=40, lr=1e-2, early_stopping_patience=3)
+    cfg = FinetuneConfig(epochs=40, batch_size=64, lr=1e-2, early_stopping_patience=3)
     trainer = Trainer(cfg, model, Classification(), stage="t")
     result = trainer.fit(blobs(), noisy)
     assert len(result.history) < 40

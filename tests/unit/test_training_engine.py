@@ -181,7 +181,7 @@ def test_linear_probe_leaves_the_encoder_unchanged():
     model = small_classifier()
     before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
     model.encoder.requires_grad_(False)
-    cfg = FinetuneConfig(epochs=2, strategy="linear_probe")
+    cfg = FinetuneConfig(epochs=2, batch_size=64, strategy="linear_probe")
     Trainer(
         cfg,
         model,
@@ -197,7 +197,11 @@ def test_linear_probe_leaves_the_encoder_unchanged():
 def test_gradual_unfreezing_and_layer_decay():
     model = small_classifier()
     cfg = FinetuneConfig(
-        epochs=2, strategy="gradual_unfreeze", unfreeze_every_epochs=2, layer_lr_decay=0.5
+        epochs=2,
+        batch_size=64,
+        strategy="gradual_unfreeze",
+        unfreeze_every_epochs=2,
+        layer_lr_decay=0.5,
     )
     groups = finetune_param_groups(model, cfg)
     factor = finetune_lr_factor(cfg)
@@ -217,9 +221,9 @@ def test_gradual_unfreezing_and_layer_decay():
 def test_distillation_pulls_the_student_to_the_teacher():
     """On shuffled labels only the teacher carries signal: a distilled student follows it."""
     teacher = small_classifier()
-    Trainer(FinetuneConfig(epochs=5), teacher, Classification(), stage="teacher").fit(
-        blobs(), blobs(seed=1)
-    )
+    Trainer(
+        FinetuneConfig(epochs=5, batch_size=64), teacher, Classification(), stage="teacher"
+    ).fit(blobs(), blobs(seed=1))
     data = blobs()
     shuffled = Split(data.x, np.random.default_rng(5).permutation(data.y))
     x = torch.as_tensor(blobs(seed=2).x)
@@ -227,9 +231,9 @@ def test_distillation_pulls_the_student_to_the_teacher():
     for weight in (1.0, 0.0):
         student = small_classifier(depth=1)
         objective = Classification(teacher=teacher, distill_weight=weight)
-        Trainer(FinetuneConfig(epochs=20, lr=1e-2), student, objective, stage="s").fit(
-            shuffled, blobs(seed=1)
-        )
+        Trainer(
+            FinetuneConfig(epochs=20, batch_size=64, lr=1e-2), student, objective, stage="s"
+        ).fit(shuffled, blobs(seed=1))
         with torch.no_grad():
             agreement[weight] = (student(x).argmax(1) == teacher(x).argmax(1)).float().mean()
     assert agreement[1.0] > 0.75

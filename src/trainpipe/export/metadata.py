@@ -113,9 +113,11 @@ def model_metadata(
     quantization: dict | None,
     extra_outputs: bool = False,
     blend: dict | None = None,
+    training: dict | None = None,
 ) -> dict:
     """``blend``: the linear weight of a table model's blend and how it was chosen (None: the
-    network alone)."""
+    network alone); ``training``: the schedule the shipped network was fine-tuned with
+    (effective batch size, steps, epochs; None for models saved without it)."""
     import onnx
     import onnxruntime
     import torch
@@ -137,6 +139,7 @@ def model_metadata(
         "parity": parity,
         "quantization": quantization,
         "blend": blend,
+        "training": training,
         "exported_with": {
             "torch": torch.__version__,
             "onnx": onnx.__version__,

@@ -47,11 +47,13 @@ def classifier_payload(
     preprocess: PreprocessSpec | None = None,
     target_scale: tuple[float, float] | None = None,
     blend: dict | None = None,
+    training: dict | None = None,
 ) -> dict:
     """``input_shape`` is the network's (after preprocessing); ``preprocess`` travels with the
     weights so the loaded model takes encoded table rows. A ``Blend`` stores its network as
     ``state_dict`` and its linear layer as ``linear_state_dict``; ``blend`` (plain JSON values:
-    the weight, how it was chosen) is stored with them, for model.json and the reports."""
+    the weight, how it was chosen) is stored with them, for model.json and the reports, as is
+    ``training`` (the fine-tuning schedule: effective batch size, steps, epochs)."""
     network = model.network if isinstance(model, Blend) else model
     payload = {
         "kind": "classifier",
@@ -65,6 +67,7 @@ def classifier_payload(
         "target_scale": None if target_scale is None else [float(v) for v in target_scale],
         # Plain JSON values only: a numpy scalar would make weights_only loading refuse the file.
         "blend": json.loads(json.dumps(blend, default=float)) if blend is not None else None,
+        "training": json.loads(json.dumps(training)) if training is not None else None,
     }
     if isinstance(model, Blend):
         payload["linear_state_dict"] = model.linear.state_dict()

@@ -118,6 +118,7 @@ def run_export(config_json: str, run_id: str, data_uri: str, finetune_uri: str) 
         parity=parity,
         quantization=quantization,
         blend=payload.get("blend"),
+        training=payload.get("training"),
     )
     writer = ctx.writer("export_onnx", inputs={"model": finetune_uri})
     writer.put_bytes("model.onnx", shipped)

@@ -58,14 +58,13 @@ from trainpipe.train.finetuning import (
     classifier_trainer,
     resolve_ensemble_size,
     resolve_label_fraction,
+    resolve_schedule,
 )
 from trainpipe.train.linear import fit_linear, fold_ids, linear_module
 from trainpipe.train.linear import out_of_fold as linear_out_of_fold
 from trainpipe.train.objectives import Classification, Regression
 from trainpipe.train.trainer import Trainer
 from trainpipe.tune.space import fresh_encoder
-
-MAX_AUTO_EPOCHS = 1000
 
 
 def run_finetune(
@@ -136,14 +135,6 @@ def standardized_targets(
     return replace(dataset, **splits), (mean, std)
 
 
-def resolve_epochs(cfg: FinetuneConfig, examples: int) -> FinetuneConfig:
-    """Enough epochs for ``min_steps`` optimizer steps on a small table (images keep
-    ``epochs``: the digits demo's 20%-label comparison is tuned on them)."""
-    steps_per_epoch = max(1, math.ceil(examples / cfg.batch_size))
-    epochs = max(cfg.epochs, math.ceil(cfg.min_steps / steps_per_epoch))
-    return cfg.model_copy(update={"epochs": min(epochs, MAX_AUTO_EPOCHS)})
-
-
 def balanced_class_weights(y, num_classes: int) -> torch.Tensor:
     counts = torch.bincount(torch.as_tensor(y), minlength=num_classes).float()
     return len(y) / (num_classes * counts.clamp_min(1.0))
@@ -163,8 +154,7 @@ def _train_classifier(
     initial: dict | None = None,
 ) -> tuple[Trainer, Classifier, dict]:
     """``initial``: a whole classifier's state dict to start from (warm start)."""
-    if dataset.preprocess is not None:
-        cfg = resolve_epochs(cfg, len(train))
+    cfg = resolve_schedule(cfg, len(train), table=dataset.preprocess is not None)
     if seed is not None:
         cfg = cfg.model_copy(update={"seed": seed})
     torch.manual_seed(cfg.seed)
@@ -226,6 +216,18 @@ def _warm_start(ctx: StageContext, uri: str, dataset: Dataset) -> dict:
         )
     return payload
 
+
+TRAINING_KEYS = (
+    "batch_size",
+    "steps_per_epoch",
+    "steps",
+    "warmup_steps",
+    "epochs",
+    "max_epochs",
+    "patience_epochs",
+    "best_epoch",
+)
+"""The shipped network's fine-tuning schedule, as run (model.pt and model.json carry it)."""
 
 MIN_CROSS_FIT_MEMBERS = 3
 """Cross-fit when the ensemble has at least this many networks (the first trains on every row,
@@ -495,6 +497,11 @@ def train_finetune(
         "processes": world.size,
         "epochs": len(history["history"]),
         "steps": history["steps"],
+        "batch_size": history["batch_size"],
+        "steps_per_epoch": history["steps_per_epoch"],
+        "warmup_steps": history["warmup_steps"],
+        "max_epochs": history["max_epochs"],
+        "patience_epochs": history["patience_epochs"],
         "best_epoch": history["best_epoch"],
         "final_train_loss": last["train_loss"],
         "final_val_loss": last["val_loss"],
@@ -529,6 +536,7 @@ def train_finetune(
         preprocess=encoded.preprocess,
         target_scale=target_scale,
         blend=blend_info,
+        training={key: summary[key] for key in TRAINING_KEYS},
     )
     writer.put_bytes("model.pt", to_bytes(payload))
     writer.commit(summary=summary)

@@ -95,7 +95,7 @@ class OptimConfig(Section):
 
     @model_validator(mode="after")
     def _check(self) -> OptimConfig:
-        if self.batch_size % self.grad_accumulation_steps:
+        if self.batch_size is not None and self.batch_size % self.grad_accumulation_steps:
             raise ValueError(
                 f"batch_size {self.batch_size} is not divisible by grad_accumulation_steps "
                 f"{self.grad_accumulation_steps}; pick sizes that divide evenly"
@@ -135,6 +135,11 @@ class PretrainConfig(OptimConfig):
 
 
 class FinetuneConfig(OptimConfig):
+    batch_size: int | None = Field(None, ge=1, le=1_000_000)
+    """Global batch size per optimizer step. None: tables get ``labelled rows // 16`` clamped
+    to 16..64, so even a table of a hundred rows makes several optimizer steps per epoch (per-epoch
+    validation and ``early_stopping_patience`` then mean something); images get 64."""
+
     label_fraction: float | None = Field(None, gt=0.0, le=1.0)
     """Share of the training split whose labels fine-tuning may use (stratified, seeded); the
     rest of the split is only seen, unlabelled, by pretraining. None: every label of a user's
@@ -171,6 +176,11 @@ class FinetuneConfig(OptimConfig):
     early_stopping_patience: int | None = Field(8, ge=1)
     """Stop after this many epochs without a better validation loss and restore the best
     weights; None trains for every epoch."""
+
+    patience_min_steps: int = Field(100, ge=0)
+    """Tables: early stopping waits at least this many optimizer steps without a better
+    validation loss (more epochs than ``early_stopping_patience`` when epochs are a few steps
+    long), so a small table is not stopped a few steps into training."""
 
     strategy: Literal["full", "linear_probe", "gradual_unfreeze"] = "full"
     """``full`` trains encoder and head together; ``linear_probe`` freezes the encoder;

@@ -74,6 +74,9 @@ class LMPretrainConfig(OptimConfig):
 
 
 class TextFinetuneConfig(FinetuneConfig):
+    batch_size: int = Field(64, ge=1, le=1_000_000)
+    """Global batch size per optimizer step (texts: fixed; the automatic batch is for tables)."""
+
     strategy: Literal["full", "linear_probe", "gradual_unfreeze", "lora"] = "full"
     """``full``, ``linear_probe`` and ``gradual_unfreeze`` as for any classifier; ``lora``
     freezes the pretrained model and trains low-rank adapters on the attention projections

@@ -60,6 +60,11 @@ class TrainResult:
     samples_per_s: float = 0.0
     wall_s: float = 0.0
     metric_name: str = ""
+    batch_size: int = 0
+    steps_per_epoch: int = 0
+    warmup_steps: int = 0
+    max_epochs: int = 0
+    patience_epochs: int | None = None
     skipped_steps: list[int] = field(default_factory=list)
     loss_spikes: list[int] = field(default_factory=list)
     resumed_from_step: int | None = None
@@ -309,6 +314,11 @@ class Trainer:
         loss scaler, RNG, progress within the epoch, best-so-far and history)."""
         cfg, world = self.cfg, self.world
         streamed = isinstance(train, StreamSplit)
+        if cfg.batch_size is None:
+            raise ConfigError(
+                f"config error: {self.stage} has no batch_size; resolve the automatic batch size "
+                "(trainpipe.train.finetuning.resolve_schedule) or set one"
+            )
         steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
         total_steps = steps_per_epoch * cfg.epochs
         run = _FitState(
@@ -336,6 +346,11 @@ class Trainer:
             self._say(f"resumed from step {run.progress['step']} (epoch {run.progress['epoch']})")
         else:
             torch.manual_seed(cfg.seed + 7919 * world.rank)  # dropout differs across ranks
+        run.result.batch_size = cfg.batch_size
+        run.result.steps_per_epoch = steps_per_epoch
+        run.result.warmup_steps = run.warmup_steps
+        run.result.max_epochs = cfg.epochs
+        run.result.patience_epochs = cfg.early_stopping_patience
         run.bar = self._progress_bar(total_steps, run.progress["step"])
         return run
 
@@ -482,7 +497,13 @@ class Trainer:
                 run.best["state"] = self.full_state_dict()
         else:
             run.best["stale"] += 1
-            if cfg.early_stopping_patience and run.best["stale"] >= cfg.early_stopping_patience:
+            # Never during warmup: a loss judged before the learning rate has peaked says
+            # nothing about the schedule's later steps.
+            if (
+                cfg.early_stopping_patience
+                and run.best["stale"] >= cfg.early_stopping_patience
+                and run.progress["step"] >= run.warmup_steps
+            ):
                 self._say(f"early stop at epoch {epoch}; restoring epoch {result.best_epoch}")
                 stop = True
         run.progress.update(epoch=epoch + 1, batch=0, loss_sum=0.0, count=0.0)

@@ -16,7 +16,11 @@ from trainpipe.data.datasets import Dataset
 from trainpipe.data.streaming import labelled_subset
 from trainpipe.models import Classifier, build_encoder
 from trainpipe.models.checkpoint import from_bytes, load_classifier, load_encoder, to_bytes
-from trainpipe.train.finetuning import classifier_trainer, resolve_label_fraction
+from trainpipe.train.finetuning import (
+    classifier_trainer,
+    resolve_batch_size,
+    resolve_label_fraction,
+)
 from trainpipe.train.pretraining import pretraining_setup
 from trainpipe.train.trainer import EpochRecord, Trainer
 
@@ -86,6 +90,7 @@ class FinetuneTrial:
         train = labelled_subset(
             self.dataset.train, resolve_label_fraction(ft, self.dataset.source), ft.seed
         )
+        ft = resolve_batch_size(ft, len(train), table=self.dataset.preprocess is not None)
         trainer = classifier_trainer(
             ft, model, stage="tune", teacher=teacher, on_epoch_end=on_epoch
         )
