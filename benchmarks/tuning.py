@@ -37,7 +37,7 @@ SPACE = (
     "tune.space={"
     "finetune.lr: {type: log_uniform, low: 3.0e-4, high: 3.0e-2}, "
     "finetune.weight_decay: {type: log_uniform, low: 1.0e-5, high: 0.1}, "
-    "finetune.batch_size: {type: categorical, choices: [32, 64, 128]}, "
+    "finetune.batch_size: {type: categorical, choices: [null, 32, 64, 128]}, "
     "model.dropout: {type: uniform, low: 0.0, high: 0.5}}"
 )
 

@@ -101,7 +101,10 @@ def cmd_tune(args: argparse.Namespace) -> int:
     summary = run_locally(cfg, tune_only=True)
     print("\n" + format_summary(summary))
     tuned = summary.stage("tune")
-    params = " ".join(f"--set {k}={v}" for k, v in tuned.summary["params"].items())
+    # null (an automatic value such as finetune.batch_size) is what --set reads back as None.
+    params = " ".join(
+        f"--set {k}={'null' if v is None else v}" for k, v in tuned.summary["params"].items()
+    )
     print(f"report: {tuned.uri}/report.html\ntrain with them: trainpipe run {params}")
     return 0
 

@@ -96,9 +96,14 @@ def test_the_best_config_reaches_fine_tuning(tmp_path):
     summary = manifest["summary"]
     assert summary["tuned_params"] == tuned["params"]
     assert manifest["lineage"]["inputs"]["tune"].endswith(f"runs/{run_id}/tune")
-    # The model trained with the tuned batch size: steps per epoch follow from it.
+    # The model trained with the tuned batch size (null: the automatic one): steps per epoch
+    # follow from it.
     batch = tuned["params"]["finetune.batch_size"]
-    assert summary["steps"] == summary["epochs"] * math.ceil(summary["labelled_examples"] / batch)
+    assert batch is None or summary["batch_size"] == batch
+    assert summary["steps_per_epoch"] == math.ceil(
+        summary["labelled_examples"] / summary["batch_size"]
+    )
+    assert summary["steps"] == summary["epochs"] * summary["steps_per_epoch"]
     trials = store.get_json(f"runs/{run_id}/tune/trials.json")["trials"]
     assert len([t for t in trials if t["state"] in ("complete", "pruned")]) >= 4
     assert {t["worker"] for t in trials} == {"w0-0", "w0-1"}  # two processes shared the study

@@ -7,7 +7,7 @@
       pruner: asha
       space:
         finetune.lr: {type: log_uniform, low: 3.0e-4, high: 3.0e-2}
-        finetune.batch_size: {type: categorical, choices: [32, 64, 128]}
+        finetune.batch_size: {type: categorical, choices: [null, 32, 64, 128]}  # null: automatic
 
 Keys of ``space`` are the dotted keys ``--set`` accepts (``finetune.*``; ``model.*`` too when
 pretraining is off, since a pretrained encoder fixes the architecture). ``trainpipe.config``
@@ -68,7 +68,7 @@ def default_space() -> dict[str, ParamSpec]:
     return {
         "finetune.lr": ParamSpec(type="log_uniform", low=3e-4, high=3e-2),
         "finetune.weight_decay": ParamSpec(type="log_uniform", low=1e-5, high=0.1),
-        "finetune.batch_size": ParamSpec(type="categorical", choices=[32, 64, 128]),
+        "finetune.batch_size": ParamSpec(type="categorical", choices=[None, 32, 64, 128]),
         "finetune.label_smoothing": ParamSpec(type="uniform", low=0.0, high=0.2),
     }
 
