@@ -40,22 +40,32 @@ def _fmt(value: float) -> str:
     return f"{value:.4g}"
 
 
-def column_slices(
-    x: np.ndarray, feature_names: list[str], columns: list[str], num_buckets: int
-) -> list[Slice]:
-    if columns and (not feature_names or x.ndim != 2):
+def slice_column_indices(
+    feature_names: list[str], feature_shape: list[int], columns: list[str]
+) -> list[int]:
+    """Positions of ``columns`` among a table's features; raises naming a column that is not
+    one (or when the data has no named columns)."""
+    if columns and (not feature_names or len(feature_shape) != 1):
         raise ConfigError(
             f"config error: gate.slice_columns={columns}: this dataset has no named feature "
             "columns (built-in digits or arrays); remove gate.slice_columns"
         )
-    slices: list[Slice] = []
     for column in columns:
         if column not in feature_names:
             raise ConfigError(
                 f"config error: gate.slice_columns: {column!r} is not a feature column "
                 f"(features: {', '.join(feature_names)})"
             )
-        values = x[:, feature_names.index(column)]
+    return [feature_names.index(column) for column in columns]
+
+
+def column_slices(
+    x: np.ndarray, feature_names: list[str], columns: list[str], num_buckets: int
+) -> list[Slice]:
+    indices = slice_column_indices(feature_names, list(x.shape[1:]), columns)
+    slices: list[Slice] = []
+    for column, index in zip(columns, indices, strict=True):
+        values = x[:, index]
         distinct = np.unique(values)
         if len(distinct) <= num_buckets:
             for value in distinct:

@@ -6,6 +6,7 @@ port (port 0: the OS picks a free one) and requires, in order:
 1. the model loads, verifies and warms up, and /v2/health/ready answers 200;
 2. a smoke request of ``deploy.smoke_examples`` test examples, and then the whole test split,
    come back equal to the package's model.onnx run in-process (same graph optimization level);
+   the split is read batch by batch (a sharded one streams), keeping only the answers;
 3. the served accuracy on the test split is the evaluate stage's accuracy on the same examples
    (``metrics.json`` of the registry version) within ``deploy.accuracy_tolerance``;
 4. latency of ``deploy.latency_requests`` single-example requests (p50, p99) is measured.
@@ -21,7 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from trainpipe.data.streaming import arrays_of
+from trainpipe.data.batches import split_batches
+from trainpipe.data.streaming import materialize
 from trainpipe.deploy.served import serve_and_ask
 from trainpipe.errors import DeployError
 from trainpipe.evaluate.metrics import regression_metrics
@@ -53,9 +55,10 @@ def infra_check(ctx: StageContext, model_uri: str, data_uri: str) -> dict:
     cfg = ctx.cfg.deploy
     package = ctx.open(model_uri)
     metadata = package.get_json("model.json")
-    dataset = arrays_of(ctx.load_data(data_uri))
+    dataset = ctx.load_data(data_uri)
     test = dataset.test
     evaluation = _evaluation(package, model_uri, len(test))
+    first = materialize(test, cfg.smoke_examples).x[: cfg.smoke_examples]
     version = metadata["version"]
     local = ort_session(
         package.get_bytes("model.onnx"), metadata.get("graph_optimization_level") or "all"
@@ -64,18 +67,42 @@ def infra_check(ctx: StageContext, model_uri: str, data_uri: str) -> dict:
         host="127.0.0.1", port=0, endpoint_url=ctx.cfg.storage.endpoint_url, log_level="warning"
     )
     rows = serve_config.max_batch_size
-    # Requests go one at a time, so the server runs each exactly as sent: the in-process answer
-    # for the same rows is bit-comparable, even for int8 graphs whose activation scale is per call.
-    requests = [test.x[: cfg.smoke_examples]] + [
-        test.x[i : i + rows] for i in range(0, len(test), rows)
-    ]
+    labels: list[np.ndarray] = []
+
+    def requests():
+        """The smoke request, then the whole test split batch by batch (a sharded one
+        streams): only the answers and the labels are kept."""
+        yield first
+        for x, y in split_batches(test, rows):
+            labels.append(y)
+            yield x
 
     def feeds(rows: np.ndarray) -> dict[str, np.ndarray]:
         return served_feeds(dataset.preprocess, rows)
 
+    max_error = 0.0
+
     def ask(url: str, rows: np.ndarray) -> np.ndarray:
         outputs = infer_outputs(url, metadata["name"], feeds(rows), output_names=[OUTPUT_NAME])
         return outputs[OUTPUT_NAME]
+
+    def checked(url: str, batch: np.ndarray) -> np.ndarray:
+        """The server's answer for ``batch``, compared with the package run in-process.
+        Requests go one at a time, so the server runs each exactly as sent: the in-process
+        answer for the same rows is bit-comparable, even for int8 graphs whose activation
+        scale is per call."""
+        nonlocal max_error
+        answer = ask(url, batch)
+        expected = local.run([OUTPUT_NAME], feeds(batch))[0]
+        if answer.shape != expected.shape or not np.allclose(
+            answer, expected, atol=1e-5, rtol=1e-4
+        ):
+            raise fail(
+                f"the server's answer for {len(batch)} test examples differs from the package's "
+                f"model.onnx run in-process (shape {answer.shape} vs {expected.shape})"
+            )
+        max_error = max(max_error, float(np.abs(answer - expected).max()))
+        return answer
 
     def fail(problem: str) -> DeployError:
         return DeployError(
@@ -86,32 +113,20 @@ def infra_check(ctx: StageContext, model_uri: str, data_uri: str) -> dict:
     served_answers = serve_and_ask(
         model_uri,
         serve_config,
-        requests,
-        ask,
-        lambda i: test.x[i % len(test)][None],
+        requests(),
+        checked,
+        lambda i: first[i % len(first)][None],
         cfg.latency_requests,
         fail,
     )
     answers = served_answers.answers
-
-    max_error = 0.0
-    for batch, answer in zip(requests, answers, strict=True):
-        expected = local.run([OUTPUT_NAME], feeds(batch))[0]
-        if answer.shape != expected.shape or not np.allclose(
-            answer, expected, atol=1e-5, rtol=1e-4
-        ):
-            raise fail(
-                f"the server's answer for {len(batch)} test examples differs from the package's "
-                f"model.onnx run in-process (shape {answer.shape} vs {expected.shape})"
-            )
-        max_error = max(max_error, float(np.abs(answer - expected).max()))
-    served = np.concatenate(answers[1:])
+    served, y = np.concatenate(answers[1:]), np.concatenate(labels)
     # "accuracy" is the headline score: R^2 for a regression model.
     score = "r2" if dataset.regression else "accuracy"
     if dataset.regression:
-        served_accuracy = regression_metrics(test.y, served[:, 0])["r2"]
+        served_accuracy = regression_metrics(y, served[:, 0])["r2"]
     else:
-        served_accuracy = float((served.argmax(1) == test.y).mean())
+        served_accuracy = float((served.argmax(1) == y).mean())
     allowed = cfg.accuracy_tolerance
     if metadata.get("quantized"):
         allowed += metadata["quantization"]["max_accuracy_drop"]
@@ -124,7 +139,7 @@ def infra_check(ctx: StageContext, model_uri: str, data_uri: str) -> dict:
         )
     return served_answers.record(
         version=version,
-        smoke_examples=len(requests[0]),
+        smoke_examples=len(first),
         predictions=answers[0].argmax(axis=1).tolist(),
         test_examples=len(test),
         max_abs_error_vs_package=max_error,
@@ -154,7 +169,8 @@ def run_cluster_deploy(
     cfg = ctx.cfg
     package = ctx.open(model_uri)
     metadata = package.get_json("model.json")
-    examples = arrays_of(ctx.load_data(data_uri)).test.x[: cfg.deploy.smoke_examples]
+    smoke = cfg.deploy.smoke_examples
+    examples = materialize(ctx.load_data(data_uri).test, smoke).x[:smoke]
     expected = ort_session(package.get_bytes("model.onnx")).run(
         [OUTPUT_NAME], {INPUT_NAME: examples}
     )[0]

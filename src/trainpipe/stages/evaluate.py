@@ -5,23 +5,31 @@ Outputs (artifact set): ``metrics.json`` (the challenger's metrics and slices),
 ``comparison.json`` (the champion it was compared with, its metrics and slices, the intervals),
 ``report.html``. The report shows the gate's verdict on these numbers; the gate stage decides
 again from the stored files (see ``trainpipe.evaluate.gate``).
+
+The test split is read once, batch by batch (``collect_outputs``): arrays in memory and the
+shards of a sharded source go through the same loop, and only labels and outputs are kept. The
+baselines train on a bounded sample of a streamed training split and are scored on a bounded
+sample of its test split (``SAMPLE_ROWS``; ``baselines.test_examples`` says how many).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from trainpipe.data.datasets import Dataset, Split, label_subset, with_features
-from trainpipe.data.streaming import arrays_of
+from trainpipe.data.streaming import StreamSplit, labelled_subset, materialize
 from trainpipe.evaluate.baselines import baseline_scores
 from trainpipe.evaluate.champion import compare, load_champion
 from trainpipe.evaluate.gate import decide, primary_metric
 from trainpipe.evaluate.histories import load_histories, load_pretraining
 from trainpipe.evaluate.metrics import classification_metrics, regression_metrics, softmax
 from trainpipe.evaluate.metrics import missing_classes as classes_missing
+from trainpipe.evaluate.outputs import SplitOutputs, collect_outputs
 from trainpipe.evaluate.predict import predict_logits
 from trainpipe.evaluate.report import evaluation_html, shown_headline
-from trainpipe.evaluate.slices import build_slices, slice_scores
+from trainpipe.evaluate.slices import build_slices, slice_column_indices, slice_scores
 from trainpipe.models.checkpoint import from_bytes, load_classifier
 from trainpipe.registry import Registry
 from trainpipe.stages.context import StageContext, make_context
@@ -34,15 +42,38 @@ def _accuracy(probs: np.ndarray, y: np.ndarray, first: int) -> float:
     return float((probs[:first].argmax(1) == y[:first]).mean())
 
 
-def missing_classes(dataset: Dataset) -> list[str]:
-    """Names of classes with training examples but none in the test split."""
-    return classes_missing(dataset.train.y, dataset.test.y, dataset.label_names)
+def missing_classes(
+    dataset: Dataset,
+    train_counts: list[int] | None = None,
+    test_y: np.ndarray | None = None,
+) -> list[str]:
+    """Names of classes with training examples but none in the test split; ``train_counts``
+    (validation's count per class) and ``test_y`` stand in for streamed splits' labels."""
+    test_y = dataset.test.y if test_y is None else test_y
+    if train_counts is None:
+        return classes_missing(dataset.train.y, test_y, dataset.label_names)
+    # One example of each class validation counted is all the helper needs to know.
+    seen = np.flatnonzero(np.asarray(train_counts) > 0)
+    return classes_missing(seen, test_y, dataset.label_names)
+
+
+def sampled(dataset: Dataset, label_fraction: float, seed: int) -> Dataset:
+    """A streamed dataset as bounded arrays for the baselines: the labelled shards fine-tuning
+    trained on, validation and test, each at most ``SAMPLE_ROWS`` rows in storage order."""
+    return replace(
+        dataset,
+        train=materialize(labelled_subset(dataset.train, label_fraction, seed)),
+        validation=materialize(dataset.validation),
+        test=materialize(dataset.test),
+    )
 
 
 def run_baselines(ctx: StageContext, dataset: Dataset) -> dict:
     """Linear and tree baselines on the labelled rows fine-tuning used, scored on test."""
     cfg = ctx.cfg.finetune
     fraction = resolve_label_fraction(cfg, dataset.source)
+    if isinstance(dataset.train, StreamSplit):
+        dataset, fraction = sampled(dataset, fraction, cfg.seed), 1.0
     features = with_features(dataset)
     rows = label_subset(Split(np.arange(len(dataset.train)), dataset.train.y), fraction, cfg.seed).x
     categorical = (
@@ -50,7 +81,7 @@ def run_baselines(ctx: StageContext, dataset: Dataset) -> dict:
         if dataset.preprocess
         else None
     )
-    return baseline_scores(
+    scores = baseline_scores(
         {**features.splits(), "train": features.train.subset(rows)},
         {**dataset.splits(), "train": dataset.train.subset(rows)},
         dataset.num_classes,
@@ -58,54 +89,76 @@ def run_baselines(ctx: StageContext, dataset: Dataset) -> dict:
         top_k=ctx.cfg.gate.top_k,
         regression=dataset.regression,
     )
+    return {**scores, "test_examples": len(dataset.test)}
+
+
+def test_outputs(ctx: StageContext, dataset: Dataset, model, champion) -> SplitOutputs:
+    """The challenger's (and a comparable champion's) outputs on the test split, with the
+    slice columns' values: one pass over the split, batch by batch."""
+    models = {"challenger": lambda x: predict_logits(model, x)}
+    if champion is not None and champion.comparable:
+        models["champion"] = lambda x: champion.logits(x, dataset.preprocess)
+    columns = slice_column_indices(
+        dataset.feature_names, dataset.feature_shape, ctx.cfg.gate.slice_columns
+    )
+    return collect_outputs(dataset.test, models, columns)
 
 
 def _evaluate_classification(
-    ctx: StageContext, dataset: Dataset, model, slices, fixed: int | None
+    ctx: StageContext,
+    dataset: Dataset,
+    outputs: SplitOutputs,
+    champion,
+    fixed: int | None,
+    train_counts: list[int] | None,
 ) -> tuple[dict, dict]:
     """Metrics and the champion comparison; ``fixed``: in continual runs, the number of leading
     test examples that form the fixed original test set (the forgetting bound's numbers)."""
     cfg = ctx.cfg.gate
-    test = dataset.test
-    logits = predict_logits(model, test.x)
-    scores = classification_metrics(test.y, logits, dataset.label_names, top_k=cfg.top_k)
-    probs = softmax(logits.astype(np.float64))
-    scores["slices"] = slice_scores(slices, test.y, probs)
-    scores["classes_missing_from_test"] = missing_classes(dataset)
-    scores["baselines"] = run_baselines(ctx, dataset)
-    registry = Registry(ctx.store, ctx.cfg.registry.model_name)
-    champion = load_champion(
-        registry, dataset.label_names, dataset.feature_shape, dataset.preprocess
+    y = outputs.y
+    slices = build_slices(
+        y,
+        outputs.columns,
+        dataset.label_names,
+        cfg.slice_columns,
+        columns=cfg.slice_columns,
+        num_buckets=cfg.slice_buckets,
     )
+    logits = outputs.outputs["challenger"]
+    scores = classification_metrics(y, logits, dataset.label_names, top_k=cfg.top_k)
+    probs = softmax(logits.astype(np.float64))
+    scores["slices"] = slice_scores(slices, y, probs)
+    scores["classes_missing_from_test"] = missing_classes(dataset, train_counts, y)
+    scores["baselines"] = run_baselines(ctx, dataset)
     champion_probs = None
-    if champion is not None and champion.comparable:
-        champion_probs = softmax(champion.logits(test.x, dataset.preprocess).astype(np.float64))
-    comparison = compare(cfg, test.y, probs, champion, champion_probs, slices)
+    if "champion" in outputs.outputs:
+        champion_probs = softmax(outputs.outputs["champion"].astype(np.float64))
+    comparison = compare(cfg, y, probs, champion, champion_probs, slices)
     if fixed:
-        scores["fixed_test"] = {"examples": fixed, "accuracy": _accuracy(probs, test.y, fixed)}
-        theirs = None if champion_probs is None else _accuracy(champion_probs, test.y, fixed)
+        scores["fixed_test"] = {"examples": fixed, "accuracy": _accuracy(probs, y, fixed)}
+        theirs = None if champion_probs is None else _accuracy(champion_probs, y, fixed)
         comparison["fixed_test"] = {"examples": fixed, "champion_accuracy": theirs}
     return scores, comparison
 
 
-def evaluate_regression(ctx: StageContext, dataset: Dataset, model) -> tuple[dict, dict]:
+def evaluate_regression(
+    ctx: StageContext, dataset: Dataset, outputs: SplitOutputs, champion
+) -> tuple[dict, dict]:
     """Metrics (with the predictions for the report) and the champion comparison of a
     regression model; the champion is scored on the same test rows, no bootstrap."""
-    test = dataset.test
-    predicted = predict_logits(model, test.x)[:, 0]
-    scores = regression_metrics(test.y, predicted)
-    scores["actual"] = test.y.astype(float).tolist()
+    y = outputs.y
+    predicted = outputs.outputs["challenger"][:, 0]
+    scores = regression_metrics(y, predicted)
+    scores["actual"] = y.astype(float).tolist()
     scores["predicted"] = predicted.astype(float).tolist()
     scores["slices"] = {}
     scores["baselines"] = run_baselines(ctx, dataset)
-    registry = Registry(ctx.store, ctx.cfg.registry.model_name)
-    champion = load_champion(registry, [], dataset.feature_shape, dataset.preprocess)
     comparison: dict = {"metric": "r2", "champion": None, "intervals": {}}
     if champion is not None:
         comparison["champion"] = champion.info()
-        if champion.comparable:
-            theirs = champion.logits(test.x, dataset.preprocess)[:, 0]
-            comparison["champion"]["metrics"] = regression_metrics(test.y, theirs)
+        if "champion" in outputs.outputs:
+            theirs = outputs.outputs["champion"][:, 0]
+            comparison["champion"]["metrics"] = regression_metrics(y, theirs)
             comparison["champion"]["slices"] = {}
     return scores, comparison
 
@@ -141,24 +194,28 @@ def run_evaluate(
     ctx = make_context(config_json, run_id)
     cfg = ctx.cfg.gate
     data = ctx.open(data_uri)
-    dataset = arrays_of(ctx.load_data(data_uri))
-    test = dataset.test
-    slices = build_slices(
-        test.y,
-        test.x,
-        dataset.label_names,
-        dataset.feature_names,
-        columns=cfg.slice_columns,
-        num_buckets=cfg.slice_buckets,
-    )
+    dataset = ctx.load_data(data_uri)
+    info = data.get_json("dataset.json")
     finetuned = ctx.open(finetune_uri)
     payload = from_bytes(finetuned.get_bytes("model.pt"))
     model = load_classifier(payload)
-    fixed = data.get_json("dataset.json").get("fixed_test_examples")
+    registry = Registry(ctx.store, ctx.cfg.registry.model_name)
+    champion = load_champion(
+        registry, dataset.label_names, dataset.feature_shape, dataset.preprocess
+    )
+    outputs = test_outputs(ctx, dataset, model, champion)
     if dataset.regression:
-        scores, comparison = evaluate_regression(ctx, dataset, model)
+        scores, comparison = evaluate_regression(ctx, dataset, outputs, champion)
     else:
-        scores, comparison = _evaluate_classification(ctx, dataset, model, slices, fixed)
+        scores, comparison = _evaluate_classification(
+            ctx,
+            dataset,
+            outputs,
+            champion,
+            info.get("fixed_test_examples"),
+            # Streamed splits have no labels in memory: validation counted them.
+            info["class_counts_train"] if isinstance(dataset.train, StreamSplit) else None,
+        )
     # What the shipped model is: the network alone, or blended with the linear model.
     scores["blend"] = payload.get("blend")
     decision = decide(cfg, scores, comparison)
@@ -211,7 +268,7 @@ def run_evaluate(
     if scores["blend"]:
         summary["baselines"]["linear_weight_in_model"] = scores["blend"]["linear_weight"]
     print(
-        f"[evaluate] {metric} {scores[metric]:.4f} on {len(test)} test examples; "
+        f"[evaluate] {metric} {scores[metric]:.4f} on {len(outputs)} test examples; "
         f"champion: {'v' + champion_info['version'] if champion_info else 'none'}; "
         f"gate would {verdict['decision']}",
         flush=True,

@@ -8,7 +8,7 @@ time ONNX Runtime's optimization levels, and record it all in model.json.
 
 from __future__ import annotations
 
-from trainpipe.data.streaming import arrays_of
+from trainpipe.data.streaming import materialize
 from trainpipe.errors import ConfigError, ExportError
 from trainpipe.export.config import ExportConfig
 from trainpipe.export.metadata import model_metadata
@@ -47,10 +47,11 @@ def accept_int8(report: dict, cfg: ExportConfig) -> bool:
 def run_export(config_json: str, run_id: str, data_uri: str, finetune_uri: str) -> str:
     ctx = make_context(config_json, run_id)
     cfg = ctx.cfg.export
-    dataset = arrays_of(ctx.load_data(data_uri))
+    dataset = ctx.load_data(data_uri)
     payload = from_bytes(ctx.open(finetune_uri).get_bytes("model.pt"))
     model = load_classifier(payload)
-    validation = dataset.validation
+    # A streamed validation split: its first SAMPLE_ROWS rows, read shard by shard.
+    validation = materialize(dataset.validation)
     timing_batch = validation.x[: cfg.timing_batch_size]
 
     fp32 = export_onnx(model, dataset.feature_shape, cfg.opset)

@@ -29,6 +29,7 @@ from trainpipe.data.datasets import Dataset, Split, with_features
 from trainpipe.data.streaming import labelled_subset, materialize
 from trainpipe.errors import DataError
 from trainpipe.evaluate.metrics import softmax
+from trainpipe.evaluate.outputs import collect_outputs
 from trainpipe.evaluate.plots import learning_curves_png
 from trainpipe.evaluate.predict import predict_logits
 from trainpipe.models import Classifier, build_encoder
@@ -104,14 +105,16 @@ def run_finetune(
 def _scores(model: torch.nn.Module, split: Split) -> tuple[float, float]:
     """(score, loss) on a split: accuracy and log loss, or for regression targets R^2 and the
     mean squared error (of standardized targets, where training happens)."""
-    split = materialize(split, max_rows=None)  # a streamed split, read shard by shard
-    out = predict_logits(model.eval().cpu(), split.x)
-    if split.y.dtype.kind == "f":
-        mse = float(np.mean((out[:, 0] - split.y) ** 2))
-        return 1.0 - mse / max(float(np.var(split.y)), 1e-12), mse
+    model = model.eval().cpu()
+    # One pass in batches (a streamed split is read shard by shard): outputs only are kept.
+    outputs = collect_outputs(split, {"model": lambda x: predict_logits(model, x)}, [])
+    out, y = outputs.outputs["model"], outputs.y
+    if y.dtype.kind == "f":
+        mse = float(np.mean((out[:, 0] - y) ** 2))
+        return 1.0 - mse / max(float(np.var(y)), 1e-12), mse
     logits = torch.as_tensor(out)
-    loss = float(torch.nn.functional.cross_entropy(logits, torch.as_tensor(split.y)))
-    return float((out.argmax(1) == split.y).mean()), loss
+    loss = float(torch.nn.functional.cross_entropy(logits, torch.as_tensor(y)))
+    return float((out.argmax(1) == y).mean()), loss
 
 
 def _score(model: torch.nn.Module, split: Split) -> float:
