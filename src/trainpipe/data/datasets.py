@@ -76,6 +76,9 @@ class Dataset:
     task: str = "classification"
     """``classification`` (y: class indices into label_names) or ``regression`` (y: float32
     targets, label_names empty)."""
+    target_stats: tuple[float, float] | None = None
+    """Mean and standard deviation of a streamed training split's regression targets (from
+    validation's merged moments: the split is not in memory to compute them)."""
 
     @property
     def num_classes(self) -> int:
@@ -383,27 +386,11 @@ def _encode_tables(raw: RawSource, cfg: DataConfig, features: list[str], kinds) 
             return values[rows[split]]
         return [values[i] for i in rows[split]]
 
-    specs = []
-    for column in features:
-        kind, raw_type = kinds[column]
-        train_values = take("train", column)
-        if kind == "numeric":
-            specs.append(fit_numeric(column, raw_type, train_values))
-        else:
-            specs.append(
-                ColumnSpec(column, kind, raw_type, categories=fit_categories(train_values))
-            )
-    spec = PreprocessSpec(specs)
+    spec = fit_preprocess_spec(features, kinds, lambda column: take("train", column))
 
     def encoded(split: str) -> Split:
-        parts = []
-        for column, column_spec in zip(features, specs, strict=True):
-            values = take(split, column)
-            if column_spec.kind == "numeric":
-                parts.append(values)
-            else:
-                parts.append(category_codes(values, column_spec.categories))
-        return Split(np.stack(parts, axis=1).astype(np.float32), y[source_of[split]][rows[split]])
+        x = encode_columns(spec, lambda column: take(split, column))
+        return Split(x, y[source_of[split]][rows[split]])
 
     return Dataset(
         *(encoded(name) for name in SPLIT_NAMES),
@@ -415,6 +402,40 @@ def _encode_tables(raw: RawSource, cfg: DataConfig, features: list[str], kinds) 
         preprocess=spec,
         task=task,
     )
+
+
+def fit_preprocess_spec(
+    features: list[str], kinds: dict[str, tuple[str, str]], train_values
+) -> PreprocessSpec:
+    """The preprocessing of ``features`` fitted on training values (``train_values(column)``:
+    the raw values of one column, as ``_raw_values`` gives them)."""
+    specs = []
+    for column in features:
+        kind, raw_type = kinds[column]
+        values = train_values(column)
+        if kind == "numeric":
+            specs.append(fit_numeric(column, raw_type, values))
+        else:
+            specs.append(ColumnSpec(column, kind, raw_type, categories=fit_categories(values)))
+    return PreprocessSpec(specs)
+
+
+def encode_columns(spec: PreprocessSpec, values_of) -> np.ndarray:
+    """Encoded rows ``[n, columns]`` float32: numbers as they are (NaN where missing), categories
+    as codes (``values_of(column)``: a column's raw values)."""
+    parts = []
+    for column in spec.columns:
+        values = values_of(column.name)
+        parts.append(
+            values if column.kind == "numeric" else category_codes(values, column.categories)
+        )
+    return np.stack(parts, axis=1).astype(np.float32)
+
+
+def encode_table(table: pa.Table, spec: PreprocessSpec) -> np.ndarray:
+    """A table's rows encoded with a fitted spec (a sharded source's row groups)."""
+    kinds = {c.name: (c.kind, c.raw_type) for c in spec.columns}
+    return encode_columns(spec, lambda column: _raw_values(table, column, kinds[column]))
 
 
 REGRESSION_SPLIT_BINS = 5
@@ -562,6 +583,14 @@ def with_features(dataset: Dataset) -> Dataset:
     saved takes the encoded rows and carries the preprocessing itself."""
     if dataset.preprocess is None:
         return dataset
+    width = [dataset.preprocess.feature_width]
+    if not isinstance(dataset.train, Split):
+        # Streamed splits: each loader process preprocesses the row groups it reads.
+        streamed = {
+            name: split.replaced(features=True, feature_shape=width)
+            for name, split in dataset.splits().items()
+        }
+        return replace(dataset, **streamed, feature_shape=width)
     preprocessor = Preprocessor(dataset.preprocess)
     splits = {
         name: Split(preprocessor.transform(split.x), split.y)

@@ -10,14 +10,26 @@ recorded in ``dataset.json`` so later stages stream the same shards instead of l
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pyarrow as pa
 
 from trainpipe.data.config import BUILTIN_DIGITS, DataConfig
-from trainpipe.data.datasets import _feature_columns, table_to_arrays
+from trainpipe.data.datasets import (
+    _column_kinds,
+    _feature_columns,
+    _labels,
+    _raw_values,
+    fit_preprocess_spec,
+    infer_task,
+    table_to_arrays,
+)
 from trainpipe.data.images import decode_one, is_image_column
+from trainpipe.data.preprocess import PreprocessSpec
 from trainpipe.data.shards import ShardInfo, ShardSet, discover_shards, is_shard_prefix
 from trainpipe.data.shards import split_shards as _split_shards
-from trainpipe.data.streaming import StreamingConfig, StreamSplit
+from trainpipe.data.streaming import SAMPLE_ROWS, StreamingConfig, StreamSplit
 from trainpipe.errors import DataError
 
 SHARDS_FORMAT = "shards"
@@ -42,6 +54,54 @@ def open_sharded(
         seed=cfg.split_seed,
     )
     return shard_set, splits
+
+
+@dataclass(frozen=True)
+class TablePlan:
+    """How a sharded table is encoded, decided from a sample of its training shards."""
+
+    task: str
+    """``classification`` or ``regression`` (``data.task``, or inferred from the sample)."""
+    features: list[str]
+    preprocess: PreprocessSpec
+    target_scale: tuple[float, float] | None = None
+    """A regression target's mean and standard deviation in the sample."""
+
+
+def training_sample(
+    shard_set: ShardSet, train: list[ShardInfo], max_rows: int = SAMPLE_ROWS
+) -> pa.Table:
+    """About ``max_rows`` rows of the training split: whole row groups spread evenly over its
+    shards (the first shards alone could be one partition, one day, one class)."""
+    groups = [(shard, g) for shard in train for g in range(len(shard.row_group_rows))]
+    per_group = max(1, sum(s.rows for s in train) // max(1, len(groups)))
+    wanted = min(len(groups), max(1, -(-max_rows // per_group)))
+    picked = np.unique(np.linspace(0, len(groups) - 1, wanted).round().astype(int))
+    tables = [shard_set.read_row_group(*groups[i]) for i in picked]
+    return pa.concat_tables(tables, promote_options="permissive")
+
+
+def table_plan(shard_set: ShardSet, train: list[ShardInfo], cfg: DataConfig) -> TablePlan | None:
+    """Task and preprocessing of a sharded *table* (None for image or array shards, which are
+    used as they are): the kinds of columns and the preprocessing are fitted on a sample of the
+    training split (``training_sample``), as a single table's are on its training split."""
+    sample = training_sample(shard_set, train)
+    name = shard_set.store.uri_for(train[0].name)
+    if any(is_image_column(f.type) for f in sample.schema) and cfg.feature_columns is None:
+        return None
+    features = _feature_columns(sample, cfg.label_column, cfg, name)
+    kinds = _column_kinds(sample, features, cfg)
+    if kinds is None or cfg.feature_shape is not None:
+        return None
+    labels = _labels(sample, cfg.label_column, name)
+    task = infer_task(cfg, labels, shard_set.uri)
+    spec = fit_preprocess_spec(
+        features, kinds, lambda column: _raw_values(sample, column, kinds[column])
+    )
+    if task == "classification":
+        return TablePlan(task, features, spec)
+    scale = (float(labels.mean()), float(labels.std()) or 1.0)
+    return TablePlan(task, features, spec, scale)
 
 
 def features_of(shard_set: ShardSet, cfg: DataConfig) -> tuple[list[str], list[int], list[str]]:
@@ -75,9 +135,17 @@ def sharded_record(
     cfg: DataConfig,
     label_values: list,
     class_counts_train: list[int],
+    plan: TablePlan | None = None,
+    target_scale: tuple[float, float] | None = None,
 ) -> dict:
-    """The ``dataset.json`` of a sharded source (everything a stage needs to stream it)."""
-    columns, shape, names = features_of(shard_set, cfg)
+    """The ``dataset.json`` of a sharded source (everything a stage needs to stream it).
+    ``plan``: a table's task and preprocessing; ``target_scale``: a regression target's mean
+    and standard deviation over the training split."""
+    if plan is None:
+        columns, shape, names = features_of(shard_set, cfg)
+    else:
+        columns, shape, names = plan.features, [len(plan.features)], plan.features
+    regression = plan is not None and plan.task == "regression"
     return {
         "format": SHARDS_FORMAT,
         "source": shard_set.uri,
@@ -90,7 +158,10 @@ def sharded_record(
         "split_seed": cfg.split_seed,
         "shards": {name: [asdict(s) for s in members] for name, members in splits.items()},
         "split_sizes": {name: sum(s.rows for s in members) for name, members in splits.items()},
-        "class_counts_train": class_counts_train,
+        "class_counts_train": [] if regression else class_counts_train,
+        "task": plan.task if plan else "classification",
+        "preprocess": plan.preprocess.to_dict() if plan else None,
+        "target_scale": list(target_scale or plan.target_scale) if regression else None,
     }
 
 
@@ -111,6 +182,8 @@ def stream_splits(
             streaming,
             seed=seed,
             endpoint_url=endpoint_url,
+            preprocess=record.get("preprocess"),
+            task=record.get("task", "classification"),
         )
         for name, members in record["shards"].items()
     }

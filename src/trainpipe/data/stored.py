@@ -28,6 +28,11 @@ def load_validated(
             feature_shape=info["feature_shape"],
             source=info["source"],
             feature_names=info.get("feature_names", []),
+            task=info.get("task", "classification"),
+            preprocess=PreprocessSpec.from_dict(info["preprocess"])
+            if info.get("preprocess")
+            else None,
+            target_stats=tuple(info["target_scale"]) if info.get("target_scale") else None,
         )
     train, validation, test = (
         split_from_npz(data.get_bytes(f"{name}.npz")) for name in ("train", "validation", "test")

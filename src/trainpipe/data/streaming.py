@@ -19,6 +19,7 @@ data.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -50,6 +51,15 @@ class StreamSplit:
     streaming: StreamingConfig
     seed: int = 0
     endpoint_url: str | None = None
+    preprocess: dict | None = None
+    """A table's fitted preprocessing (``PreprocessSpec.to_dict()``): rows are encoded with it
+    (numbers with NaN, category codes), as a single table's stored splits are."""
+    task: str = "classification"
+    """``regression``: labels are float32 targets rather than indices into ``label_values``."""
+    features: bool = False
+    """Hand out the preprocessed features the network trains on instead of encoded rows."""
+    target_scale: tuple[float, float] | None = None
+    """(mean, std): regression targets are handed out standardized with them."""
     _set: ShardSet | None = field(default=None, repr=False, compare=False)
     _loaders: dict = field(default_factory=dict, repr=False, compare=False)
     """DataLoaders (and their worker processes) kept for the next epoch, by how they read."""
@@ -68,18 +78,12 @@ class StreamSplit:
             self._set = ShardSet(store, self.shards, None, self.streaming.cache())
         return self._set
 
+    def replaced(self, **changes) -> StreamSplit:
+        """A copy with ``changes``, without this split's open store, loaders and config."""
+        return dataclasses.replace(self, **changes, _set=None, _loaders={}, _data_config=None)
+
     def with_shards(self, shards: list[ShardInfo]) -> StreamSplit:
-        return StreamSplit(
-            self.uri,
-            shards,
-            self.label_column,
-            self.feature_columns,
-            self.feature_shape,
-            self.label_values,
-            self.streaming,
-            self.seed,
-            self.endpoint_url,
-        )
+        return self.replaced(shards=shards)
 
     def images(self, table) -> bool:
         first = table.schema.field(self.feature_columns[0])
@@ -96,6 +100,8 @@ class StreamSplit:
         column) are decoded here, in the worker that reads them; ``decode=False`` leaves them
         as an object array of bytes, to decode only the rows a batch takes."""
         where = where or self.uri
+        if self.preprocess is not None:
+            return self._encode_table(table, where)
         if self.images(table):
             encoded = table.column(self.feature_columns[0]).to_pylist()
             x = (
@@ -108,6 +114,11 @@ class StreamSplit:
             x, labels, _ = table_to_arrays(
                 table, self.label_column, self.feature_columns, where, self._config()
             )
+        if x.dtype != object:
+            x = x.astype(np.float32, copy=False)
+        return x, self._label_index(labels)
+
+    def _label_index(self, labels: np.ndarray) -> np.ndarray:
         values = np.asarray(self.label_values)
         index = np.searchsorted(values, labels)
         bad = index >= len(values)
@@ -117,9 +128,26 @@ class StreamSplit:
                 f"data error: {self.uri} has label {labels[bad][0]!r} that validation did not "
                 "see; rerun validate_data on the current shards"
             )
-        if x.dtype != object:
-            x = x.astype(np.float32, copy=False)
-        return x, index.astype(np.int64)
+        return index.astype(np.int64)
+
+    def _encode_table(self, table, where: str) -> tuple[np.ndarray, np.ndarray]:
+        """Rows of a preprocessed table: encoded (or its features), and the labels as class
+        indices or (standardized) regression targets."""
+        from trainpipe.data.datasets import _labels, encode_table
+        from trainpipe.data.preprocess import Preprocessor, PreprocessSpec
+
+        spec = PreprocessSpec.from_dict(self.preprocess)
+        x = encode_table(table, spec)
+        if self.features:
+            x = Preprocessor(spec).transform(x)
+        labels = _labels(table, self.label_column, where)
+        if self.task == "regression":
+            y = labels.astype(np.float32)
+            if self.target_scale is not None:
+                mean, std = self.target_scale
+                y = ((y - mean) / std).astype(np.float32)
+            return x, y
+        return x, self._label_index(labels)
 
 
 class EpochOrder:
@@ -287,7 +315,9 @@ class _Batches(torch.utils.data.IterableDataset):
                 first, stop, self.batch_size, order.total, self.rank, self.world
             )
             x = torch.empty((len(positions), *split.feature_shape), dtype=torch.float32)
-            y = torch.empty(len(positions), dtype=torch.int64)
+            y = torch.empty(
+                len(positions), dtype=torch.float32 if split.task == "regression" else torch.int64
+            )
             if info is not None:
                 # Written in place into shared memory: handing it to the training process
                 # then copies nothing.
@@ -370,21 +400,6 @@ def labelled_subset(split, fraction: float, seed: int):
     if isinstance(split, StreamSplit):
         return shard_subset(split, fraction, seed)
     return label_subset(split, fraction, seed)
-
-
-def arrays_of(dataset):
-    """A dataset with streamed splits read into arrays: validation and test whole, training a
-    bounded sample (``SAMPLE_ROWS``), for stages that need arrays (evaluate, export, deploy)."""
-    if not isinstance(dataset.train, StreamSplit):
-        return dataset
-    import dataclasses
-
-    return dataclasses.replace(
-        dataset,
-        train=materialize(dataset.train),
-        validation=materialize(dataset.validation, None),
-        test=materialize(dataset.test, None),
-    )
 
 
 SAMPLE_ROWS = 20_000

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from trainpipe.data.datasets import Dataset, Split, with_features
-from trainpipe.data.streaming import labelled_subset, materialize
+from trainpipe.data.streaming import StreamSplit, labelled_subset, materialize
 from trainpipe.errors import DataError
 from trainpipe.evaluate.metrics import softmax
 from trainpipe.evaluate.outputs import collect_outputs
@@ -130,6 +130,14 @@ def standardized_targets(
     Classification is returned as it is."""
     if not dataset.regression:
         return dataset, None
+    if isinstance(dataset.train, StreamSplit):
+        # The loader standardizes each row group; the moments come from validation.
+        mean, std = scale or dataset.target_stats
+        streamed = {
+            name: split.replaced(target_scale=(mean, std))
+            for name, split in dataset.splits().items()
+        }
+        return replace(dataset, **streamed), (mean, std)
     mean, std = scale or (float(dataset.train.y.mean()), float(dataset.train.y.std()) or 1.0)
     splits = {
         name: Split(split.x, ((split.y - mean) / std).astype(np.float32))

@@ -8,7 +8,7 @@ on rejected data and the reason is never lost.
 from __future__ import annotations
 
 from trainpipe.data.datasets import encode, read_source, split_tables
-from trainpipe.data.sharded import is_sharded, open_sharded, sharded_record
+from trainpipe.data.sharded import is_sharded, open_sharded, sharded_record, table_plan
 from trainpipe.data.shards import discover_shards
 from trainpipe.data.stored import write_validated
 from trainpipe.data.validation import SchemaError, load_schema, schema_to_yaml, validate_dataset
@@ -98,22 +98,29 @@ def _validate_sharded(ctx, schema, html_report) -> str:
         reference = discover_shards(
             cfg.reference_uri, endpoint_url=endpoint, cache=cfg.streaming.cache()
         )
+    plan = table_plan(shard_set, splits["train"], cfg)
+    regression = plan is not None and plan.task == "regression"
     report, summaries = validate_shards(
         shard_set,
         splits,
         schema,
-        label_column=cfg.label_column,
+        # A regression target is validated as a numeric column, not as a label set.
+        label_column=None if regression else cfg.label_column,
         reference=reference,
         workers=max(1, cfg.streaming.loader_workers),
     )
     writer = _accepted_writer(ctx, report, shard_set.uri, html_report)
-    labels = sorted({v for s in summaries.values() for v in s.labels})
+    labels = [] if regression else sorted({v for s in summaries.values() for v in s.labels})
+    target = summaries["train"].columns.get(cfg.label_column) if regression else None
     record = sharded_record(
         shard_set,
         splits,
         cfg,
         labels,
         [int(summaries["train"].labels.get(v, 0)) for v in labels],
+        plan,
+        # Exact moments of the whole training split where validation kept them.
+        (target.mean, target.std or 1.0) if target is not None and target.finite else None,
     )
     record["warnings"] = [a.message for a in report.warnings]
     writer.put_json("dataset.json", record)
