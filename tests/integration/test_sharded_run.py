@@ -123,3 +123,48 @@ def test_image_folder_run(tmp_path):
     assert data["feature_shape"] == [1, 12, 12] and data["feature_columns"] == ["image"]
     assert data["label_names"] == ["bottom", "left", "top"]
     assert store.get_json(f"{run}/evaluate/metrics.json")["accuracy"] > 0.6
+
+
+def prices(n: int = 1200, seed: int = 0) -> pa.Table:
+    """A regression table with a string category (some missing) and a numeric column with
+    missing values: what single-file tables preprocess."""
+    rng = np.random.default_rng(seed)
+    x0, x1 = rng.normal(size=n), rng.normal(size=n)
+    x1[rng.random(n) < 0.1] = np.nan
+    city = rng.choice(["north", "south", "east"], size=n).astype(object)
+    city[rng.random(n) < 0.1] = None
+    price = 2 * x0 + np.where(city == "north", 3.0, 0.0) + np.nan_to_num(x1)
+    price += rng.normal(size=n) * 0.1
+    return pa.table({"x0": x0, "x1": x1, "city": pa.array(list(city), pa.string()), "price": price})
+
+
+def test_sharded_regression_table_run(tmp_path):
+    """Sharded Parquet with categories, missing values and a numeric target: the same
+    preprocessing and regression as a single table, streamed through every stage."""
+    # Row groups of 100 rows: streaming validation infers the schema (how many values may be
+    # missing) from the first training row group, which must see some missing cities.
+    write_shards(prices(), str(tmp_path / "shards"), rows_per_shard=100, row_group_rows=100)
+    done = trainpipe(
+        "run",
+        "--output",
+        str(tmp_path / "out"),
+        *FAST,
+        *("--set", f"data.source={tmp_path / 'shards'}"),
+        *("--set", "data.label_column=price"),
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    store = open_store(str(tmp_path / "out"))
+    run = f"runs/{run_id_of(done.stdout)}"
+    data = store.get_json(f"{run}/validate_data/dataset.json")
+    assert data["format"] == "shards" and data["task"] == "regression"
+    columns = {c["name"]: c for c in data["preprocess"]["columns"]}
+    assert columns["city"]["kind"] == "categorical"
+    assert sorted(columns["city"]["categories"]) == ["east", "north", "south"]
+    assert columns["x1"]["indicator"]  # missing values seen in the training sample
+    assert data["target_scale"][1] > 1.0  # the target's spread, from validation's moments
+    metrics = store.get_json(f"{run}/evaluate/metrics.json")
+    assert metrics["num_examples"] == data["split_sizes"]["test"]
+    assert metrics["r2"] > 0.9, metrics["r2"]
+    model = store.get_json(f"{run}/export_onnx/model.json")
+    assert [i["name"] for i in model["inputs"]] == ["x0", "x1", "city"]
+    assert {i["name"]: i["datatype"] for i in model["inputs"]}["city"] == "BYTES"
