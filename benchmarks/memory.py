@@ -7,7 +7,9 @@ it, train an epoch and finish with a peak RSS that does not grow with the data?
 
 It writes a numeric table (32 float32 features, 10 classes) as Parquet shards one shard at a
 time (never whole in memory), then runs ``trainpipe run`` twice with the same settings: on a
-one-shard copy (the baseline: torch, kfp, the model) and on the whole table, each inside a
+baseline table a tenth of the size (torch, kfp, the model and the bounded samples some stages
+take: ``SAMPLE_ROWS`` rows per split for the baselines and the export checks) and on the
+whole table, each inside a
 fresh wrapper process that reports the peak RSS of the largest process of the run
 (``getrusage(RUSAGE_CHILDREN).ru_maxrss``: every stage is a subprocess, waited for). The
 loader runs in the training process (``loader_workers=0``), so that peak is everything that
@@ -82,6 +84,9 @@ def run_settings(
         "finetune.compare_with_scratch": "false",
         "finetune.min_steps": "0",
         "finetune.ensemble_size": "1",
+        # Register and deploy run whatever one epoch scored (deploy streams the test split).
+        "gate.min_value": "0.0",
+        "gate.max_gap_to_linear": "null",
         **(extra or {}),
     }
     return ["--output", str(output), *(a for k, v in sets.items() for a in ("--set", f"{k}={v}"))]
@@ -115,13 +120,16 @@ def measure(
     rows_per_shard: int,
     batch_size: int,
     extra: dict[str, str] | None = None,
+    baseline_mib: float | None = None,
 ) -> dict:
-    """Write the table and a small baseline table under ``root``, run both with the same
-    settings (``extra``: more ``--set`` values), compare their peaks."""
+    """Write the table and a baseline table (``baseline_mib``, a tenth by default) under
+    ``root``, run both with the same settings (``extra``: more ``--set`` values), compare their
+    peaks. The baseline should hold ``SAMPLE_ROWS`` rows in every split, so that what grows is
+    only what depends on the data's size."""
     rows = int(table_mib * 2**20 // ROW_BYTES)
+    baseline_rows = int((baseline_mib or table_mib / 10) * 2**20 // ROW_BYTES)
     disk = write_table(root / "table", rows, rows_per_shard)
-    # The baseline has the shard layout's minimum (validation and test need a shard each).
-    baseline_disk = write_table(root / "baseline", 3 * rows_per_shard // 16, rows_per_shard // 16)
+    baseline_disk = write_table(root / "baseline", baseline_rows, rows_per_shard, seed=1)
     baseline = measured_run(
         run_settings(root / "baseline", root / "runs-baseline", batch_size, extra),
         root / "baseline.json",
@@ -141,7 +149,8 @@ def measure(
         "shards": -(-rows // rows_per_shard),
         "table_mib_in_memory": round(table_bytes / 2**20, 1),
         "table_mib_on_disk": round(disk / 2**20, 1),
-        "baseline_mib_on_disk": round(baseline_disk / 2**20, 2),
+        "baseline_rows": baseline_rows,
+        "baseline_mib_on_disk": round(baseline_disk / 2**20, 1),
         "baseline": baseline,
         "table": full,
         "peak_rss_growth_mib": round(growth, 1),
@@ -155,16 +164,21 @@ def main() -> None:
     parser.add_argument("--table-mib", type=float, default=10 * 1024)
     parser.add_argument("--rows-per-shard", type=int, default=200_000)
     parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument("--baseline-mib", type=float, help="default: a tenth of the table")
     parser.add_argument("--quick", action="store_true", help="a 60 MiB table")
     parser.add_argument("--dir", help="keep the table and runs here (default: a temp folder)")
     args = parser.parse_args()
     table_mib = 60.0 if args.quick else args.table_mib
     rows_per_shard = 20_000 if args.quick else args.rows_per_shard
     if args.dir:
-        result = measure(Path(args.dir), table_mib, rows_per_shard, args.batch_size)
+        result = measure(
+            Path(args.dir), table_mib, rows_per_shard, args.batch_size, None, args.baseline_mib
+        )
     else:
         with tempfile.TemporaryDirectory() as tmp:
-            result = measure(Path(tmp), table_mib, rows_per_shard, args.batch_size)
+            result = measure(
+                Path(tmp), table_mib, rows_per_shard, args.batch_size, None, args.baseline_mib
+            )
     print(json.dumps(result))
 
 
