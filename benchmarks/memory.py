@@ -16,9 +16,9 @@ loader runs in the training process (``loader_workers=0``), so that peak is ever
 held data. It prints one JSON object: the table's size, both peaks, the growth and whether the
 run finished within ``table / 5`` of growth (the goal "five times larger than the limit").
 
-Why RSS and not ``prlimit --as``: an address-space limit counts reservations, not memory used.
-torch and pyarrow reserve large virtual ranges (allocator arenas, thread stacks), so a run under
-``--as`` fails at import far below its real use, which measures nothing about the data path.
+Why RSS and not ``prlimit --as``: an address-space limit counts reserved virtual memory
+(allocator arenas, thread stacks, every DataLoader worker's own), not memory used; RSS is what
+a cgroup, and so a Kubernetes memory limit, counts.
 """
 
 from __future__ import annotations
