@@ -165,19 +165,27 @@ def main() -> None:
     parser.add_argument("--rows-per-shard", type=int, default=200_000)
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--baseline-mib", type=float, help="default: a tenth of the table")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="more config for both runs, e.g. gate.bootstrap_resamples=100",
+    )
     parser.add_argument("--quick", action="store_true", help="a 60 MiB table")
     parser.add_argument("--dir", help="keep the table and runs here (default: a temp folder)")
     args = parser.parse_args()
     table_mib = 60.0 if args.quick else args.table_mib
+    extra = dict(item.split("=", 1) for item in args.set)
     rows_per_shard = 20_000 if args.quick else args.rows_per_shard
     if args.dir:
         result = measure(
-            Path(args.dir), table_mib, rows_per_shard, args.batch_size, None, args.baseline_mib
+            Path(args.dir), table_mib, rows_per_shard, args.batch_size, extra, args.baseline_mib
         )
     else:
         with tempfile.TemporaryDirectory() as tmp:
             result = measure(
-                Path(tmp), table_mib, rows_per_shard, args.batch_size, None, args.baseline_mib
+                Path(tmp), table_mib, rows_per_shard, args.batch_size, extra, args.baseline_mib
             )
     print(json.dumps(result))
 

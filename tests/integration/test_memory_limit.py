@@ -51,7 +51,7 @@ def test_table_five_times_the_allowed_growth_validates_and_trains(tmp_path):
     (run_dir,) = (tmp_path / "runs-table" / "runs").iterdir()
     data = json.loads((run_dir / "validate_data" / "dataset.json").read_text())
     metrics = json.loads((run_dir / "evaluate" / "metrics.json").read_text())
-    assert metrics["num_examples"] == data["split_sizes"]["test"] > 100_000
+    assert metrics["num_examples"] == data["split_sizes"]["test"] >= 40_000
     assert sum(data["split_sizes"].values()) == result["rows"]
     history = json.loads((run_dir / "finetune" / "history.json").read_text())
     assert len(history["history"]) == 1 and history["steps"] >= data["split_sizes"]["train"] // 1024
