@@ -36,6 +36,9 @@ from trainpipe.stages.context import StageContext, make_context
 from trainpipe.train.finetuning import resolve_label_fraction
 
 REGRESSION_HEADLINE = ("r2", "rmse", "mae")
+PLOTTED_POINTS = 10_000
+"""Regression predictions kept in metrics.json for the report's scatter plot: evenly spaced
+test rows, so a streamed test split of millions of rows does not become a list of millions."""
 
 
 def _accuracy(probs: np.ndarray, y: np.ndarray, first: int) -> float:
@@ -149,8 +152,9 @@ def evaluate_regression(
     y = outputs.y
     predicted = outputs.outputs["challenger"][:, 0]
     scores = regression_metrics(y, predicted)
-    scores["actual"] = y.astype(float).tolist()
-    scores["predicted"] = predicted.astype(float).tolist()
+    shown = np.unique(np.linspace(0, len(y) - 1, min(len(y), PLOTTED_POINTS)).astype(int))
+    scores["actual"] = y[shown].astype(float).tolist()
+    scores["predicted"] = predicted[shown].astype(float).tolist()
     scores["slices"] = {}
     scores["baselines"] = run_baselines(ctx, dataset)
     comparison: dict = {"metric": "r2", "champion": None, "intervals": {}}
