@@ -4,8 +4,6 @@ preprocessing as the same rows in one table."""
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 import pyarrow as pa
 
@@ -59,12 +57,7 @@ def test_sharded_table_is_encoded_like_one_table(tmp_path):
     # Training sees preprocessed features and standardized targets.
     first = streams["train"].with_shards(streams["train"].shards[:1])
     features = read_all(
-        replace(
-            first,
-            features=True,
-            feature_shape=[spec.feature_width],
-            target_scale=(0.5, 2.0),
-        )
+        first.replaced(features=True, feature_shape=[spec.feature_width], target_scale=(0.5, 2.0))
     )
     encoded = read_all(first)
     np.testing.assert_allclose(
