@@ -46,7 +46,6 @@ def test_table_five_times_the_allowed_growth_validates_and_trains(tmp_path):
         log = (tmp_path / f"{run}.log").read_text()
         assert result[run]["rc"] == 0, log[-3000:]
     print(json.dumps(result))
-    assert result["peak_rss_growth_mib"] < result["allowed_growth_mib"], result
     # The run went through the data: every stage finished and evaluation scored every test row.
     (run_dir,) = (tmp_path / "runs-table" / "runs").iterdir()
     data = json.loads((run_dir / "validate_data" / "dataset.json").read_text())
@@ -56,3 +55,4 @@ def test_table_five_times_the_allowed_growth_validates_and_trains(tmp_path):
     history = json.loads((run_dir / "finetune" / "history.json").read_text())
     assert len(history["history"]) == 1 and history["steps"] >= data["split_sizes"]["train"] // 1024
     assert (run_dir / "deploy" / "deploy.json").exists()
+    assert result["peak_rss_growth_mib"] < result["allowed_growth_mib"], result
