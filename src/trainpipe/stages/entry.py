@@ -7,6 +7,7 @@ the exception); each component body calls ``stage_entry(run_x)(...)``.
 from __future__ import annotations
 
 import functools
+import resource
 import sys
 from collections.abc import Callable
 from typing import TypeVar
@@ -18,14 +19,23 @@ F = TypeVar("F", bound=Callable)
 
 def stage_entry(func: F) -> F:
     """``func`` with a user-fixable error turned into one 'trainpipe: ...' line on stderr and
-    exit 1 instead of a traceback."""
+    exit 1 instead of a traceback; a finished stage logs its process's peak RSS (to run.log
+    under ``trainpipe run``: the figure to size a pod's memory limit by, stage by stage)."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
-            return func(*args, **kwargs)
+            result = func(*args, **kwargs)
         except TrainpipeError as exc:
             print(f"trainpipe: {exc}", file=sys.stderr, flush=True)
             sys.exit(1)
+        print(f"{func.__name__}: peak RSS {peak_rss_mib():.1f} MiB", flush=True)
+        return result
 
     return wrapper  # type: ignore[return-value]
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident set size so far, in MiB (Linux reports ``ru_maxrss`` in
+    KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
