@@ -25,11 +25,11 @@ from dataclasses import replace
 import numpy as np
 import torch
 
+from trainpipe.data.batches import split_batches
 from trainpipe.data.datasets import Dataset, Split, with_features
 from trainpipe.data.streaming import StreamSplit, labelled_subset, materialize
 from trainpipe.errors import DataError
 from trainpipe.evaluate.metrics import softmax
-from trainpipe.evaluate.outputs import collect_outputs
 from trainpipe.evaluate.plots import learning_curves_png
 from trainpipe.evaluate.predict import predict_logits
 from trainpipe.models import Classifier, build_encoder
@@ -104,17 +104,33 @@ def run_finetune(
 
 def _scores(model: torch.nn.Module, split: Split) -> tuple[float, float]:
     """(score, loss) on a split: accuracy and log loss, or for regression targets R^2 and the
-    mean squared error (of standardized targets, where training happens)."""
+    mean squared error (of standardized targets, where training happens).
+
+    One pass in batches (a streamed split is read shard by shard) that keeps running sums, not
+    outputs per example: a validation split of a large table would otherwise hold its logits,
+    their concatenation and a log-softmax of them at once (the run's peak grew with the
+    split)."""
     model = model.eval().cpu()
-    # One pass in batches (a streamed split is read shard by shard): outputs only are kept.
-    outputs = collect_outputs(split, {"model": lambda x: predict_logits(model, x)}, [])
-    out, y = outputs.outputs["model"], outputs.y
-    if y.dtype.kind == "f":
-        mse = float(np.mean((out[:, 0] - y) ** 2))
-        return 1.0 - mse / max(float(np.var(y)), 1e-12), mse
-    logits = torch.as_tensor(out)
-    loss = float(torch.nn.functional.cross_entropy(logits, torch.as_tensor(y)))
-    return float((out.argmax(1) == y).mean()), loss
+    rows, loss_sum, correct = 0, 0.0, 0
+    shift, y_sum, y_squares = None, 0.0, 0.0  # the targets' variance, shifted for precision
+    for x, y in split_batches(split):
+        out = torch.as_tensor(predict_logits(model, x))
+        target = torch.as_tensor(np.asarray(y))
+        rows += len(target)
+        if target.dtype.is_floating_point:
+            loss_sum += float(((out[:, 0].double() - target.double()) ** 2).sum())
+            if shift is None:
+                shift = float(target[0])
+            centred = target.double() - shift
+            y_sum += float(centred.sum())
+            y_squares += float((centred**2).sum())
+            continue
+        loss_sum += float(torch.nn.functional.cross_entropy(out, target, reduction="sum"))
+        correct += int((out.argmax(1) == target).sum())
+    if shift is not None:
+        variance = y_squares / rows - (y_sum / rows) ** 2
+        return 1.0 - loss_sum / rows / max(variance, 1e-12), loss_sum / rows
+    return correct / rows, loss_sum / rows
 
 
 def _score(model: torch.nn.Module, split: Split) -> float:
