@@ -165,7 +165,10 @@ class ShardSet:
             return self._open[shard.name]
         path = self.local_path(shard)
         try:
-            handle = pq.ParquetFile(path)
+            # pre_buffer=False: a pre-buffered reader keeps the last row group it read (~1 MiB
+            # here) for as long as the handle is open, OPEN_FILES of them per split and process;
+            # shards are local files by now, where pre-buffering saves nothing.
+            handle = pq.ParquetFile(path, pre_buffer=False)
             self._open[shard.name] = handle
             while len(self._open) > OPEN_FILES:
                 self._open.popitem(last=False)
