@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pytest
 
 from trainpipe.data.config import DataConfig
 from trainpipe.data.datasets import Split, encode_table
@@ -86,3 +87,33 @@ def test_outputs_are_the_same_for_arrays_and_shards(tmp_path):
     for name in models:
         np.testing.assert_allclose(streamed.outputs[name], in_memory.outputs[name], rtol=1e-6)
     np.testing.assert_array_equal(streamed.columns[:, 0], arrays.x[:, 2])
+
+
+def test_finetune_scores_over_batches_equal_the_whole_split_formulas():
+    # Scores come from running sums over batches (a large validation split's logits are never
+    # all held): several batches must give the whole-array accuracy, log loss, R^2 and MSE.
+    import torch
+
+    from trainpipe.data.batches import BATCH_ROWS
+    from trainpipe.stages.finetune import _scores
+
+    rng = np.random.default_rng(2)
+    n = 2 * BATCH_ROWS + 123
+    x = rng.normal(size=(n, 4)).astype(np.float32)
+    torch.manual_seed(0)
+    classifier, regressor = torch.nn.Linear(4, 3), torch.nn.Linear(4, 1)
+    labels = rng.integers(0, 3, n)
+    with torch.no_grad():
+        logits = classifier(torch.as_tensor(x))
+    accuracy, loss = _scores(classifier, Split(x, labels))
+    assert accuracy == float((logits.argmax(1).numpy() == labels).mean())
+    expected_loss = float(torch.nn.functional.cross_entropy(logits, torch.as_tensor(labels)))
+    assert loss == pytest.approx(expected_loss, rel=1e-5)
+
+    targets = (3.0 + x[:, 0] + rng.normal(size=n) * 0.1).astype(np.float32)
+    with torch.no_grad():
+        predicted = regressor(torch.as_tensor(x))[:, 0].numpy().astype(np.float64)
+    mse = float(np.mean((predicted - targets) ** 2))
+    r2, loss = _scores(regressor, Split(x, targets))
+    assert loss == pytest.approx(mse, rel=1e-6)
+    assert r2 == pytest.approx(1.0 - mse / float(np.var(targets.astype(np.float64))), rel=1e-6)

@@ -210,3 +210,16 @@ def test_processes_needing_one_remote_shard_download_it_once(tmp_path):
     assert [w.exitcode for w in workers] == [0, 0]
     assert log.read_text().splitlines() == [shard.name]
     assert cache.path(store, shard).read_bytes() == (tmp_path / "shards" / shard.name).read_bytes()
+
+
+def test_open_shards_hold_no_row_group_after_reading(tmp_path):
+    # A pre-buffered Parquet handle kept the last row group it read for as long as it stayed
+    # open (OPEN_FILES handles per split and process): ~1 MiB per shard at real sizes.
+    split = stream(tmp_path, rows=8 * 20_000, per_shard=20_000, group=20_000)
+    shard_set = split.shard_set()
+    before = pa.total_allocated_bytes()
+    group_bytes = 0
+    for shard in split.shards:
+        group_bytes = max(group_bytes, shard_set.read_row_group(shard, 0).nbytes)
+    assert len(shard_set._open) == len(split.shards)  # every handle is still open
+    assert pa.total_allocated_bytes() - before < group_bytes // 4
