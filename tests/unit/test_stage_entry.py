@@ -26,7 +26,9 @@ def run_allocating(mib: int) -> float:
 def test_finished_stage_logs_its_peak_rss(capsys):
     before = peak_rss_mib()
     resident_while_allocated = stage_entry(run_allocating)(64)
-    (line,) = capsys.readouterr().out.splitlines()
+    captured = capsys.readouterr()
+    assert captured.out == ""  # stdout stays free for a command's JSON result
+    (line,) = captured.err.splitlines()
     match = re.fullmatch(r"run_allocating: peak RSS (\d+\.\d) MiB", line)
     assert match, line
     # In MiB (ru_maxrss is KiB on Linux), at least what the stage held at its height.

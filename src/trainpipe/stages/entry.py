@@ -19,8 +19,9 @@ F = TypeVar("F", bound=Callable)
 
 def stage_entry(func: F) -> F:
     """``func`` with a user-fixable error turned into one 'trainpipe: ...' line on stderr and
-    exit 1 instead of a traceback; a finished stage logs its process's peak RSS (to run.log
-    under ``trainpipe run``: the figure to size a pod's memory limit by, stage by stage)."""
+    exit 1 instead of a traceback; a finished stage logs its process's peak RSS on stderr (stdout
+    may carry a command's JSON result; kfp.local merges both into run.log under ``trainpipe
+    run``): the figure to size a pod's memory limit by, stage by stage."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
@@ -29,7 +30,7 @@ def stage_entry(func: F) -> F:
         except TrainpipeError as exc:
             print(f"trainpipe: {exc}", file=sys.stderr, flush=True)
             sys.exit(1)
-        print(f"{func.__name__}: peak RSS {peak_rss_mib():.1f} MiB", flush=True)
+        print(f"{func.__name__}: peak RSS {peak_rss_mib():.1f} MiB", file=sys.stderr, flush=True)
         return result
 
     return wrapper  # type: ignore[return-value]
