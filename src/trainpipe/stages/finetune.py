@@ -345,7 +345,7 @@ def train_finetune(
                 "ensemble_size": 1,
             }
         )
-    world, _ = setup_world(cfg)
+    world, device = setup_world(cfg)
     encoded = ctx.load_data(data_uri)
     warm = _warm_start(ctx, warm_start_uri, encoded) if warm_start_uri else None
     scale = tuple(warm["target_scale"]) if warm and warm.get("target_scale") else None
@@ -403,7 +403,12 @@ def train_finetune(
     final = classifier(state)
     score_name = "r2" if dataset.regression else "accuracy"
     files: dict[str, bytes | dict] = {}
-    summary: dict = {"task": dataset.task, "score": score_name}
+    summary: dict = {
+        "task": dataset.task,
+        "score": score_name,
+        "device": device.type,
+        "precision": cfg.precision,
+    }
     if comparison is not None:
         scratch = classifier(comparison[0])
         pretrained_val, scratch_val = (

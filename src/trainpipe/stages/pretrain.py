@@ -44,11 +44,16 @@ def train_pretrain(config_json: str, run_id: str, data_uri: str, tune_uri: str =
     """Train on every rank; rank 0 commits encoder.pt, history and the diagnosis."""
     ctx = make_context(config_json, run_id)
     cfg = ctx.cfg
-    world, _ = setup_world(cfg.pretrain)
+    world, device = setup_world(cfg.pretrain)
     dataset = with_features(ctx.load_data(data_uri))
     torch.manual_seed(cfg.pretrain.seed)  # the same initial weights on every rank
     encoder = build_encoder(cfg.model, dataset.feature_shape)
-    summary: dict = {"enabled": cfg.pretrain.enabled, "processes": world.size}
+    summary: dict = {
+        "enabled": cfg.pretrain.enabled,
+        "processes": world.size,
+        "device": device.type,
+        "precision": cfg.pretrain.precision,
+    }
     extra_files: dict[str, bytes | dict] = {}
     encoder_state = encoder.state_dict()
     if cfg.pretrain.enabled:
