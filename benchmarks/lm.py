@@ -88,10 +88,8 @@ class Bare:
                 with torch.autocast(
                     self.device.type, dtype=self.dtype, enabled=self.dtype is not None
                 ):
-                    logits = model(batch[:, :-1]).float()
-                loss = torch.nn.functional.cross_entropy(
-                    logits.flatten(0, 1), batch[:, 1:].flatten()
-                )
+                    # The loss inside the compiled forward, as nanoGPT computes it.
+                    loss = model(batch[:, :-1], targets=batch[:, 1:])
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip_norm)
                 optimizer.step()

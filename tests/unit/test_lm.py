@@ -82,6 +82,22 @@ def test_causal_attention_never_sees_the_future_and_encoder_ignores_padding():
         assert torch.allclose(classifier(row), classifier(padded), atol=1e-5)
 
 
+def test_loss_in_the_forward_equals_cross_entropy_of_the_logits():
+    """Training computes the loss inside the (compiled) forward; it must be the plain mean
+    cross-entropy of the logits, ignoring -100 targets as masked-LM batches mark them."""
+    torch.manual_seed(0)
+    model = TransformerLM(LMConfig(dim=32, depth=1, heads=2, max_seq_len=16), 50)
+    ids = torch.randint(0, 50, (3, 16))
+    targets = torch.randint(0, 50, (3, 16))
+    targets[0, :5] = -100
+    logits = model(ids).float()
+    expected = torch.nn.functional.cross_entropy(
+        logits.flatten(0, 1), targets.flatten(), ignore_index=-100
+    )
+    torch.testing.assert_close(model(ids, targets=targets), expected)
+    assert model(ids, targets=targets).ndim == 0
+
+
 def test_flops_per_token_of_a_gpt2_small_shape():
     cfg = LMConfig(dim=768, depth=12, heads=12, max_seq_len=1024)
     with torch.device("meta"):

@@ -21,10 +21,10 @@ class CausalLM:
 
     def loss(self, model, x, y, generator):
         inputs, targets = x[:, :-1], x[:, 1:]
+        if model.training:  # the loss inside the (compiled) forward: see TransformerLM.forward
+            return model(inputs, targets=targets), 0.0
         logits = model(inputs).float()
         loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
-        if model.training:
-            return loss, 0.0
         correct = (logits.argmax(-1) == targets).float().mean(1)
         return loss, correct.sum()
 
@@ -54,11 +54,11 @@ class MaskedLM:
         chosen = (draw < self.mask_ratio) & ~special
         inputs = torch.where(chosen & (action < 0.8), self.mask_id, ids)
         inputs = torch.where(chosen & (action >= 0.8) & (action < 0.9), random_ids, inputs)
-        logits = model(inputs).float()
         targets = ids.masked_fill(~chosen, -100)
-        loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
         if model.training:
-            return loss, 0.0
+            return model(inputs, targets=targets), 0.0
+        logits = model(inputs).float()
+        loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
         hits = ((logits.argmax(-1) == ids) & chosen).sum(1).float()
         per_sequence = hits / chosen.sum(1).clamp_min(1)
         return loss, per_sequence.sum()
