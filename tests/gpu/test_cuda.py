@@ -127,7 +127,7 @@ def test_pretraining_logs_tokens_per_second_and_mfu():
         TextDataConfig(vocab_size=300, seq_len=64),
         LMConfig(dim=64, depth=2, heads=4, max_seq_len=64),
         LMPretrainConfig(
-            epochs=1, batch_size=32, lr=3e-3, device="cuda", precision="bf16", log_every_steps=5
+            epochs=1, batch_size=32, lr=3e-3, device="cuda", precision="bf16", log_every_steps=10
         ),
     )
     records = lm.throughput["records"]

@@ -26,7 +26,14 @@ REVIEWS = {"source": "builtin:reviews", "vocab_size": 200, "seq_len": 24}
 
 
 def pretrain_cfg(**overrides) -> LMPretrainConfig:
-    base = {"epochs": 3, "batch_size": 16, "lr": 3e-3, "device": "cpu", "log_every_steps": 5}
+    base = {
+        "epochs": 3,
+        "batch_size": 16,
+        "lr": 3e-3,
+        "device": "cpu",
+        "log_every_steps": 5,
+        "loss_readback_every_steps": 5,
+    }
     return LMPretrainConfig(**{**base, **overrides})
 
 
@@ -96,6 +103,12 @@ def test_loss_in_the_forward_equals_cross_entropy_of_the_logits():
     )
     torch.testing.assert_close(model(ids, targets=targets), expected)
     assert model(ids, targets=targets).ndim == 0
+
+
+def test_throughput_log_interval_must_fall_on_loss_readbacks():
+    with pytest.raises(ValueError, match="not a multiple of loss_readback_every_steps 10"):
+        LMPretrainConfig(log_every_steps=5, loss_readback_every_steps=10)
+    assert LMPretrainConfig(log_every_steps=20, loss_readback_every_steps=10).log_every_steps == 20
 
 
 def test_flops_per_token_of_a_gpt2_small_shape():

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from trainpipe.data.datasets import Split
 from trainpipe.data.text import (
@@ -71,6 +71,18 @@ class LMPretrainConfig(OptimConfig):
 
     sample_tokens: int = Field(24, ge=1, le=1024)
     """Causal LM: tokens sampled per prompt."""
+
+    @model_validator(mode="after")
+    def _log_on_readback(self) -> LMPretrainConfig:
+        # Steps are booked in bursts when their losses are read back: a tokens/s window that
+        # ends inside a burst spans no time (a 1000x spike) and the next one twice its steps.
+        if self.log_every_steps % self.loss_readback_every_steps:
+            raise ValueError(
+                f"log_every_steps {self.log_every_steps} is not a multiple of "
+                f"loss_readback_every_steps {self.loss_readback_every_steps}; set it to "
+                f"{self.loss_readback_every_steps} or a multiple"
+            )
+        return self
 
 
 class TextFinetuneConfig(FinetuneConfig):
