@@ -62,3 +62,22 @@ def test_the_check_sees_lazy_and_relative_imports():
         "from ..stages.context import run_prefix",
         "from .. import stages",
     ]
+
+
+def test_export_does_not_load_the_http_server():
+    """Export builds ONNX Runtime sessions with the server's options (serve/model.py); that
+    must not import the HTTP stack, which a training image need not run."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, trainpipe.export.onnx_export, trainpipe.serve.model; "
+        "from trainpipe.serve import ServeConfig; "
+        "print(sorted(m for m in ('uvicorn', 'starlette') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+    from trainpipe.serve import start_in_background  # the entry points still load on use
+
+    assert callable(start_in_background)
