@@ -13,8 +13,15 @@ from trainpipe.models.checkpoint import classifier_payload, from_bytes, load_cla
 from trainpipe.models.config import ModelConfig
 from trainpipe.models.heads import Blend, Ensemble
 from trainpipe.train import linear as linear_mod
-from trainpipe.train.blend import BLEND_GRID, choose_blend_weight
-from trainpipe.train.linear import fit_linear, fold_ids, linear_module, out_of_fold
+from trainpipe.train.blend import BLEND_GRID, EVIDENCE_Z, choose_blend_weight
+from trainpipe.train.linear import (
+    fit_linear,
+    fold_ids,
+    linear_module,
+    out_of_fold,
+    refined,
+    search_strength,
+)
 
 
 def table(n: int, classes: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -54,6 +61,29 @@ def test_a_lead_within_the_noise_goes_to_the_linear_model():
             assert choice.weight <= 0.1, choice
 
 
+def test_a_lead_under_95_percent_confidence_goes_to_the_linear_model():
+    """The rule is a one-sided test at 5%: a network whose out-of-fold lead over the linear
+    model is between 1 and 1.645 standard errors (enough for the old one-standard-error rule)
+    ships the linear model; a lead of over 1.645 standard errors keeps the network's share."""
+    rows = 400
+    y = np.zeros(rows)
+    rng = np.random.default_rng(0)
+    network = rng.normal(0, 0.5, rows)
+    noise = rng.normal(size=rows)
+    noise -= network * (noise @ network) / (network @ network)  # errors independent of its
+    for sigma, significant in ((0.06, False), (0.12, True)):
+        linear = network + sigma * noise  # the network's errors plus its own
+        choice = choose_blend_weight(network, linear, y, regression=True)
+        best = choice.lowest_loss_weight
+        differences = linear**2 - (best * linear + (1 - best) * network) ** 2
+        z = differences.mean() / (differences.std(ddof=1) / np.sqrt(rows))
+        if significant:
+            assert z > EVIDENCE_Z and choice.weight < 1.0, (z, choice)
+        else:
+            assert 1.0 < z < EVIDENCE_Z and choice.weight == 1.0, (z, choice)
+    assert 1.6 < EVIDENCE_Z < 1.7
+
+
 def test_classification_weight_uses_log_loss():
     y = np.array([0, 1, 1, 0])
     confident = np.eye(2)[y] * 0.98 + 0.01
@@ -78,12 +108,31 @@ def test_linear_module_is_the_fitted_model(classes):
     x, y = table(300, classes)
     fit = fit_linear(x[:200], y[:200], x[200:], y[200:], num_classes=classes + 1)  # one absent
     assert fit.chosen_by.startswith("5-fold cross-validation on 200 training rows")
-    assert set(fit.losses) == {str(c) for c in linear_mod.LOGISTIC_C_GRID}
+    grid = linear_mod.LOGISTIC_C_GRID
+    best_of_grid = min(grid, key=lambda c: fit.losses[str(c)])
+    assert {float(c) for c in fit.losses} == set(grid) | set(refined(grid, best_of_grid))
+    assert fit.strength == float(min(fit.losses, key=fit.losses.get))
     layer = linear_module(fit, 5)
     with torch.no_grad():
         probs = torch.softmax(layer(torch.as_tensor(x[200:])), 1).numpy()
     np.testing.assert_allclose(probs, fit.predict(x[200:]), atol=1e-5)
     assert probs[:, classes].max() < 1e-12  # the class with no training example
+
+
+def test_the_strength_search_refines_around_the_best_of_the_grid():
+    """Coarse to fine: the decade grid, then the half-decade neighbours of its best; a loss
+    whose minimum lies between two grid points is found there, and the ends stay the ends."""
+    tried = []
+
+    def loss(s: float) -> float:
+        tried.append(s)
+        return (np.log10(s) - 0.45) ** 2  # minimum at C = 2.8
+
+    losses = search_strength(linear_mod.LOGISTIC_C_GRID, loss)
+    assert min(losses, key=losses.get) == 3.162
+    assert tried[:6] == list(linear_mod.LOGISTIC_C_GRID) and tried[6:] == [0.3162, 3.162]
+    assert refined(linear_mod.LOGISTIC_C_GRID, 100.0) == [31.62]
+    assert refined(linear_mod.LOGISTIC_C_GRID, 0.001) == [0.003162]
 
 
 def test_ridge_module_and_the_validation_rule_for_large_tables(monkeypatch):

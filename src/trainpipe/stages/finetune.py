@@ -51,7 +51,7 @@ from trainpipe.stages.training_run import (
     setup_world,
 )
 from trainpipe.stages.tuned import tuned_context, tuned_summary
-from trainpipe.train.blend import choose_blend_weight
+from trainpipe.train.blend import EVIDENCE_Z, choose_blend_weight
 from trainpipe.train.config import FinetuneConfig
 from trainpipe.train.diagnosis import diagnose, linear_baseline_train_loss
 from trainpipe.train.distributed import World
@@ -310,7 +310,10 @@ def blend_with_linear(
     info = {
         "linear_weight": weight,
         "chosen_by": chosen_by,
-        "rule": "the most linear weight within one standard error of the lowest loss",
+        "rule": (
+            "the most linear weight whose extra loss over the lowest is not significant at 5% "
+            f"(within {EVIDENCE_Z} standard errors)"
+        ),
         "lowest_loss_weight": choice.lowest_loss_weight,
         "loss": "mean squared error" if regression else "log loss",
         "losses": choice.losses,
@@ -503,8 +506,8 @@ def train_finetune(
         summary["blend"] = {k: v for k, v in blend_info.items() if k not in ("losses", "linear")}
         print(
             f"[finetune] blend: linear model weight {blend_info['linear_weight']:.2f} (lowest "
-            f"loss at {blend_info['lowest_loss_weight']:.2f}; the most linear within one standard "
-            f"error), chosen on {blend_info['chosen_by']}; validation {score_name} "
+            f"loss at {blend_info['lowest_loss_weight']:.2f}; the most linear not significantly "
+            f"worse), chosen on {blend_info['chosen_by']}; validation {score_name} "
             f"{blend_info['blend_val_score']:.4f} (network alone "
             f"{network_val_score:.4f})",
             flush=True,
