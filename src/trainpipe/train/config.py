@@ -164,10 +164,11 @@ class FinetuneConfig(OptimConfig):
 
     blend_with_linear: bool = True
     """Tables: ship a blend of the network(s) and the linear model (the linear baseline's fit on
-    the same features), mixed with the weight that predicts best on out-of-fold training rows
-    (ensembles of 3 or more: the members after the first are trained on cross-fitting folds)
-    or else on the validation split; weight 0 ships the network alone. false: the network
-    alone, members trained on every labelled row."""
+    the same features), mixed with the most linear weight that predicts not significantly worse
+    (one-sided 5%) than the best on out-of-fold training rows (ensembles of 3 or more: the
+    members after the first are trained on cross-fitting folds) or else on the validation split;
+    weight 0 ships the network alone. false: the network alone, members trained on every
+    labelled row."""
 
     min_steps: int = Field(600, ge=0)
     """Tables: train for more epochs than ``epochs`` when a small table would otherwise get fewer
