@@ -14,9 +14,10 @@ from trainpipe.data.datasets import Split
 from trainpipe.errors import ConfigError
 from trainpipe.models import Classifier, build_encoder
 from trainpipe.models.config import ModelConfig
-from trainpipe.train.config import FinetuneConfig
+from trainpipe.train.config import FinetuneConfig, PretrainConfig
 from trainpipe.train.finetuning import auto_batch_size, resolve_batch_size, resolve_schedule
 from trainpipe.train.objectives import Classification
+from trainpipe.train.pretraining import resolve_pretrain_batch
 from trainpipe.train.trainer import Trainer
 
 
@@ -98,3 +99,50 @@ def test_early_stopping_waits_for_the_end_of_warmup():
     assert result.best_epoch == 1
     assert (result.batch_size, result.steps_per_epoch, result.warmup_steps) == (32, 1, 5)
     assert (result.max_epochs, result.patience_epochs) == (10, 1)
+
+
+@pytest.mark.parametrize(
+    ("examples", "table", "batch"),
+    [
+        (115, True, 16),  # wine: 8 pretraining steps per epoch instead of 1
+        (370, True, 23),
+        (1800, True, 112),
+        (4096, True, 256),
+        (75_000, True, 256),  # a large table keeps the former fixed default
+        (1000, False, 256),  # images (the digits demo's contrastive pairs) keep 256
+    ],
+)
+def test_automatic_pretraining_batch(examples, table, batch):
+    cfg = resolve_pretrain_batch(PretrainConfig(), examples, table)
+    assert cfg.batch_size == batch
+    assert resolve_pretrain_batch(PretrainConfig(batch_size=64), examples, table).batch_size == 64
+
+
+def test_the_pretrain_stage_trains_a_small_table_with_the_automatic_batch(tmp_path):
+    """Through the stage: 150 training rows pretrain with 16-row batches (10 steps per
+    epoch) and the summary says so."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from trainpipe.artifacts import ArtifactSet
+    from trainpipe.config import load_config
+    from trainpipe.stages.pretrain import run_pretrain
+    from trainpipe.stages.validate import run_validate
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(250, 4))
+    table = {f"f{i}": x[:, i] for i in range(4)} | {"label": (x[:, 0] > 0).astype(int)}
+    pq.write_table(pa.table(table), tmp_path / "t.parquet")
+    cfg = load_config(
+        None,
+        [
+            f"data.source={tmp_path / 't.parquet'}",
+            f"storage.uri=file://{tmp_path / 'store'}",
+            "pretrain.epochs=2",
+        ],
+    )
+    run_id, data_uri = run_validate(cfg.to_json(), "pretrain-batch")
+    summary = ArtifactSet.open(run_pretrain(cfg.to_json(), run_id, data_uri)).summary
+    train_rows = ArtifactSet.open(data_uri).summary["train"]
+    assert summary["batch_size"] == max(16, train_rows // 16) < 256
+    assert summary["steps"] == 2 * math.ceil(train_rows / summary["batch_size"])

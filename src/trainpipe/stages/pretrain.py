@@ -19,7 +19,7 @@ from trainpipe.stages.training_run import (
 )
 from trainpipe.stages.tuned import tuned_context, tuned_summary
 from trainpipe.train.diagnosis import diagnose
-from trainpipe.train.pretraining import pretraining_setup
+from trainpipe.train.pretraining import pretraining_setup, resolve_pretrain_batch
 from trainpipe.train.trainer import Trainer
 
 
@@ -57,19 +57,22 @@ def train_pretrain(config_json: str, run_id: str, data_uri: str, tune_uri: str =
     extra_files: dict[str, bytes | dict] = {}
     encoder_state = encoder.state_dict()
     if cfg.pretrain.enabled:
+        pretrain_cfg = resolve_pretrain_batch(
+            cfg.pretrain, len(dataset.train), table=dataset.preprocess is not None
+        )
         model, objective = pretraining_setup(
-            cfg.pretrain,
+            pretrain_cfg,
             encoder,
             dataset.feature_shape,
             resolve_model(cfg.model, dataset.feature_shape).hidden_dim,
         )
         checkpoints = (
-            checkpoint_store(ctx, "pretrain", cfg.pretrain)
-            if cfg.pretrain.checkpoint_every_steps
+            checkpoint_store(ctx, "pretrain", pretrain_cfg)
+            if pretrain_cfg.checkpoint_every_steps
             else None
         )
         trainer = Trainer(
-            cfg.pretrain, model, objective, stage="pretrain", world=world, checkpoints=checkpoints
+            pretrain_cfg, model, objective, stage="pretrain", world=world, checkpoints=checkpoints
         )
         result = trainer.fit(dataset.train, dataset.validation)
         state = trainer.full_state_dict()
@@ -83,6 +86,7 @@ def train_pretrain(config_json: str, run_id: str, data_uri: str, tune_uri: str =
             "objective": objective.name,
             "epochs": len(result.history),
             "steps": result.steps,
+            "batch_size": pretrain_cfg.batch_size,
             "final_train_loss": final.train_loss,
             "final_val_loss": final.val_loss,
             objective.metric_name: final.val_metric,

@@ -130,8 +130,10 @@ class PretrainConfig(OptimConfig):
     epochs: int = Field(40, ge=1, le=100_000)
     """Passes over the (unlabelled) training split."""
 
-    batch_size: int = Field(256, ge=1, le=1_000_000)
-    """Global batch size."""
+    batch_size: int | None = Field(None, ge=1, le=1_000_000)
+    """Global batch size. None: tables get ``training rows // 16`` clamped to 16..256 (a table of
+    a few hundred rows makes 16 optimizer steps per epoch instead of one; tables of 4,096+
+    rows train with 256 as before), images 256 (contrastive pairs need a large batch)."""
 
 
 class FinetuneConfig(OptimConfig):

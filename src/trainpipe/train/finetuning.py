@@ -124,12 +124,19 @@ IMAGE_BATCH_SIZE = 64
 MAX_AUTO_EPOCHS = 1000
 
 
-def auto_batch_size(examples: int, table: bool, grad_accumulation_steps: int = 1) -> int:
-    """``examples // 16`` clamped to 16..64 for tables, 64 for images; rounded down to a
-    multiple of ``grad_accumulation_steps``."""
-    size = IMAGE_BATCH_SIZE
+def auto_batch_size(
+    examples: int,
+    table: bool,
+    grad_accumulation_steps: int = 1,
+    *,
+    largest: int = AUTO_BATCH_MAX,
+    image_size: int = IMAGE_BATCH_SIZE,
+) -> int:
+    """``examples // 16`` clamped to 16..``largest`` for tables, ``image_size`` for images;
+    rounded down to a multiple of ``grad_accumulation_steps``."""
+    size = image_size
     if table:
-        size = min(AUTO_BATCH_MAX, max(AUTO_BATCH_MIN, examples // AUTO_BATCH_STEPS_PER_EPOCH))
+        size = min(largest, max(AUTO_BATCH_MIN, examples // AUTO_BATCH_STEPS_PER_EPOCH))
     return max(grad_accumulation_steps, size - size % grad_accumulation_steps)
 
 

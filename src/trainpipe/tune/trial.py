@@ -21,7 +21,7 @@ from trainpipe.train.finetuning import (
     resolve_batch_size,
     resolve_label_fraction,
 )
-from trainpipe.train.pretraining import pretraining_setup
+from trainpipe.train.pretraining import pretraining_setup, resolve_pretrain_batch
 from trainpipe.train.trainer import EpochRecord, Trainer
 
 
@@ -49,7 +49,11 @@ class FinetuneTrial:
         if not self.pretrain:
             torch.manual_seed(cfg.finetune.seed)
             return build_encoder(cfg.model, self.dataset.feature_shape)
-        pt = cfg.pretrain.model_copy(update={"checkpoint_every_steps": None, "nproc_per_node": 1})
+        pt = resolve_pretrain_batch(
+            cfg.pretrain.model_copy(update={"checkpoint_every_steps": None, "nproc_per_node": 1}),
+            len(self.dataset.train),
+            table=self.dataset.preprocess is not None,
+        )
         torch.manual_seed(pt.seed)
         encoder = build_encoder(cfg.model, self.dataset.feature_shape)
         model, objective = pretraining_setup(
