@@ -46,7 +46,7 @@ def test_weight_follows_the_evidence():
 
 
 def test_a_lead_within_the_noise_goes_to_the_linear_model():
-    """One standard error rule: a network slightly better on 60 rows does not outweigh the
+    """The significance rule: a network slightly better on 60 rows does not outweigh the
     linear model; the same per-row advantage on 6,000 rows does."""
     rng = np.random.default_rng(3)
     for rows, expected_linear in ((60, True), (6000, False)):
