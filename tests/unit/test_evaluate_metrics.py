@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
+from tests.support.evaluate_cases import CASES, SLICE_COLUMNS, evaluate_case
 from trainpipe.errors import ConfigError
 from trainpipe.evaluate import metrics as m
 from trainpipe.evaluate.bootstrap import bootstrap_ci, paired_bootstrap
@@ -211,3 +215,83 @@ def test_binary_report_hides_top_k_and_says_why_slices_are_not_guarded():
     page = binary_report(None)
     assert "top-k" not in page.lower()
     assert page.count("<td>no: no champion yet</td>") == 2  # class=no and class=yes
+
+
+GOLDEN = Path(__file__).parent / "data" / "evaluate_golden.json"
+
+
+def golden_champion():
+    from trainpipe.evaluate.champion import ChampionModel
+
+    return ChampionModel("3", "etag", "file:///registry/v3", "ab" * 32, "", b"", ("input",))
+
+
+@pytest.mark.parametrize("kind", list(CASES))
+def test_evaluation_from_row_scores_equals_the_full_probability_results(kind):
+    # evaluate_golden.json holds what the evaluate stage computed before it kept RowScores:
+    # main at db81a26 (collect_outputs kept float32 logits, softmax over the whole split, every
+    # metric from [n, C] probabilities) on the same seeded cases. Reduced batch by batch
+    # (64-row batches, ties included), every metric, slice, interval and champion number must
+    # be the very same float.
+    from trainpipe.data.datasets import Split
+    from trainpipe.evaluate.config import GateConfig
+    from trainpipe.evaluate.outputs import collect_outputs
+    from trainpipe.evaluate.scoring import classification_results, regression_results
+
+    golden = json.loads(GOLDEN.read_text())[kind]
+    x, y, models = evaluate_case(kind)
+    cfg = GateConfig(slice_columns=SLICE_COLUMNS)
+    regression = CASES[kind] == 0
+    top_k = None if regression else cfg.top_k
+    outputs = collect_outputs(Split(x, y), models, [1, 2], top_k=top_k, batch_rows=64)
+    if regression:
+        scores, comparison = regression_results(outputs, golden_champion())
+        got = {k: scores[k] for k in ("r2", "rmse", "mae", "num_examples", "task")}
+        assert got == golden["scores"]
+        assert comparison["champion"]["metrics"] == golden["comparison"]["champion"]
+        return
+    labels = [f"k{i}" for i in range(CASES[kind])]
+    scores, comparison = classification_results(cfg, outputs, labels, golden_champion(), 100)
+    assert scores.pop("fixed_test")["accuracy"] == golden["scores"].pop("fixed_test")
+    fixed = comparison.pop("fixed_test")["champion_accuracy"]
+    assert fixed == golden["comparison"].pop("fixed_test")
+    assert json.loads(json.dumps(scores)) == golden["scores"]
+    assert json.loads(json.dumps(comparison)) == golden["comparison"]
+    alone = collect_outputs(Split(x, y), {"challenger": models["challenger"]}, [1, 2], top_k=3)
+    _, comparison = classification_results(cfg, alone, labels, None, None)
+    assert json.loads(json.dumps(comparison)) == golden["alone"]
+
+
+@pytest.mark.parametrize("num_classes", [2, 1000])
+def test_outputs_kept_for_the_test_split_do_not_grow_with_the_classes(num_classes):
+    # Evaluation holds its outputs for every test example (a paired bootstrap resamples them):
+    # they must cost the same for 2 classes as for 1,000; keeping the probabilities would cost
+    # 8 bytes x classes per example and a 1,000-class test split of 5,000 rows 40 MB.
+    from trainpipe.data.datasets import Split
+    from trainpipe.evaluate.outputs import collect_outputs
+
+    rows = 5_000
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(rows, 4)).astype(np.float32)
+    y = rng.integers(0, num_classes, rows)
+    weights = rng.normal(size=(4, num_classes)).astype(np.float32)
+    models = {"challenger": lambda b: b @ weights, "champion": lambda b: -(b @ weights)}
+    outputs = collect_outputs(Split(x, y), models, [0], top_k=3, batch_rows=512)
+    per_row = outputs.nbytes / rows
+    # labels 8 + one slice column 4 + two models x (predicted 8, two probabilities 16, top-k 1)
+    assert per_row == 8 + 4 + 2 * 25
+    rows_scores = outputs.outputs["challenger"]
+    assert rows_scores.top_k == min(3, num_classes)
+    labels = [str(c) for c in range(num_classes)]
+    assert m.classification_scores(y, rows_scores, labels)["num_examples"] == rows
+
+
+def test_regression_outputs_keep_one_number_per_example():
+    from trainpipe.data.datasets import Split
+    from trainpipe.evaluate.outputs import collect_outputs
+
+    x, y, models = evaluate_case("regression")
+    outputs = collect_outputs(Split(x, y), models, [], top_k=None, batch_rows=50)
+    assert outputs.outputs["challenger"].shape == (len(y),)
+    assert outputs.outputs["challenger"].dtype == np.float32
+    np.testing.assert_allclose(outputs.outputs["champion"], models["champion"](x)[:, 0], atol=1e-6)

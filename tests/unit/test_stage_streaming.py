@@ -78,14 +78,17 @@ def test_outputs_are_the_same_for_arrays_and_shards(tmp_path):
     record = sharded_record(shard_set, splits, cfg, [0, 1, 2], [1, 1, 1])
     test = stream_splits(record, cfg.streaming, None)["test"]
     weights = rng.normal(size=(4, 3)).astype(np.float32)
-    models = {"a": lambda b: b @ weights, "b": lambda b: -b[:, :2]}
-    streamed = collect_outputs(test, models, [2], batch_rows=64)
+    models = {"a": lambda b: b @ weights, "b": lambda b: -b[:, :3]}
+    streamed = collect_outputs(test, models, [2], top_k=2, batch_rows=64)
     arrays = read_all(test)
-    in_memory = collect_outputs(Split(arrays.x, arrays.y), models, [2], batch_rows=1000)
+    in_memory = collect_outputs(Split(arrays.x, arrays.y), models, [2], top_k=2, batch_rows=1000)
     assert len(streamed) == len(test) == len(in_memory)
     np.testing.assert_array_equal(streamed.y, in_memory.y)
     for name in models:
-        np.testing.assert_allclose(streamed.outputs[name], in_memory.outputs[name], rtol=1e-6)
+        ours, theirs = streamed.outputs[name], in_memory.outputs[name]
+        np.testing.assert_array_equal(ours.predicted, theirs.predicted)
+        np.testing.assert_array_equal(ours.in_top_k, theirs.in_top_k)
+        np.testing.assert_allclose(ours.true_prob, theirs.true_prob, rtol=1e-6)
     np.testing.assert_array_equal(streamed.columns[:, 0], arrays.x[:, 2])
 
 

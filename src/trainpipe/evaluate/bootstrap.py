@@ -8,7 +8,9 @@
 Paired: each resample draws one set of example indices and scores both models on it, so the
 interval of the difference reflects how the two models differ on the same examples rather than
 the (much larger) noise of drawing a test set. Intervals are percentile intervals; the point
-estimate is the metric on the full data, not the mean of the resamples.
+estimate is the metric on the full data, not the mean of the resamples. A model's outputs are
+its ``[n, C]`` probabilities or its ``RowScores`` (anything indexable by example, as the metric
+takes it).
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-MetricFn = Callable[[np.ndarray, np.ndarray], float]
+from trainpipe.evaluate.metrics import Outputs
+
+MetricFn = Callable[[np.ndarray, Outputs], float]
 
 
 @dataclass(frozen=True)
@@ -49,7 +53,7 @@ def _interval(estimate: float, values: list[float], confidence: float) -> Interv
 
 def bootstrap_ci(
     y_true: np.ndarray,
-    probs: np.ndarray,
+    probs: Outputs,
     metric: MetricFn,
     *,
     num_resamples: int = 1000,
@@ -62,8 +66,8 @@ def bootstrap_ci(
 
 def paired_bootstrap(
     y_true: np.ndarray,
-    challenger: np.ndarray,
-    champion: np.ndarray,
+    challenger: Outputs,
+    champion: Outputs,
     metric: MetricFn,
     *,
     num_resamples: int = 1000,

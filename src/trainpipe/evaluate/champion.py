@@ -19,7 +19,7 @@ from trainpipe.artifacts import ArtifactSet
 from trainpipe.data.preprocess import PreprocessSpec
 from trainpipe.evaluate.bootstrap import bootstrap_ci, paired_bootstrap
 from trainpipe.evaluate.config import GateConfig
-from trainpipe.evaluate.metrics import HIGHER_IS_BETTER, scalar_metric_fn
+from trainpipe.evaluate.metrics import HIGHER_IS_BETTER, Outputs, scalar_metric_fn
 from trainpipe.evaluate.slices import Slice, slice_scores
 from trainpipe.registry import Registry, RegistryError
 from trainpipe.storage import sha256_bytes
@@ -142,12 +142,13 @@ def interval_metrics(cfg: GateConfig) -> list[str]:
 def compare(
     cfg: GateConfig,
     y_true: np.ndarray,
-    probs: np.ndarray,
+    probs: Outputs,
     champion: ChampionModel | None,
-    champion_probs: np.ndarray | None,
+    champion_probs: Outputs | None,
     slices: list[Slice],
 ) -> dict:
-    """The comparison the gate decides on (JSON-ready; stored as ``comparison.json``)."""
+    """The comparison the gate decides on (JSON-ready; stored as ``comparison.json``); each
+    model's outputs are its probabilities or its ``RowScores`` holding ``cfg.top_k``."""
     comparison: dict = {
         "metric": cfg.metric,
         "champion": None,

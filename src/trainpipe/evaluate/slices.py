@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from trainpipe.errors import ConfigError
-from trainpipe.evaluate.metrics import accuracy, log_loss
+from trainpipe.evaluate.metrics import Outputs, accuracy, log_loss, row_scores
 
 
 @dataclass(frozen=True)
@@ -93,14 +93,16 @@ def build_slices(
     return class_slices(y_true, label_names) + column_slices(x, feature_names, columns, num_buckets)
 
 
-def slice_scores(slices: list[Slice], y_true: np.ndarray, probs: np.ndarray) -> dict[str, dict]:
+def slice_scores(slices: list[Slice], y_true: np.ndarray, probs: Outputs) -> dict[str, dict]:
+    """Accuracy and log loss per slice; ``probs`` may be the model's ``RowScores``."""
+    rows = row_scores(y_true, probs)
     scores = {}
     for s in slices:
-        y, p = y_true[s.indices], probs[s.indices]
+        y, p = y_true[s.indices], rows[s.indices]
         scores[s.name] = {
             "kind": s.kind,
             "n": len(s.indices),
-            "accuracy": accuracy(y, p.argmax(axis=1)),
+            "accuracy": accuracy(y, p.predicted),
             "log_loss": log_loss(y, p),
         }
     return scores

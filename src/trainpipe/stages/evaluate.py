@@ -7,7 +7,8 @@ Outputs (artifact set): ``metrics.json`` (the challenger's metrics and slices),
 again from the stored files (see ``trainpipe.evaluate.gate``).
 
 The test split is read once, batch by batch (``collect_outputs``): arrays in memory and the
-shards of a sharded source go through the same loop, and only labels and outputs are kept. The
+shards of a sharded source go through the same loop, and only labels and each model's reduced
+outputs are kept (a few numbers per example, whatever the number of classes). The
 baselines train on a bounded sample of a streamed training split and are scored on a bounded
 sample of its test split (``SAMPLE_ROWS``; ``baselines.test_examples`` says how many).
 """
@@ -21,28 +22,21 @@ import numpy as np
 from trainpipe.data.datasets import Dataset, Split, label_subset, with_features
 from trainpipe.data.streaming import StreamSplit, labelled_subset, materialize
 from trainpipe.evaluate.baselines import baseline_scores
-from trainpipe.evaluate.champion import compare, load_champion
+from trainpipe.evaluate.champion import load_champion
 from trainpipe.evaluate.gate import decide, primary_metric
 from trainpipe.evaluate.histories import load_histories, load_pretraining
-from trainpipe.evaluate.metrics import classification_metrics, regression_metrics, softmax
 from trainpipe.evaluate.metrics import missing_classes as classes_missing
 from trainpipe.evaluate.outputs import SplitOutputs, collect_outputs
 from trainpipe.evaluate.predict import predict_logits
 from trainpipe.evaluate.report import evaluation_html, shown_headline
-from trainpipe.evaluate.slices import build_slices, slice_column_indices, slice_scores
+from trainpipe.evaluate.scoring import classification_results, regression_results
+from trainpipe.evaluate.slices import slice_column_indices
 from trainpipe.models.checkpoint import from_bytes, load_classifier
 from trainpipe.registry import Registry
 from trainpipe.stages.context import StageContext, make_context
 from trainpipe.train.finetuning import resolve_label_fraction
 
 REGRESSION_HEADLINE = ("r2", "rmse", "mae")
-PLOTTED_POINTS = 10_000
-"""Regression predictions kept in metrics.json for the report's scatter plot: evenly spaced
-test rows, so a streamed test split of millions of rows does not become a list of millions."""
-
-
-def _accuracy(probs: np.ndarray, y: np.ndarray, first: int) -> float:
-    return float((probs[:first].argmax(1) == y[:first]).mean())
 
 
 def missing_classes(
@@ -104,10 +98,11 @@ def test_outputs(ctx: StageContext, dataset: Dataset, model, champion) -> SplitO
     columns = slice_column_indices(
         dataset.feature_names, dataset.feature_shape, ctx.cfg.gate.slice_columns
     )
-    return collect_outputs(dataset.test, models, columns)
+    top_k = None if dataset.regression else ctx.cfg.gate.top_k
+    return collect_outputs(dataset.test, models, columns, top_k=top_k)
 
 
-def _evaluate_classification(
+def evaluate_outputs(
     ctx: StageContext,
     dataset: Dataset,
     outputs: SplitOutputs,
@@ -115,55 +110,17 @@ def _evaluate_classification(
     fixed: int | None,
     train_counts: list[int] | None,
 ) -> tuple[dict, dict]:
-    """Metrics and the champion comparison; ``fixed``: in continual runs, the number of leading
-    test examples that form the fixed original test set (the forgetting bound's numbers)."""
-    cfg = ctx.cfg.gate
-    y = outputs.y
-    slices = build_slices(
-        y,
-        outputs.columns,
-        dataset.label_names,
-        cfg.slice_columns,
-        columns=cfg.slice_columns,
-        num_buckets=cfg.slice_buckets,
-    )
-    logits = outputs.outputs["challenger"]
-    scores = classification_metrics(y, logits, dataset.label_names, top_k=cfg.top_k)
-    probs = softmax(logits.astype(np.float64))
-    scores["slices"] = slice_scores(slices, y, probs)
-    scores["classes_missing_from_test"] = missing_classes(dataset, train_counts, y)
+    """Metrics (with the baselines) and the champion comparison; ``fixed``: the leading test
+    examples that form a continual run's fixed original test set; ``train_counts``: validation's
+    count per class for a streamed training split (its labels are not in memory)."""
+    if dataset.regression:
+        scores, comparison = regression_results(outputs, champion)
+    else:
+        scores, comparison = classification_results(
+            ctx.cfg.gate, outputs, dataset.label_names, champion, fixed
+        )
+        scores["classes_missing_from_test"] = missing_classes(dataset, train_counts, outputs.y)
     scores["baselines"] = run_baselines(ctx, dataset)
-    champion_probs = None
-    if "champion" in outputs.outputs:
-        champion_probs = softmax(outputs.outputs["champion"].astype(np.float64))
-    comparison = compare(cfg, y, probs, champion, champion_probs, slices)
-    if fixed:
-        scores["fixed_test"] = {"examples": fixed, "accuracy": _accuracy(probs, y, fixed)}
-        theirs = None if champion_probs is None else _accuracy(champion_probs, y, fixed)
-        comparison["fixed_test"] = {"examples": fixed, "champion_accuracy": theirs}
-    return scores, comparison
-
-
-def evaluate_regression(
-    ctx: StageContext, dataset: Dataset, outputs: SplitOutputs, champion
-) -> tuple[dict, dict]:
-    """Metrics (with the predictions for the report) and the champion comparison of a
-    regression model; the champion is scored on the same test rows, no bootstrap."""
-    y = outputs.y
-    predicted = outputs.outputs["challenger"][:, 0]
-    scores = regression_metrics(y, predicted)
-    shown = np.unique(np.linspace(0, len(y) - 1, min(len(y), PLOTTED_POINTS)).astype(int))
-    scores["actual"] = y[shown].astype(float).tolist()
-    scores["predicted"] = predicted[shown].astype(float).tolist()
-    scores["slices"] = {}
-    scores["baselines"] = run_baselines(ctx, dataset)
-    comparison: dict = {"metric": "r2", "champion": None, "intervals": {}}
-    if champion is not None:
-        comparison["champion"] = champion.info()
-        if "champion" in outputs.outputs:
-            theirs = outputs.outputs["champion"][:, 0]
-            comparison["champion"]["metrics"] = regression_metrics(y, theirs)
-            comparison["champion"]["slices"] = {}
     return scores, comparison
 
 
@@ -208,18 +165,14 @@ def run_evaluate(
         registry, dataset.label_names, dataset.feature_shape, dataset.preprocess
     )
     outputs = test_outputs(ctx, dataset, model, champion)
-    if dataset.regression:
-        scores, comparison = evaluate_regression(ctx, dataset, outputs, champion)
-    else:
-        scores, comparison = _evaluate_classification(
-            ctx,
-            dataset,
-            outputs,
-            champion,
-            info.get("fixed_test_examples"),
-            # Streamed splits have no labels in memory: validation counted them.
-            info["class_counts_train"] if isinstance(dataset.train, StreamSplit) else None,
-        )
+    scores, comparison = evaluate_outputs(
+        ctx,
+        dataset,
+        outputs,
+        champion,
+        info.get("fixed_test_examples"),
+        info["class_counts_train"] if isinstance(dataset.train, StreamSplit) else None,
+    )
     # What the shipped model is: the network alone, or blended with the linear model.
     scores["blend"] = payload.get("blend")
     decision = decide(cfg, scores, comparison)
