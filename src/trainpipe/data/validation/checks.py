@@ -111,6 +111,31 @@ def pct(part: int, whole: int) -> str:
     return f"{100 * part / whole:.2f}%" if whole else "n/a"
 
 
+def missing_fraction_anomaly(
+    schema: Schema,
+    spec: NumericColumn | CategoricalColumn | TextColumn | ArrayColumn,
+    split: str | None,
+    missing: int,
+    rows: int,
+) -> Anomaly | None:
+    """The anomaly for ``missing`` of ``rows`` values of column ``spec`` missing, if above its
+    limit (also checked on a whole shard's counts by streaming validation)."""
+    if not rows or missing / rows <= spec.max_missing_fraction:
+        return None
+    return make_anomaly(
+        schema,
+        "missing_fraction",
+        f"{fmt(missing)} of {fmt(rows)} values missing ({pct(missing, rows)}), "
+        f"above the limit {spec.max_missing_fraction:.2%}",
+        split=split,
+        column=spec.name,
+        missing=missing,
+        rows=rows,
+        fraction=missing / rows,
+        limit=spec.max_missing_fraction,
+    )
+
+
 def check_table(table: pa.Table, schema: Schema, *, split: str | None = None) -> list[Anomaly]:
     """All per-table anomalies of ``table`` against ``schema`` (not duplicates or leakage)."""
     out: list[Anomaly] = []
@@ -203,16 +228,9 @@ def _check_column(
         return out
 
     missing = column.null_count
-    if n and missing / n > spec.max_missing_fraction:
-        add(
-            "missing_fraction",
-            f"{fmt(missing)} of {fmt(n)} values missing ({pct(missing, n)}), "
-            f"above the limit {spec.max_missing_fraction:.2%}",
-            missing=missing,
-            rows=n,
-            fraction=missing / n,
-            limit=spec.max_missing_fraction,
-        )
+    too_many = missing_fraction_anomaly(schema, spec, split, missing, n)
+    if too_many is not None:
+        out.append(too_many)
     if family == "null" or n == missing:
         return out
 

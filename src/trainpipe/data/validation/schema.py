@@ -304,7 +304,7 @@ def _infer_column(
     field: pa.Field, column: pa.ChunkedArray, n: int, is_label: bool, infer_ranges: bool
 ) -> NumericColumn | CategoricalColumn | TextColumn | ArrayColumn:
     family = dtype_family(field.type)
-    missing = _missing_headroom(column.null_count / n if n else 0.0)
+    missing = missing_headroom(column.null_count / n if n else 0.0)
     common: dict[str, Any] = {"name": field.name, "max_missing_fraction": missing}
     if family == "array":
         values = pc.list_flatten(column)
@@ -348,7 +348,7 @@ def _ranged(values: pa.ChunkedArray | pa.Array, family: str, infer_ranges: bool)
     return out
 
 
-def _missing_headroom(observed: float) -> float:
+def missing_headroom(observed: float) -> float:
     """Room for sampling noise above an observed missing fraction (0 stays 0): a validation
     split of a hundred rows easily shows twice the training split's rate plus a few rows."""
     if observed == 0:

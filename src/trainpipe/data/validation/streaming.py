@@ -18,8 +18,13 @@ counts come from sketches; duplicates are counted within a row group (finding re
 shards needs every row hash in memory); leakage between splits is not checked because splits are
 whole shards (a row in two shards is a duplicate, not found for the same reason); the KS
 statistic needs raw samples and is not computed (chi-square over the bins is the test instead).
-An inferred schema comes from the first training shard with its category lists dropped (later
-shards may hold other categories) and the label set taken from all shards.
+An inferred schema takes column types (and image shapes) from the first training row group, and
+its missing-value limits and NaN/inf allowances from mergeable counts over a sample of training
+row groups spread evenly across the shards (``SCHEMA_SAMPLE_ROW_GROUPS``, read one at a time), so
+a column that is rarely missing is not held to a 0% limit because the first row group happened to
+be complete; category lists are dropped (later shards may hold other categories) and the label
+set is taken from all shards. Missing fractions are checked per shard, on the shard's summed
+counts, so a small row group's sampling noise is not an anomaly.
 """
 
 from __future__ import annotations
@@ -36,7 +41,12 @@ import pyarrow.compute as pc
 from trainpipe.data.images import decode_one, is_image_column
 from trainpipe.data.shards import ShardInfo, ShardSet
 from trainpipe.data.validation.api import _drift_anomalies
-from trainpipe.data.validation.checks import Anomaly, check_table, make_anomaly
+from trainpipe.data.validation.checks import (
+    Anomaly,
+    check_table,
+    make_anomaly,
+    missing_fraction_anomaly,
+)
 from trainpipe.data.validation.drift import (
     QUANTILE_BINS,
     DriftResult,
@@ -47,7 +57,14 @@ from trainpipe.data.validation.drift import (
 )
 from trainpipe.data.validation.hashing import column_hash, duplicate_count, row_hashes
 from trainpipe.data.validation.report import ValidationReport, new_report
-from trainpipe.data.validation.schema import ArrayColumn, Schema, dtype_family, infer_schema
+from trainpipe.data.validation.schema import (
+    ArrayColumn,
+    NumericColumn,
+    Schema,
+    dtype_family,
+    infer_schema,
+    missing_headroom,
+)
 from trainpipe.data.validation.sketches import ColumnSketch
 from trainpipe.data.validation.stats import (
     QUANTILES,
@@ -59,6 +76,9 @@ from trainpipe.data.validation.stats import (
 )
 
 HISTOGRAM_BINS = 20
+SCHEMA_SAMPLE_ROW_GROUPS = 16
+"""Training row groups an inferred schema's missing limits and NaN/inf allowances come from,
+spread evenly over the shards: bounded reading, one row group in memory at a time."""
 
 
 @dataclass
@@ -180,9 +200,30 @@ def _summarize_images(column, name: str, schema: Schema, split: str, where: str,
 
 
 def summarize_shard(shards: ShardSet, shard: ShardInfo, schema: Schema, split: str) -> ShardSummary:
+    """Row groups summarized one by one (missing limits lifted) and merged; then each column's
+    missing fraction over the whole shard against its limit."""
+    lifted = schema.model_copy(
+        update={
+            "columns": [c.model_copy(update={"max_missing_fraction": 1.0}) for c in schema.columns]
+        }
+    )
     summary = ShardSummary()
     for table in shards.iter_batches(shard):
-        summary.merge(summarize_table(table, schema, split, f"shard {shard.name}"))
+        summary.merge(summarize_table(table, lifted, split, f"shard {shard.name}"))
+    for spec in schema.columns:
+        sketch = summary.columns.get(spec.name)
+        if (
+            sketch is None
+            or summary.kinds.get(spec.name) == "image"
+            or ("wrong_type", spec.name) in summary.anomalies
+        ):
+            continue
+        found = missing_fraction_anomaly(
+            schema, spec, split, sketch.missing, sketch.missing + sketch.count
+        )
+        if found is not None:
+            located = found.model_copy(update={"message": f"shard {shard.name}: {found.message}"})
+            summary.anomalies[(found.check, found.column)] = (located, 1)
     return summary
 
 
@@ -322,9 +363,64 @@ def _first_shape(values: list) -> list[int] | None:
     return None
 
 
-def streaming_schema(shards: ShardSet, first: ShardInfo, label_column: str | None) -> Schema:
-    """Inferred from the first shard, without category lists (later shards may hold others)."""
-    table = shards.read_row_group(first, 0)
+@dataclass
+class MissingCounts:
+    """Mergeable per-column counts of missing, NaN and infinite values over sampled rows."""
+
+    rows: int = 0
+    missing: Counter = field(default_factory=Counter)
+    nan: Counter = field(default_factory=Counter)
+    inf: Counter = field(default_factory=Counter)
+
+    def add(self, table: pa.Table) -> MissingCounts:
+        self.rows += table.num_rows
+        for f in table.schema:
+            column = table.column(f.name)
+            self.missing[f.name] += column.null_count
+            if dtype_family(f.type) == "float" and len(column):
+                self.nan[f.name] += pc.sum(pc.is_nan(column)).as_py() or 0
+                self.inf[f.name] += pc.sum(pc.is_inf(column)).as_py() or 0
+        return self
+
+    def applied(self, schema: Schema) -> Schema:
+        """``schema`` with the missing limits (the in-memory headroom on the pooled fraction)
+        and NaN/inf allowances these counts call for."""
+        columns = []
+        for c in schema.columns:
+            update: dict = {}
+            if c.name in self.missing and self.rows:
+                update["max_missing_fraction"] = missing_headroom(self.missing[c.name] / self.rows)
+            if isinstance(c, NumericColumn) and c.dtype == "float":
+                update["allow_nan"] = c.allow_nan or self.nan[c.name] > 0
+                update["allow_inf"] = c.allow_inf or self.inf[c.name] > 0
+            columns.append(c.model_copy(update=update))
+        return schema.model_copy(update={"columns": columns})
+
+
+def sampled_row_groups(members: list[ShardInfo], count: int) -> list[tuple[ShardInfo, int]]:
+    """``count`` (shard, row group) pairs evenly spaced over ``members``' row groups in order,
+    the first row group first."""
+    sizes = np.array([len(s.row_group_rows) for s in members])
+    total = int(sizes.sum())
+    if not total:
+        return []
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    picks = np.unique(np.linspace(0, total - 1, min(count, total)).astype(np.int64))
+    owners = np.searchsorted(starts, picks, side="right") - 1
+    return [(members[o], int(p - starts[o])) for o, p in zip(owners, picks, strict=True)]
+
+
+def streaming_schema(
+    shards: ShardSet,
+    members: list[ShardInfo],
+    label_column: str | None,
+    sample_row_groups: int = SCHEMA_SAMPLE_ROW_GROUPS,
+) -> Schema:
+    """Types from the first row group of ``members``, missing limits and NaN/inf from a sample
+    of their row groups (:class:`MissingCounts`), without category lists (later shards may
+    hold others)."""
+    sample = sampled_row_groups(members, sample_row_groups)
+    table = shards.read_row_group(*sample[0])
     images = [f.name for f in table.schema if is_image_column(f.type)]
     schema = infer_schema(table.drop_columns(images), label_column=label_column)
     for name in images:  # the first readable image fixes the shape every image must have
@@ -332,6 +428,12 @@ def streaming_schema(shards: ShardSet, first: ShardInfo, label_column: str | Non
         if shape is not None:
             column = ArrayColumn(name=name, dtype="float", shape=shape)
             schema = schema.model_copy(update={"columns": [*schema.columns, column]})
+    table = table.drop_columns(images)
+    counts, names = MissingCounts().add(table), table.column_names
+    del table
+    for shard, group in sample[1:]:
+        counts.add(shards.read_row_group(shard, group, columns=names))
+    schema = counts.applied(schema)
     columns = [
         c.model_copy(update={"values": None}) if c.kind == "categorical" else c
         for c in schema.columns
@@ -355,8 +457,8 @@ def validate_shards(
     """The report (as :func:`validate_dataset` makes it) and each split's merged summary."""
     source = "given"
     if schema is None:
-        first = splits.get("train") or next(iter(splits.values()))
-        schema = streaming_schema(shards, first[0], label_column)
+        members = splits.get("train") or next(iter(splits.values()))
+        schema = streaming_schema(shards, members, label_column)
         source = "data"
     per_row_group = schema.model_copy(
         update={
