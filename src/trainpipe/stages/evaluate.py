@@ -24,16 +24,16 @@ from trainpipe.data.streaming import StreamSplit, labelled_subset, materialize
 from trainpipe.evaluate.baselines import baseline_scores
 from trainpipe.evaluate.champion import load_champion
 from trainpipe.evaluate.gate import decide, primary_metric
-from trainpipe.evaluate.histories import load_histories, load_pretraining
 from trainpipe.evaluate.metrics import missing_classes as classes_missing
 from trainpipe.evaluate.outputs import SplitOutputs, collect_outputs
 from trainpipe.evaluate.predict import predict_logits
-from trainpipe.evaluate.report import evaluation_html, shown_headline
+from trainpipe.evaluate.report import shown_headline
 from trainpipe.evaluate.scoring import classification_results, regression_results
 from trainpipe.evaluate.slices import slice_column_indices
 from trainpipe.models.checkpoint import from_bytes, load_classifier
 from trainpipe.registry import Registry
 from trainpipe.stages.context import StageContext, make_context
+from trainpipe.stages.evaluation_output import report_page, write_evaluation
 from trainpipe.train.finetuning import resolve_label_fraction
 
 REGRESSION_HEADLINE = ("r2", "rmse", "mae")
@@ -180,36 +180,21 @@ def run_evaluate(
     curves = finetuned.get_json("diagnosis.json") if "diagnosis.json" in finetuned.names() else None
     diagnosis = reconcile_diagnosis(curves, decision)
     scores["diagnosis"] = diagnosis
-    html = evaluation_html(
-        scores,
-        comparison,
-        verdict,
-        load_histories(finetuned, ctx.open),
-        min_slice_examples=cfg.min_slice_examples,
-        pretraining=load_pretraining(finetuned, ctx.open),
-    )
-
-    writer = ctx.writer("evaluate", inputs={"data": data_uri, "model": finetune_uri})
-    writer.put_json("metrics.json", scores)
-    writer.put_json("comparison.json", comparison)
-    writer.put_text("report.html", html)
+    html = report_page(ctx, cfg, scores, comparison, verdict, finetuned)
     metric = primary_metric(cfg, scores)
     headline = REGRESSION_HEADLINE if dataset.regression else shown_headline(scores)
-    if metrics is not None:
-        # The report's headline numbers are the ones the KFP UI shows as Metrics.
-        for name in headline:
-            metrics.log_metric(name, round(scores[name], 6))
-        if comparison["champion"] and "metrics" in comparison["champion"]:
-            theirs = comparison["champion"]["metrics"][metric]
-            metrics.log_metric(f"champion_{metric}", round(theirs, 6))
-            metrics.log_metric(f"{metric}_vs_champion", round(scores[metric] - theirs, 6))
-    if classification_metrics_artifact is not None and not dataset.regression:
-        classification_metrics_artifact.log_confusion_matrix(
-            scores["labels"], scores["confusion_matrix"]
-        )
-    if report is not None:
-        with open(report.path, "w") as f:
-            f.write(html)
+    writer = write_evaluation(
+        ctx,
+        {"data": data_uri, "model": finetune_uri},
+        scores,
+        comparison,
+        html,
+        headline=headline,
+        metric=metric,
+        metrics=metrics,
+        classification_metrics_artifact=classification_metrics_artifact,
+        report=report,
+    )
     summary = {k: scores[k] for k in (*headline, "num_examples") if k in scores}
     summary["task"] = dataset.task
     champion_info = comparison["champion"]

@@ -13,10 +13,9 @@ that champion. ``report.html`` is the evaluation report with this final decision
 from __future__ import annotations
 
 from trainpipe.evaluate.gate import champion_unchanged, decide, forgetting_bound
-from trainpipe.evaluate.histories import load_histories
-from trainpipe.evaluate.report import evaluation_html
 from trainpipe.registry import Registry
 from trainpipe.stages.context import make_context
+from trainpipe.stages.evaluation_output import report_page
 
 
 def run_gate(config_json: str, run_id: str, evaluate_uri: str, export_uri: str) -> tuple[str, str]:
@@ -41,13 +40,7 @@ def run_gate(config_json: str, run_id: str, evaluate_uri: str, export_uri: str) 
         decision = decision.with_rule(forgetting)
     record = decision.to_dict()
     finetuned = ctx.open(evaluation.manifest["lineage"]["inputs"]["model"])
-    html = evaluation_html(
-        scores,
-        comparison,
-        record,
-        load_histories(finetuned, ctx.open),
-        min_slice_examples=cfg.min_slice_examples,
-    )
+    html = report_page(ctx, cfg, scores, comparison, record, finetuned)
     writer = ctx.writer("gate", inputs={"evaluation": evaluate_uri, "export": export_uri})
     writer.put_json("decision.json", record)
     writer.put_text("report.html", html)

@@ -19,14 +19,14 @@ import torch
 
 from trainpipe.evaluate.champion import ChampionModel, compare, verified_onnx
 from trainpipe.evaluate.gate import decide
-from trainpipe.evaluate.histories import load_histories
 from trainpipe.evaluate.metrics import classification_metrics, missing_classes, softmax
-from trainpipe.evaluate.report import evaluation_html, shown_headline
+from trainpipe.evaluate.report import shown_headline
 from trainpipe.evaluate.slices import class_slices, slice_scores
 from trainpipe.models.checkpoint import from_bytes
 from trainpipe.models.text_checkpoint import load_text_classifier
 from trainpipe.registry import Registry
 from trainpipe.stages.context import make_context
+from trainpipe.stages.evaluation_output import report_page, write_evaluation
 from trainpipe.stages.lm_context import TEST_IDS, array_from, labelled_text
 
 BATCH_SIZE = 256
@@ -113,35 +113,24 @@ def run_lm_evaluate(
     champion, champion_probs = text_champion(registry, names, stored.texts["test"])
     comparison = compare(cfg, y, probs, champion, champion_probs, slices)
     verdict = decide(cfg, scores, comparison).to_dict()
-    html = evaluation_html(
+    html = report_page(ctx, cfg, scores, comparison, verdict, finetuned)
+    headline = shown_headline(scores)
+    lm_metrics = {}
+    if "language_model" in scores:
+        lm_metrics["lm_test_perplexity"] = round(scores["language_model"]["test_perplexity"], 4)
+    writer = write_evaluation(
+        ctx,
+        {"data": data_uri, "model": finetune_uri},
         scores,
         comparison,
-        verdict,
-        load_histories(finetuned, ctx.open),
-        min_slice_examples=cfg.min_slice_examples,
+        html,
+        headline=headline,
+        metric=cfg.metric,
+        metrics=metrics,
+        classification_metrics_artifact=classification_metrics_artifact,
+        report=report,
+        extra_metrics=lm_metrics,
     )
-    writer = ctx.writer("evaluate", inputs={"data": data_uri, "model": finetune_uri})
-    writer.put_json("metrics.json", scores)
-    writer.put_json("comparison.json", comparison)
-    writer.put_text("report.html", html)
-    headline = shown_headline(scores)
-    if metrics is not None:
-        for name in headline:
-            metrics.log_metric(name, round(scores[name], 6))
-        if "language_model" in scores:
-            metrics.log_metric(
-                "lm_test_perplexity", round(scores["language_model"]["test_perplexity"], 4)
-            )
-        if champion_probs is not None:
-            theirs = comparison["champion"]["metrics"][cfg.metric]
-            metrics.log_metric(f"champion_{cfg.metric}", round(theirs, 6))
-    if classification_metrics_artifact is not None:
-        classification_metrics_artifact.log_confusion_matrix(
-            scores["labels"], scores["confusion_matrix"]
-        )
-    if report is not None:
-        with open(report.path, "w") as f:
-            f.write(html)
     summary = {k: scores[k] for k in (*headline, "num_examples") if k in scores}
     summary["task"] = "classification"
     summary["champion_version"] = champion.version if champion else None
