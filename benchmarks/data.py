@@ -109,11 +109,13 @@ def raw_images_epoch(split: StreamSplit, batch: int, cache: Path) -> int:
     return rows
 
 
-def shard_paths(split: StreamSplit, cache: Path):
+def shard_paths(split: StreamSplit, cache: Path, order=None):
     """Local shards in place; S3 shards downloaded one by one into ``cache`` (checked against
-    shards.json's sha256 as the loader's cache checks them), each deleted after use."""
+    shards.json's sha256 as the loader's cache checks them), each deleted after use.
+    ``order``: shard indices in the order to read them (all, in file order, by default)."""
     store = open_store(split.uri, endpoint_url=split.endpoint_url)
-    for shard in split.shards:
+    for index in range(len(split.shards)) if order is None else order:
+        shard = split.shards[index]
         if isinstance(store, FileStore):
             yield store.root / shard.name
             continue
@@ -149,35 +151,87 @@ def raw_epoch(split: StreamSplit, batch: int, cache: Path) -> int:
     return rows
 
 
-def raw_row_groups_epoch(split: StreamSplit, batch: int, cache: Path) -> int:
+def raw_row_groups_epoch(split: StreamSplit, batch: int, cache: Path, shuffle: bool = False) -> int:
     """A tuned plain reader: each row group read whole into one float32 matrix, batches handed
-    out as contiguous slices of it (fewer, larger Arrow calls than ``iter_batches``)."""
+    out as contiguous slices of it (fewer, larger Arrow calls than ``iter_batches``).
+    ``shuffle``: what such a reader needs to train on: the shards in a seeded random order and
+    each row group's rows permuted (one gather), the same kind of work as the loader's shard
+    permutation and block shuffle."""
     columns = [*split.feature_columns, split.label_column]
     features = len(split.feature_columns)
+    rng = np.random.default_rng(0)
+    order = rng.permutation(len(split.shards)) if shuffle else range(len(split.shards))
     rows = 0
-    for path in shard_paths(split, cache):
+    for path in shard_paths(split, cache, order):
         parquet = pq.ParquetFile(path)
         for group in range(parquet.num_row_groups):
             part = parquet.read_row_group(group, columns=columns)
             x = np.stack([part.column(i).to_numpy() for i in range(features)], axis=1)
             y = part.column(features).to_numpy().astype(np.int64)
+            if shuffle:
+                perm = rng.permutation(len(y))
+                x, y = x[perm], y[perm]
             for start in range(0, len(y), batch):
                 x_t = torch.from_numpy(np.ascontiguousarray(x[start : start + batch]))
                 rows += min(len(x_t), len(torch.from_numpy(y[start : start + batch])))
     return rows
 
 
-RAW_READERS = {"iter_batches": raw_epoch, "row_groups": raw_row_groups_epoch}
+def raw_shuffled_epoch(split: StreamSplit, batch: int, cache: Path) -> int:
+    return raw_row_groups_epoch(split, batch, cache, shuffle=True)
+
+
+RAW_READERS = {
+    "iter_batches": raw_epoch,
+    "row_groups": raw_row_groups_epoch,
+    "row_groups_shuffled": raw_shuffled_epoch,
+}
 
 
 def loader_epoch(split: StreamSplit, batch: int) -> int:
     return sum(len(y) for _, y in stream_loader(split, epoch=1, batch_size=batch))
 
 
-def timed(fn, *args) -> tuple[float, int]:
+SAME_WORK = "row_groups_shuffled"
+"""The raw reader that does the loader's kind of work (a seeded shard order, rows permuted and
+gathered): the baseline of the goal. The others do less (no shuffle) and are reported too."""
+
+
+def _proc_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a live process (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def client_cpu_s(exclude: frozenset[int] = frozenset()) -> float:
+    """CPU seconds so far of this process (all threads) and its children (the loader's
+    workers; reaped ones through getrusage), leaving out ``exclude`` (the S3 server)."""
+    own, reaped = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    total = own.ru_utime + own.ru_stime + reaped.ru_utime + reaped.ru_stime
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            children = (task / "children").read_text().split()
+        except OSError:
+            continue
+        total += sum(_proc_cpu_s(int(pid)) for pid in children if int(pid) not in exclude)
+    return total
+
+
+def timed(fn, *args, server_pid: int | None = None) -> tuple[float, float, float, int]:
+    """(wall seconds, client CPU seconds, S3 server CPU seconds, rows) of ``fn(*args)``."""
+    exclude = frozenset({server_pid} if server_pid else ())
+    cpu, server = client_cpu_s(exclude), _proc_cpu_s(server_pid) if server_pid else 0.0
     started = time.perf_counter()
     rows = fn(*args)
-    return time.perf_counter() - started, rows
+    wall = time.perf_counter() - started
+    server = (_proc_cpu_s(server_pid) - server) if server_pid else 0.0
+    return wall, client_cpu_s(exclude) - cpu, server, rows
 
 
 def compare(
@@ -187,41 +241,65 @@ def compare(
     cache: Path,
     raws: dict | None = None,
     cold: bool = False,
+    server_pid: int | None = None,
 ) -> dict:
-    """Alternating rounds on the same shards: each raw reader, then the loader. Samples/s of
-    every round; ``ratio`` is the loader's median against the fastest raw reader's median (the
-    headline), ``ratio_best`` of the best rounds (the least disturbed by other load),
-    ``ratio_range`` the worst and best pairing, ``ratio_vs`` the median ratio to each reader.
-    ``cold``: the loader starts every round afresh (new worker processes, no shard open)."""
+    """Rounds of every raw reader and the loader on the same shards, in ABBA order (the loader
+    last in odd rounds, first in even ones). Samples/s of every round; ``ratio`` is the
+    loader's median against the same-work reader's (``SAME_WORK``; else the only one),
+    ``ratio_vs`` against each reader's median (``ratio_vs['row_groups']``: a tuned reader that
+    does not shuffle), ``ratio_best`` of the best rounds (the least disturbed by other load),
+    ``ratio_range`` the worst and best pairing; ``cpu_s`` the medians of the CPU seconds each
+    side used (this process and the loader's workers; ``server_cpu_s`` moto's) and
+    ``ratio_cpu`` the loader's samples per CPU second against the baseline's, which other
+    load on the machine disturbs less than wall time. ``cold``: the loader starts every round
+    afresh (new worker processes, no shard open)."""
     raws = raws or RAW_READERS
-    raw_rate: dict[str, list[float]] = {name: [] for name in raws}
-    loader_rate: list[float] = []
-    for _ in range(rounds):
-        for name, raw in raws.items():
-            shutil.rmtree(cache, ignore_errors=True)
-            (cache / "raw").mkdir(parents=True)
-            seconds, rows = timed(raw, split, batch, cache / "raw")
-            raw_rate[name].append(rows / seconds)
+    base = SAME_WORK if SAME_WORK in raws else next(iter(raws))
+    rate: dict[str, list[float]] = {name: [] for name in [*raws, "loader"]}
+    cpu: dict[str, list[float]] = {name: [] for name in rate}
+    server: dict[str, list[float]] = {name: [] for name in rate}
+    expected = len(split)
+
+    def run(name: str) -> None:
         shutil.rmtree(cache, ignore_errors=True)
-        if cold:
-            split._loaders.clear()
-        seconds, loaded = timed(loader_epoch, split, batch)
-        assert loaded == rows, (loaded, rows)
-        loader_rate.append(rows / seconds)
-    medians = {name: float(np.median(rates)) for name, rates in raw_rate.items()}
-    fastest = max(medians, key=medians.__getitem__)
-    loader = float(np.median(loader_rate))
-    return {
-        "raw_samples_per_s": {name: [round(r) for r in rates] for name, rates in raw_rate.items()},
-        "loader_samples_per_s": [round(r) for r in loader_rate],
-        "ratio": round(loader / medians[fastest], 3),
+        if name == "loader":
+            if cold:
+                split._loaders.clear()
+            wall, used, served, rows = timed(loader_epoch, split, batch, server_pid=server_pid)
+        else:
+            (cache / "raw").mkdir(parents=True)
+            wall, used, served, rows = timed(
+                raws[name], split, batch, cache / "raw", server_pid=server_pid
+            )
+        assert rows == expected, (name, rows, expected)
+        rate[name].append(rows / wall)
+        cpu[name].append(used)
+        server[name].append(served)
+
+    for round_ in range(rounds):
+        names = [*raws, "loader"]
+        for name in names if round_ % 2 == 0 else names[::-1]:
+            run(name)
+    medians = {name: float(np.median(rates)) for name, rates in rate.items()}
+    loader = medians.pop("loader")
+    cpu_median = {name: float(np.median(used)) for name, used in cpu.items()}
+    out = {
+        "baseline": base,
+        "raw_samples_per_s": {name: [round(r) for r in rate[name]] for name in raws},
+        "loader_samples_per_s": [round(r) for r in rate["loader"]],
+        "ratio": round(loader / medians[base], 3),
         "ratio_vs": {name: round(loader / median, 3) for name, median in medians.items()},
-        "ratio_best": round(max(loader_rate) / max(raw_rate[fastest]), 3),
+        "ratio_best": round(max(rate["loader"]) / max(rate[base]), 3),
         "ratio_range": [
-            round(min(loader_rate) / max(raw_rate[fastest]), 3),
-            round(max(loader_rate) / min(raw_rate[fastest]), 3),
+            round(min(rate["loader"]) / max(rate[base]), 3),
+            round(max(rate["loader"]) / min(rate[base]), 3),
         ],
+        "cpu_s": {name: round(used, 3) for name, used in cpu_median.items()},
+        "ratio_cpu": round(cpu_median[base] / cpu_median["loader"], 3),
     }
+    if server_pid:
+        out["server_cpu_s"] = {name: round(float(np.median(s)), 3) for name, s in server.items()}
+    return out
 
 
 def child_rss(uri: str, features: int, workers: int, batch: int) -> dict:
@@ -319,7 +397,7 @@ def main() -> None:
             "batch": args.batch,
             "local": compare(local, args.batch, rounds, cache),
             # Cold: kept workers would still hold the shards they opened, whatever the cache.
-            "s3": compare(remote, args.batch, rounds, cache, cold=True),
+            "s3": compare(remote, args.batch, rounds, cache, cold=True, server_pid=server.pid),
             "local_in_process": compare(
                 make_split(local_uri, args.features, 0, cache, None), args.batch, rounds, cache
             ),
@@ -347,7 +425,8 @@ def main() -> None:
         result["resume"] = resume_cost(local, args.batch)
         result["goals"] = {
             "loader_vs_raw_ge_0.9": {
-                source: result[source]["ratio"] >= 0.9 for source in ("local", "s3", "images")
+                source: result[source]["ratio"] >= 0.9
+                for source in ("local", "s3", "local_in_process", "images")
             },
             "rss_10x_within_1.2x": result["rss_ratio_10x_vs_1x"] <= 1.2,
         }

@@ -11,7 +11,9 @@ image) whose recorded shape becomes the feature shape.
 
 from __future__ import annotations
 
+import functools
 import io
+import math
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -182,29 +184,56 @@ def _feature_columns(table: pa.Table, label_column: str, cfg: DataConfig, name: 
     return check_columns(table.schema, label_column, cfg, name)
 
 
-def table_to_arrays(
-    table: pa.Table, label_column: str, features: list[str], name: str, cfg: DataConfig
-) -> tuple[np.ndarray, np.ndarray, list[int]]:
-    """(x, raw labels, feature shape) of one table."""
-    if len(table) == 0:
-        raise DataError(f"data error: {name} has no rows; supply a non-empty dataset")
+@functools.lru_cache(maxsize=64)
+def feature_layout(
+    schema: pa.Schema, features: tuple[str, ...]
+) -> tuple[list[int], tuple[int, ...] | None, frozenset[str], str | None]:
+    """(width of each feature column, shape of an array column, the array columns, the first
+    column that is not numeric) for a schema. The streaming loader converts a few thousand rows
+    at a time: it works this out once and passes it to :func:`table_to_arrays` (this and even
+    hashing the schema took a fifth of each conversion)."""
     widths, shape, arrays = [], None, set()
     for column in features:
-        field_ = table.schema.field(column)
+        field_ = schema.field(column)
         if pa.types.is_fixed_size_list(field_.type):
-            shape = array_shape(field_)
+            shape = tuple(array_shape(field_))
             widths.append(field_.type.list_size)
             arrays.add(column)
         elif pa.types.is_integer(field_.type) or pa.types.is_floating(field_.type):
             widths.append(1)
         else:
-            raise DataError(
-                f"data error: {name}: feature column {column!r} is {field_.type}, not numeric; "
-                "list numeric columns in data.feature_columns"
-            )
+            return widths, shape, frozenset(arrays), column
+    return widths, shape, frozenset(arrays), None
+
+
+def table_to_arrays(
+    table: pa.Table,
+    label_column: str,
+    features: list[str],
+    name: str,
+    cfg: DataConfig,
+    out: np.ndarray | None = None,
+    layout: tuple | None = None,
+) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """(x, raw labels, feature shape) of one table; ``out``: a float32 [rows, features] matrix
+    to fill instead of a new one (the streaming loader's shuffle block); ``layout``:
+    :func:`feature_layout` of the table's schema, when the caller already has it."""
+    if len(table) == 0:
+        raise DataError(f"data error: {name} has no rows; supply a non-empty dataset")
+    widths, shape, arrays, bad = layout or feature_layout(table.schema, tuple(features))
+    if bad is not None:
+        raise DataError(
+            f"data error: {name}: feature column {bad!r} is {table.schema.field(bad).type}, not "
+            "numeric; list numeric columns in data.feature_columns"
+        )
     # One float32 matrix filled column by column: the streaming loader calls this per row
     # group, so no intermediate per-column float32 copies and no concatenation.
-    x = np.empty((len(table), sum(widths)), dtype=np.float32)
+    x = np.empty((len(table), sum(widths)), dtype=np.float32) if out is None else out
+    if x.shape != (len(table), sum(widths)):
+        raise DataError(
+            f"data error: {name} has {sum(widths)} features per example where "
+            f"{x.shape[1]} were expected; every shard must have the same columns"
+        )
     offset = 0
     for column, width in zip(features, widths, strict=True):
         if column not in arrays:
@@ -219,7 +248,7 @@ def table_to_arrays(
         offset += width
     feature_shape = list(shape) if shape is not None and len(features) == 1 else [x.shape[1]]
     if cfg.feature_shape is not None:
-        if x.shape[1] != int(np.prod(cfg.feature_shape)):
+        if x.shape[1] != math.prod(cfg.feature_shape):
             raise DataError(
                 f"data error: {name} has {x.shape[1]} features per example, which cannot take "
                 f"data.feature_shape {cfg.feature_shape}"

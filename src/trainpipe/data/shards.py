@@ -22,6 +22,7 @@ import posixpath
 import threading
 import time
 from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +36,7 @@ from trainpipe.storage import FileStore, StorageError, Store, open_store, sha256
 INDEX_NAME = "shards.json"
 SHARD_SUFFIX = ".parquet"
 OPEN_FILES = 8  # Parquet footers kept parsed per process
+PREFETCH_SHARDS = 2  # remote shards downloading ahead of the reader, per process
 VERIFIED_FOLDER = ".verified"  # in the cache folder: local shards already checked, by file state
 
 
@@ -65,20 +67,20 @@ class ShardCache:
         if local.exists():
             os.utime(local)  # recently used
             return local
-        with self._lock:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            # One download per shard across processes: DataLoader workers often need the same
-            # shard at once, and each would otherwise fetch it whole.
-            with open(self.folder / f".{digest}.lock", "w") as lock:
-                fcntl.flock(lock, fcntl.LOCK_EX)
-                if local.exists():  # another process fetched it while this one waited
-                    return local
-                try:
-                    store.get_file(shard.name, local, sha256=shard.sha256 or None)
-                except StorageError as exc:
-                    raise DataError(
-                        f"data error: shard {store.uri_for(shard.name)}: {exc}"
-                    ) from None
+        self.folder.mkdir(parents=True, exist_ok=True)
+        # One download per shard across processes and threads (a lock file per shard; flock
+        # locks separate opens, so a background prefetch and a reader exclude each other too):
+        # DataLoader workers often need the same shard at once, and each would otherwise fetch
+        # it whole. Different shards download at the same time.
+        with open(self.folder / f".{digest}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if local.exists():  # another process or thread fetched it while this one waited
+                return local
+            try:
+                store.get_file(shard.name, local, sha256=shard.sha256 or None)
+            except StorageError as exc:
+                raise DataError(f"data error: shard {store.uri_for(shard.name)}: {exc}") from None
+            with self._lock:
                 self._evict(keep=local)
         return local
 
@@ -106,12 +108,20 @@ class ShardCache:
         return self.folder / VERIFIED_FOLDER / key
 
     def _evict(self, keep: Path) -> None:
-        files = [p for p in self.folder.glob(f"*{SHARD_SUFFIX}") if p != keep]
-        total = sum(p.stat().st_size for p in files) + keep.stat().st_size
-        for path in sorted(files, key=lambda p: p.stat().st_mtime):
+        sizes = {}
+        for path in self.folder.glob(f"*{SHARD_SUFFIX}"):
+            try:  # another process may evict the same file meanwhile
+                stat = path.stat()
+            except FileNotFoundError:
+                continue
+            sizes[path] = (stat.st_mtime, stat.st_size)
+        total = sum(size for _, size in sizes.values())
+        for path in sorted(sizes, key=lambda p: sizes[p][0]):
             if total <= self.max_bytes:
                 break
-            total -= path.stat().st_size
+            if path == keep:
+                continue
+            total -= sizes[path][1]
             path.unlink(missing_ok=True)
 
 
@@ -123,6 +133,8 @@ class ShardSet:
     cache: ShardCache | None = None
     _verified: set[str] = field(default_factory=set, repr=False)
     _open: OrderedDict = field(default_factory=OrderedDict, repr=False)
+    _fetching: dict[str, Future] = field(default_factory=dict, repr=False)
+    _fetcher: ThreadPoolExecutor | None = field(default=None, repr=False)
 
     @property
     def uri(self) -> str:
@@ -158,7 +170,26 @@ class ShardSet:
                 f"data error: shards under {self.uri} are remote and no shard cache is set; "
                 "set data.streaming.cache_dir"
             )
+        pending = self._fetching.pop(shard.name, None)
+        if pending is not None:
+            pending.result()  # its error (one line naming the shard) is this read's error
         return self.cache.path(self.store, shard)
+
+    def prefetch(self, shard: ShardInfo) -> None:
+        """Start downloading a remote shard in a background thread, so that the download
+        overlaps with reading the shards before it (local shards: nothing to do). At most
+        ``PREFETCH_SHARDS`` are pending; the next :meth:`local_path` of it waits for it."""
+        if isinstance(self.store, FileStore) or self.cache is None:
+            return
+        # Finished ones are dropped: the file is in the cache (or its error recurs on reading).
+        self._fetching = {n: f for n, f in self._fetching.items() if not f.done()}
+        if shard.name in self._fetching or len(self._fetching) >= PREFETCH_SHARDS:
+            return
+        if self._fetcher is None:
+            # One thread: downloads are I/O and hashing, both outside the GIL; more at once
+            # would only split the same network and disk among them.
+            self._fetcher = ThreadPoolExecutor(1, thread_name_prefix="shard-prefetch")
+        self._fetching[shard.name] = self._fetcher.submit(self.cache.path, self.store, shard)
 
     def open(self, shard: ShardInfo) -> pq.ParquetFile:
         if shard.name in self._open:
@@ -179,9 +210,18 @@ class ShardSet:
                 f"file ({exc}); rewrite or remove the shard"
             ) from None
 
-    def read_row_group(self, shard: ShardInfo, group: int, columns: list[str] | None = None):
+    def read_row_group(
+        self,
+        shard: ShardInfo,
+        group: int,
+        columns: list[str] | None = None,
+        *,
+        use_threads: bool = True,
+    ):
+        """One row group; ``use_threads=False`` decodes its columns on the calling thread (in
+        a loader worker, where other processes already use the other cores)."""
         try:
-            return self.open(shard).read_row_group(group, columns=columns)
+            return self.open(shard).read_row_group(group, columns=columns, use_threads=use_threads)
         except (pa.ArrowInvalid, OSError) as exc:
             raise DataError(
                 f"data error: shard {self.store.uri_for(shard.name)} row group {group} cannot "

@@ -26,12 +26,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
+import pyarrow as pa
 import torch
 
 # Imported here, not where used: DataLoader workers are forked at every epoch and would each
 # import them again (a quarter of a second per worker on a busy machine).
 from trainpipe.data.config import DataConfig, StreamingConfig
-from trainpipe.data.datasets import Split, label_subset, table_to_arrays
+from trainpipe.data.datasets import Split, feature_layout, label_subset, table_to_arrays
 from trainpipe.data.images import decode_images, is_image_column
 from trainpipe.data.shards import ShardInfo, ShardSet
 from trainpipe.errors import DataError, TrainpipeError
@@ -64,6 +65,7 @@ class StreamSplit:
     _loaders: dict = field(default_factory=dict, repr=False, compare=False)
     """DataLoaders (and their worker processes) kept for the next epoch, by how they read."""
     _data_config: DataConfig | None = field(default=None, repr=False, compare=False)
+    _layout: tuple | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return sum(s.rows for s in self.shards)
@@ -80,7 +82,9 @@ class StreamSplit:
 
     def replaced(self, **changes) -> StreamSplit:
         """A copy with ``changes``, without this split's open store, loaders and config."""
-        return dataclasses.replace(self, **changes, _set=None, _loaders={}, _data_config=None)
+        return dataclasses.replace(
+            self, **changes, _set=None, _loaders={}, _data_config=None, _layout=None
+        )
 
     def with_shards(self, shards: list[ShardInfo]) -> StreamSplit:
         return self.replaced(shards=shards)
@@ -95,11 +99,39 @@ class StreamSplit:
             self._data_config = DataConfig.model_construct(feature_shape=self.feature_shape)
         return self._data_config
 
-    def encode(self, table, where: str = "", *, decode: bool = True) -> tuple[np.ndarray, ...]:
+    def plain_numeric(self, table) -> bool:
+        """Rows used as stored (numbers or fixed-size arrays, class labels): no preprocessing
+        and no image decoding, so they can be converted straight into a caller's arrays."""
+        return self.preprocess is None and not self.images(table)
+
+    def encode(
+        self,
+        table,
+        where: str = "",
+        *,
+        decode: bool = True,
+        out: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> tuple[np.ndarray, ...]:
         """(x float32 [n, *feature_shape], label indices int64) of stored rows. Images (a bytes
         column) are decoded here, in the worker that reads them; ``decode=False`` leaves them
-        as an object array of bytes, to decode only the rows a batch takes."""
+        as an object array of bytes, to decode only the rows a batch takes. ``out``: arrays
+        of ``len(table)`` rows to fill (rows with :meth:`plain_numeric` only)."""
         where = where or self.uri
+        if out is not None:
+            x_out, y_out = out
+            if self._layout is None:  # every shard has the first one's schema (discovery)
+                self._layout = feature_layout(table.schema, tuple(self.feature_columns))
+            x, labels, _ = table_to_arrays(
+                table,
+                self.label_column,
+                self.feature_columns,
+                where,
+                self._config(),
+                out=x_out.reshape(len(x_out), -1),
+                layout=self._layout,
+            )
+            y_out[:] = self._label_index(labels)
+            return x_out, y_out
         if self.preprocess is not None:
             return self._encode_table(table, where)
         if self.images(table):
@@ -120,6 +152,17 @@ class StreamSplit:
 
     def _label_index(self, labels: np.ndarray) -> np.ndarray:
         values = np.asarray(self.label_values)
+        if (
+            labels.dtype.kind in "iu"
+            and values.dtype.kind in "iu"
+            and len(labels)
+            and np.array_equal(values, np.arange(len(values)))
+            and labels.min() >= 0
+            and labels.max() < len(values)
+        ):
+            # Labels 0..n-1 (the common case) are their own index: a range check suffices,
+            # where the general lookup below costs about as much as converting the rows.
+            return labels.astype(np.int64, copy=False)
         index = np.searchsorted(values, labels)
         bad = index >= len(values)
         bad[~bad] = values[index[~bad]] != labels[~bad]
@@ -189,6 +232,11 @@ class EpochOrder:
         return np.random.default_rng([self.seed, self.epoch, block]).permutation(size)
 
 
+PREFETCH_BLOCKS = 4
+"""Shuffle blocks ahead of the one being read whose remote shards are fetched in the
+background (at most ``shards.PREFETCH_SHARDS`` downloads pending per process)."""
+
+
 class _BlockReader:
     """One process's decoded rows of the current shuffle block (and the row groups it spans),
     so a transfer is one gather per block straight into its output: memory is about one block,
@@ -198,46 +246,95 @@ class _BlockReader:
         self.split, self.order = split, order
         self.starts = [np.concatenate([[0], np.cumsum(s.row_group_rows)]) for s in split.shards]
         self.blocks: OrderedDict[int, tuple] = OrderedDict()
-        self.groups: OrderedDict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self.groups: OrderedDict[tuple[int, int], pa.Table] = OrderedDict()
+        self.threads = False
 
-    def _group(self, shard: int, group: int) -> tuple[np.ndarray, np.ndarray]:
+    def _group(self, shard: int, group: int) -> pa.Table:
+        # Kept as read (Arrow columns): a group spanning a block boundary is read once, and each
+        # block converts only its own rows, straight into the block's matrix.
         key = (shard, group)
         if key not in self.groups:
-            shard_set, info = self.split.shard_set(), self.split.shards[shard]
-            table = shard_set.read_row_group(info, group)
-            where = f"shard {shard_set.store.uri_for(info.name)}"
-            # Images stay encoded in the block: a worker decodes only the rows it hands out.
-            self.groups[key] = self.split.encode(table, where, decode=False)
-            while len(self.groups) > 4:  # groups spanning a block boundary are read once
+            info = self.split.shards[shard]
+            self.groups[key] = self.split.shard_set().read_row_group(
+                info, group, use_threads=self.threads
+            )
+            while len(self.groups) > 4:
                 self.groups.popitem(last=False)
         return self.groups[key]
+
+    def _pieces(self, k: int) -> list[tuple[int, int, int, int]]:
+        """(shard index, row group, first row, end row within the group) that make up block
+        ``k``, in block order."""
+        pieces = []
+        for shard, a, b in self.order.ranges(k):
+            starts = self.starts[shard]
+            first = int(np.searchsorted(starts, a, side="right")) - 1
+            for group in range(first, len(starts) - 1):
+                if starts[group] >= b:
+                    break
+                lo, hi = max(a, starts[group]), min(b, starts[group + 1])
+                pieces.append((shard, group, int(lo - starts[group]), int(hi - starts[group])))
+        return pieces
+
+    def prefetch(self, start: int, stop: int) -> None:
+        """Start fetching, in the background, the remote shards that epoch positions
+        ``start..stop-1`` need, in the order they are needed."""
+        block_rows = self.order.block_rows
+        needed = dict.fromkeys(
+            shard
+            for k in range(start // block_rows, (stop - 1) // block_rows + 1)
+            for shard, _, _ in self.order.ranges(k)
+        )
+        shard_set = self.split.shard_set()
+        for shard in needed:
+            shard_set.prefetch(self.split.shards[shard])
 
     def block(self, k: int) -> tuple:
         """(x, y, origin of each row as (shard index, row) or None, the block's permutation).
         Origins are kept only for encoded images, whose decoding errors name the row."""
         if k not in self.blocks:
-            xs, ys, origins = [], [], []
-            for shard, a, b in self.order.ranges(k):
-                starts = self.starts[shard]
-                first = int(np.searchsorted(starts, a, side="right")) - 1
-                for group in range(first, len(starts) - 1):
-                    if starts[group] >= b:
-                        break
-                    gx, gy = self._group(shard, group)
-                    lo, hi = max(a, starts[group]), min(b, starts[group + 1])
-                    xs.append(gx[lo - starts[group] : hi - starts[group]])
-                    ys.append(gy[lo - starts[group] : hi - starts[group]])
-                    if gx.dtype == object:
-                        origins.append(np.stack([np.full(hi - lo, shard), np.arange(lo, hi)], 1))
-            self.blocks[k] = (
-                xs[0] if len(xs) == 1 else np.concatenate(xs),
-                ys[0] if len(ys) == 1 else np.concatenate(ys),
-                np.concatenate(origins) if origins else None,
-                self.order.permutation(k),
-            )
+            # The shards of the next few blocks start downloading while this one is read.
+            ahead = min(self.order.total, (k + 1 + PREFETCH_BLOCKS) * self.order.block_rows)
+            self.prefetch(k * self.order.block_rows, ahead)
+            self.blocks[k] = (*self._read_block(k), self.order.permutation(k))
             while len(self.blocks) > 2:  # a transfer moves on block by block
                 self.blocks.popitem(last=False)
         return self.blocks[k]
+
+    def _read_block(self, k: int) -> tuple:
+        split, shard_set = self.split, self.split.shard_set()
+        pieces = self._pieces(k)
+        tables = [self._group(shard, group).slice(lo, hi - lo) for shard, group, lo, hi in pieces]
+        where = [f"shard {shard_set.store.uri_for(split.shards[p[0]].name)}" for p in pieces]
+        if split.plain_numeric(tables[0]):
+            # Each piece converted in place into one block matrix: no per-group copy to join.
+            x = np.empty((self.order.block_size(k), *split.feature_shape), dtype=np.float32)
+            y = np.empty(len(x), dtype=np.int64)
+            offset = 0
+            for table, name in zip(tables, where, strict=True):
+                end = offset + len(table)
+                split.encode(table, name, out=(x[offset:end], y[offset:end]))
+                offset = end
+            return x, y, None
+        # Images stay encoded in the block: a worker decodes only the rows it hands out.
+        parts = [split.encode(t, n, decode=False) for t, n in zip(tables, where, strict=True)]
+        xs, ys = [p[0] for p in parts], [p[1] for p in parts]
+        origins = None
+        if xs[0].dtype == object:
+            origins = np.concatenate(
+                [
+                    np.stack([np.full(hi - lo, s), np.arange(lo, hi)], 1)
+                    for s, lo, hi in (
+                        (shard, self.starts[shard][group] + lo, self.starts[shard][group] + hi)
+                        for shard, group, lo, hi in pieces
+                    )
+                ]
+            )
+        return (
+            xs[0] if len(xs) == 1 else np.concatenate(xs),
+            ys[0] if len(ys) == 1 else np.concatenate(ys),
+            origins,
+        )
 
     def gather(self, positions: np.ndarray, x_out: np.ndarray, y_out: np.ndarray) -> None:
         """Rows at epoch ``positions`` (ascending) into ``x_out``/``y_out``: one ``take`` per
@@ -309,11 +406,16 @@ class _Batches(torch.utils.data.IterableDataset):
         row_bytes = 4 * math.prod(split.feature_shape) + 8
         batch_bytes = row_bytes * math.ceil(self.batch_size / self.world)
         per_chunk = max(1, int(split.streaming.transfer_mib * 2**20 // batch_bytes))
-        for first in range(start_batch + worker * per_chunk, batches, workers * per_chunk):
+        step = workers * per_chunk
+        for first in range(start_batch + worker * per_chunk, batches, step):
             stop = min(first + per_chunk, batches)
             positions, sizes = _rank_positions(
                 first, stop, self.batch_size, order.total, self.rank, self.world
             )
+            # Remote shards of this transfer and of this process's next one start downloading
+            # now, in the background, while this one is read.
+            ahead = min(first + step + per_chunk, batches) * self.batch_size
+            reader.prefetch(first * self.batch_size, min(ahead, order.total))
             x = torch.empty((len(positions), *split.feature_shape), dtype=torch.float32)
             y = torch.empty(
                 len(positions), dtype=torch.float32 if split.task == "regression" else torch.int64
