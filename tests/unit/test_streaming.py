@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import shutil
 
 import numpy as np
 import pyarrow as pa
@@ -227,3 +228,75 @@ def test_open_shards_hold_no_row_group_after_reading(tmp_path):
     assert len(shard_set._open) == len(split.shards)  # every handle is still open
     held = pa.total_allocated_bytes() - before
     assert held < group_bytes // 4, (held, group_bytes)
+
+
+def s3_stream(tmp_path, s3_bucket, s3_endpoint, **streaming) -> StreamSplit:
+    uri = f"{s3_bucket}/table"
+    write_shards(table(600), uri, rows_per_shard=100, row_group_rows=50, endpoint_url=s3_endpoint)
+    config = StreamingConfig(shuffle_block_rows=128, cache_dir=str(tmp_path / "cache"), **streaming)
+    shards = discover_shards(uri, endpoint_url=s3_endpoint, cache=config.cache()).shards
+    shutil.rmtree(config.cache_dir)  # discovery read the footers through the cache
+    return StreamSplit(
+        uri, shards, "label", ["row_id", "f1"], [2], [0, 1, 2], config, endpoint_url=s3_endpoint
+    )
+
+
+def test_remote_shards_download_ahead_in_the_background_once_each(
+    tmp_path, s3_bucket, s3_endpoint, monkeypatch
+):
+    """While one shard is read the next ones download on a background thread (in the training
+    process too), each shard once, and the order is the one every reader gets."""
+    import threading
+
+    from trainpipe.storage import S3Store
+
+    fetched: list[tuple[str, str]] = []
+    real = S3Store.get_file
+
+    def logged(self, key, path, *, sha256=None):
+        fetched.append((key, threading.current_thread().name))
+        return real(self, key, path, sha256=sha256)
+
+    split = s3_stream(tmp_path, s3_bucket, s3_endpoint)
+    monkeypatch.setattr(S3Store, "get_file", logged)
+    sequence = global_sequence(split, world=1, workers=0, batch=20)
+    assert sorted(sequence) == list(range(600))
+    assert sorted(key for key, _ in fetched) == sorted(s.name for s in split.shards)
+    assert any(thread.startswith("shard-prefetch") for _, thread in fetched), fetched
+    shutil.rmtree(split.streaming.cache_dir)
+    assert global_sequence(split, world=1, workers=2, batch=20) == sequence
+
+
+def test_a_corrupt_remote_shard_fetched_ahead_is_named_in_one_line(
+    tmp_path, s3_bucket, s3_endpoint
+):
+    from trainpipe.storage import open_store
+
+    split = s3_stream(tmp_path, s3_bucket, s3_endpoint)
+    bad = split.shards[3].name
+    open_store(split.uri, endpoint_url=s3_endpoint).put_bytes(bad, b"not the shard")
+    with pytest.raises(DataError, match=rf"shard {split.uri}/{bad}: .*sha256") as caught:
+        global_sequence(split, world=1, workers=0, batch=20)
+    assert "\n" not in str(caught.value)
+
+
+def test_no_fetching_ahead_into_a_cache_too_small_for_it(
+    tmp_path, s3_bucket, s3_endpoint, monkeypatch
+):
+    """A cache that holds about two shards: fetching ahead would evict shards before they are
+    read and download them again. The reader fetches each shard itself, once."""
+    import threading
+
+    from trainpipe.storage import S3Store
+
+    split = s3_stream(tmp_path, s3_bucket, s3_endpoint, cache_max_gib=7000 / 2**30)
+    fetched: list[tuple[str, str]] = []
+    real = S3Store.get_file
+
+    def logged(self, key, path, *, sha256=None):
+        fetched.append((key, threading.current_thread().name))
+        return real(self, key, path, sha256=sha256)
+
+    monkeypatch.setattr(S3Store, "get_file", logged)
+    assert sorted(global_sequence(split, world=1, workers=0, batch=20)) == list(range(600))
+    assert sorted(fetched) == sorted((s.name, "MainThread") for s in split.shards)

@@ -60,12 +60,15 @@ class ShardCache:
         self.folder = Path(folder)
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
+        self.largest_bytes = 0
+        """The largest shard this process has had from the cache (0: none yet)."""
 
     def path(self, store: Store, shard: ShardInfo) -> Path:
         digest = hashlib.sha256(store.uri_for(shard.name).encode()).hexdigest()[:24]
         local = self.folder / f"{digest}{SHARD_SUFFIX}"
         if local.exists():
             os.utime(local)  # recently used
+            self.largest_bytes = max(self.largest_bytes, local.stat().st_size)
             return local
         self.folder.mkdir(parents=True, exist_ok=True)
         # One download per shard across processes and threads (a lock file per shard; flock
@@ -80,9 +83,16 @@ class ShardCache:
                 store.get_file(shard.name, local, sha256=shard.sha256 or None)
             except StorageError as exc:
                 raise DataError(f"data error: shard {store.uri_for(shard.name)}: {exc}") from None
+            self.largest_bytes = max(self.largest_bytes, local.stat().st_size)
             with self._lock:
                 self._evict(keep=local)
         return local
+
+    def has_room_for(self, shards: int) -> bool:
+        """Whether ``shards`` shards the size of the largest seen so far fit under the limit
+        (False before any: the sizes are not known): fetching ahead into a cache too small for
+        it would evict shards before they are read."""
+        return 0 < shards * self.largest_bytes <= self.max_bytes
 
     def verified(self, path: Path, sha256: str) -> bool:
         """True when this local file was checked against ``sha256`` before and has not changed
@@ -180,6 +190,10 @@ class ShardSet:
         overlaps with reading the shards before it (local shards: nothing to do). At most
         ``PREFETCH_SHARDS`` are pending; the next :meth:`local_path` of it waits for it."""
         if isinstance(self.store, FileStore) or self.cache is None:
+            return
+        # Room for what is being read (a shard per process, as in one without prefetching),
+        # the pending downloads and the one asked for.
+        if not self.cache.has_room_for(PREFETCH_SHARDS + 2):
             return
         # Finished ones are dropped: the file is in the cache (or its error recurs on reading).
         self._fetching = {n: f for n, f in self._fetching.items() if not f.done()}

@@ -247,7 +247,6 @@ class _BlockReader:
         self.starts = [np.concatenate([[0], np.cumsum(s.row_group_rows)]) for s in split.shards]
         self.blocks: OrderedDict[int, tuple] = OrderedDict()
         self.groups: OrderedDict[tuple[int, int], pa.Table] = OrderedDict()
-        self.threads = False
 
     def _group(self, shard: int, group: int) -> pa.Table:
         # Kept as read (Arrow columns): a group spanning a block boundary is read once, and each
@@ -255,9 +254,9 @@ class _BlockReader:
         key = (shard, group)
         if key not in self.groups:
             info = self.split.shards[shard]
-            self.groups[key] = self.split.shard_set().read_row_group(
-                info, group, use_threads=self.threads
-            )
+            # Decoded on this thread: a loader worker is one of several processes already, and
+            # in one process handing each column to Arrow's pool cost more than it saved here.
+            self.groups[key] = self.split.shard_set().read_row_group(info, group, use_threads=False)
             while len(self.groups) > 4:
                 self.groups.popitem(last=False)
         return self.groups[key]
@@ -406,6 +405,11 @@ class _Batches(torch.utils.data.IterableDataset):
         row_bytes = 4 * math.prod(split.feature_shape) + 8
         batch_bytes = row_bytes * math.ceil(self.batch_size / self.world)
         per_chunk = max(1, int(split.streaming.transfer_mib * 2**20 // batch_bytes))
+        block_batches, rest = divmod(split.streaming.shuffle_block_rows, self.batch_size)
+        if workers > 1 and not rest and per_chunk > block_batches:
+            # Whole shuffle blocks per transfer: a block split between the transfers of two
+            # workers is read and converted by both (a quarter more work at the defaults).
+            per_chunk -= per_chunk % block_batches
         step = workers * per_chunk
         for first in range(start_batch + worker * per_chunk, batches, step):
             stop = min(first + per_chunk, batches)
