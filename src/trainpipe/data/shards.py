@@ -14,6 +14,7 @@ are read in place. Every error names the shard and the fix.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -68,8 +69,13 @@ class ShardCache:
         local = self.folder / f"{digest}{SHARD_SUFFIX}"
         if local.exists():
             os.utime(local)  # recently used
+        else:
+            self._download(store, shard, local, digest)
+        with contextlib.suppress(FileNotFoundError):  # evicted by another process meanwhile
             self.largest_bytes = max(self.largest_bytes, local.stat().st_size)
-            return local
+        return local
+
+    def _download(self, store: Store, shard: ShardInfo, local: Path, digest: str) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         # One download per shard across processes and threads (a lock file per shard; flock
         # locks separate opens, so a background prefetch and a reader exclude each other too):
@@ -78,15 +84,13 @@ class ShardCache:
         with open(self.folder / f".{digest}.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if local.exists():  # another process or thread fetched it while this one waited
-                return local
+                return
             try:
                 store.get_file(shard.name, local, sha256=shard.sha256 or None)
             except StorageError as exc:
                 raise DataError(f"data error: shard {store.uri_for(shard.name)}: {exc}") from None
-            self.largest_bytes = max(self.largest_bytes, local.stat().st_size)
             with self._lock:
                 self._evict(keep=local)
-        return local
 
     def has_room_for(self, shards: int) -> bool:
         """Whether ``shards`` shards the size of the largest seen so far fit under the limit
