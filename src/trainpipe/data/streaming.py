@@ -303,20 +303,27 @@ class _BlockReader:
     def _read_block(self, k: int) -> tuple:
         split, shard_set = self.split, self.split.shard_set()
         pieces = self._pieces(k)
-        tables = [self._group(shard, group).slice(lo, hi - lo) for shard, group, lo, hi in pieces]
-        where = [f"shard {shard_set.store.uri_for(split.shards[p[0]].name)}" for p in pieces]
-        if split.plain_numeric(tables[0]):
-            # Each piece converted in place into one block matrix: no per-group copy to join.
+
+        def piece(i: int):
+            shard, group, lo, hi = pieces[i]
+            name = f"shard {shard_set.store.uri_for(split.shards[shard].name)}"
+            return self._group(shard, group).slice(lo, hi - lo), name
+
+        first, name = piece(0)
+        if split.plain_numeric(first):
+            # Each piece converted into one block matrix right after its row group is read
+            # (while the decoded columns are still in the CPU's cache): no copy to join.
             x = np.empty((self.order.block_size(k), *split.feature_shape), dtype=np.float32)
             y = np.empty(len(x), dtype=np.int64)
             offset = 0
-            for table, name in zip(tables, where, strict=True):
+            for i in range(len(pieces)):
+                table, name = (first, name) if i == 0 else piece(i)
                 end = offset + len(table)
                 split.encode(table, name, out=(x[offset:end], y[offset:end]))
                 offset = end
             return x, y, None
         # Images stay encoded in the block: a worker decodes only the rows it hands out.
-        parts = [split.encode(t, n, decode=False) for t, n in zip(tables, where, strict=True)]
+        parts = [split.encode(*piece(i), decode=False) for i in range(len(pieces))]
         xs, ys = [p[0] for p in parts], [p[1] for p in parts]
         origins = None
         if xs[0].dtype == object:
