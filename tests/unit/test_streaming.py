@@ -300,3 +300,43 @@ def test_no_fetching_ahead_into_a_cache_too_small_for_it(
     monkeypatch.setattr(S3Store, "get_file", logged)
     assert sorted(global_sequence(split, world=1, workers=0, batch=20)) == list(range(600))
     assert sorted(fetched) == sorted((s.name, "MainThread") for s in split.shards)
+
+
+def test_workers_are_forked_only_once_background_downloads_are_done(
+    tmp_path, s3_bucket, s3_endpoint, monkeypatch
+):
+    """A pass in the training process fetches shards ahead and may be left half-way (a sample
+    of the first rows); a worker forked while a download thread held a lock would inherit it
+    held. The loader waits for those downloads before it starts workers."""
+    import os
+    import threading
+    import time
+
+    from trainpipe.storage import S3Store
+
+    split = s3_stream(tmp_path, s3_bucket, s3_endpoint, transfer_mib=2 * 20 * 16 / 2**20)
+    begun: list[float] = []  # background downloads, when each began
+    spans: list[tuple[float, float]] = []  # and when each ended
+    real = S3Store.get_file
+
+    def slow(self, key, path, *, sha256=None):
+        if not threading.current_thread().name.startswith("shard-prefetch"):
+            return real(self, key, path, sha256=sha256)
+        begun.append(time.perf_counter())
+        time.sleep(0.3)
+        result = real(self, key, path, sha256=sha256)
+        spans.append((begun[-1], time.perf_counter()))
+        return result
+
+    monkeypatch.setattr(S3Store, "get_file", slow)
+    forks: list[float] = []
+    os.register_at_fork(before=lambda: forks.append(time.perf_counter()))
+    first = stream_loader(split, epoch=1, batch_size=20, workers=0)
+    while not begun:  # read on until shards are downloading in the background
+        next(first)
+    del first
+    started = time.perf_counter()
+    assert len(list(stream_loader(split, epoch=1, batch_size=20, workers=2))) == 30
+    fork = min(t for t in forks if t >= started)
+    early = [end for start, end in spans if start < started]
+    assert early and all(end <= fork for end in early), (spans, started, fork)

@@ -23,7 +23,7 @@ import posixpath
 import threading
 import time
 from collections import OrderedDict
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +38,7 @@ INDEX_NAME = "shards.json"
 SHARD_SUFFIX = ".parquet"
 OPEN_FILES = 8  # Parquet footers kept parsed per process
 PREFETCH_SHARDS = 2  # remote shards downloading ahead of the reader, per process
+_IN_FLIGHT: set[Future] = set()  # this process's background downloads not finished yet
 VERIFIED_FOLDER = ".verified"  # in the cache folder: local shards already checked, by file state
 
 
@@ -207,7 +208,10 @@ class ShardSet:
             # One thread: downloads are I/O and hashing, both outside the GIL; more at once
             # would only split the same network and disk among them.
             self._fetcher = ThreadPoolExecutor(1, thread_name_prefix="shard-prefetch")
-        self._fetching[shard.name] = self._fetcher.submit(self.cache.path, self.store, shard)
+        future = self._fetcher.submit(self.cache.path, self.store, shard)
+        _IN_FLIGHT.add(future)
+        future.add_done_callback(_IN_FLIGHT.discard)
+        self._fetching[shard.name] = future
 
     def open(self, shard: ShardInfo) -> pq.ParquetFile:
         if shard.name in self._open:
@@ -265,6 +269,14 @@ class ShardSet:
         """Row groups of one shard in order: what streaming validation reads."""
         for group in range(len(shard.row_group_rows)):
             yield self.read_row_group(shard, group, columns)
+
+
+def settle_prefetches() -> None:
+    """Wait for this process's background shard downloads (their errors are raised when the
+    shard is read). Called before forking DataLoader workers: a child forked while a download
+    thread holds a lock (in boto3, urllib3, logging) would inherit it held, with no thread left
+    to release it."""
+    wait(list(_IN_FLIGHT))
 
 
 def _file_state(path: Path, sha256: str) -> str:

@@ -34,7 +34,7 @@ import torch
 from trainpipe.data.config import DataConfig, StreamingConfig
 from trainpipe.data.datasets import Split, feature_layout, label_subset, table_to_arrays
 from trainpipe.data.images import decode_images, is_image_column
-from trainpipe.data.shards import ShardInfo, ShardSet
+from trainpipe.data.shards import ShardInfo, ShardSet, settle_prefetches
 from trainpipe.errors import DataError, TrainpipeError
 from trainpipe.storage import open_store
 
@@ -475,6 +475,8 @@ def stream_loader(
             if workers
             else {}
         )
+        if workers:
+            settle_prefetches()  # workers are forked: no download thread running meanwhile
         loader = torch.utils.data.DataLoader(
             dataset,
             batch_size=None,
