@@ -229,11 +229,6 @@ def table_to_arrays(
     # One float32 matrix filled column by column: the streaming loader calls this per row
     # group, so no intermediate per-column float32 copies and no concatenation.
     x = np.empty((len(table), sum(widths)), dtype=np.float32) if out is None else out
-    if x.shape != (len(table), sum(widths)):
-        raise DataError(
-            f"data error: {name} has {sum(widths)} features per example where "
-            f"{x.shape[1]} were expected; every shard must have the same columns"
-        )
     offset = 0
     for column, width in zip(features, widths, strict=True):
         if column not in arrays:

@@ -205,8 +205,8 @@ class ShardSet:
         if shard.name in self._fetching or len(self._fetching) >= PREFETCH_SHARDS:
             return
         if self._fetcher is None:
-            # One thread: downloads are I/O and hashing, both outside the GIL; more at once
-            # would only split the same network and disk among them.
+            # One thread: a download is mostly I/O and hashing, outside the GIL; more at once
+            # would split the same network among them (and moto serves one at a time).
             self._fetcher = ThreadPoolExecutor(1, thread_name_prefix="shard-prefetch")
         future = self._fetcher.submit(self.cache.path, self.store, shard)
         _IN_FLIGHT.add(future)
