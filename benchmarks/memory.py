@@ -69,10 +69,10 @@ def write_table(root: Path, rows: int, rows_per_shard: int, seed: int = 0) -> in
     return written
 
 
-def run_settings(
-    source: Path, output: Path, batch_size: int, extra: dict[str, str] | None = None
-) -> list[str]:
-    sets = {
+def settings(source: Path, batch_size: int, extra: dict[str, str] | None = None) -> dict:
+    """The config both checks use: one epoch of each training stage, the loader in the training
+    process (so a process's peak is everything that held data), one ensemble member."""
+    return {
         "data.source": str(source),
         "data.label_column": "label",
         "data.streaming.loader_workers": "0",
@@ -89,6 +89,12 @@ def run_settings(
         "gate.max_gap_to_linear": "null",
         **(extra or {}),
     }
+
+
+def run_settings(
+    source: Path, output: Path, batch_size: int, extra: dict[str, str] | None = None
+) -> list[str]:
+    sets = settings(source, batch_size, extra)
     return ["--output", str(output), *(a for k, v in sets.items() for a in ("--set", f"{k}={v}"))]
 
 
