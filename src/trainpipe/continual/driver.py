@@ -157,7 +157,12 @@ def plan_run(cfg: Config, run_id: str, *, clock: Callable[[], float] = time.time
         )
     except LeaseHeld as exc:
         return Plan(SKIP, str(exc))
-    run = _Run(cfg, store, run_id, lease, clock)
+    if cfg.data.format == "shards":
+        from trainpipe.continual.sharded import ShardedRun  # imports this module
+
+        run: _Run = ShardedRun(cfg, store, run_id, lease, clock)
+    else:
+        run = _Run(cfg, store, run_id, lease, clock)
     try:
         plan = run.plan()
     except BaseException:
@@ -274,11 +279,10 @@ class _Run:
 
         accepted_keys = {}
         for name, split in new_train.items():
-            key = self.key("accepted", self.run_id, f"{name}.npz")
-            self.store.put_bytes(key, _npz(split))
-            accepted_keys[name] = key
+            accepted_keys[name] = self._store_accepted(name, split)
         if outcome.mode == "bootstrap":
-            accepted_keys = {name: key for name in accepted}
+            # One pool for all bootstrap partitions: each of them points at it.
+            accepted_keys = {name: next(iter(accepted_keys.values())) for name in accepted}
         action, data_uri, warm_start_uri = ADVANCE, "", ""
         registered = self._registered_before(watermark, outcome) if accepted else None
         if registered is not None:
@@ -325,6 +329,12 @@ class _Run:
         )
         plan_uri = writer.commit(summary={"action": action, "mode": outcome.mode})
         return Plan(action, outcome.message, data_uri, warm_start_uri, plan_uri)
+
+    def _store_accepted(self, name: str, split: Split) -> str:
+        """Store a partition's training examples (the replay pool); returns the key."""
+        key = self.key("accepted", self.run_id, f"{name}.npz")
+        self.store.put_bytes(key, _npz(split))
+        return key
 
     def _choose_mode(self, outcome: Outcome, champion) -> str:
         cc = self.cfg.continual

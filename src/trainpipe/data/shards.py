@@ -338,6 +338,14 @@ def discover_shards(
             f"data error: {uri} holds no *.parquet shards; fix data.source (a prefix of Parquet "
             "shards)"
         )
+    return describe_shards(store, listed, cache)
+
+
+def describe_shards(
+    store: Store, listed: list[tuple[str, str]], cache: ShardCache | None = None
+) -> ShardSet:
+    """The shard set of the given ``(key, sha256)`` shards of ``store`` (row counts and row
+    groups from each footer); DataError when one is unreadable or has other columns."""
     shard_set = ShardSet(store, [], pa.schema([]), cache)
     schema = None
     for name, sha in listed:
@@ -372,8 +380,7 @@ def split_shards(
         )
 
     def position(shard: ShardInfo) -> float:
-        digest = hashlib.sha256(f"{seed}:{shard.name}".encode()).hexdigest()
-        return int(digest[:16], 16) / 2.0**64
+        return shard_position(shard.name, seed)
 
     ordered = sorted(shards, key=position)
     cut_test, cut_val = test_fraction, test_fraction + validation_fraction
@@ -385,6 +392,12 @@ def split_shards(
         train, validation = validation[1:], validation[:1]
     by_name = lambda group: sorted(group, key=lambda s: s.name)  # noqa: E731
     return {"test": by_name(test), "validation": by_name(validation), "train": by_name(train)}
+
+
+def shard_position(name: str, seed: int) -> float:
+    """A shard's place in [0, 1) by a stable hash of (seed, name): what splits by shard use."""
+    digest = hashlib.sha256(f"{seed}:{name}".encode()).hexdigest()
+    return int(digest[:16], 16) / 2.0**64
 
 
 def write_shards(

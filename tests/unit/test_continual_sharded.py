@@ -1,0 +1,122 @@
+"""Continual retraining on partitions of Parquet shards (``data.format=shards``): the real
+planner and finisher on a file store, then the plan's data streamed by the training loader.
+Nothing is trained here (tests/integration/test_continual_sharded.py trains)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from trainpipe.artifacts import ArtifactSet
+from trainpipe.config import load_config
+from trainpipe.continual.driver import finish_run, plan_run, release_run
+from trainpipe.continual.sharded import holdout_shards, replay_shards
+from trainpipe.data.shards import ShardInfo
+from trainpipe.data.stored import load_validated
+from trainpipe.data.streaming import StreamSplit, stream_loader
+
+ROWS = 400
+
+
+def shard(path, seed: int, labels=(0, 1, 2), shift: float = 0.0) -> None:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(shift, 1.0, (ROWS, 4))
+    label = rng.choice(labels, ROWS)
+    columns = {f"f{i}": x[:, i] + label for i in range(4)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({**columns, "label": label}), path, row_group_size=100)
+
+
+def partition(root, name: str, shards: int, seed: int, **kwargs) -> None:
+    for i in range(shards):
+        shard(root / name / f"part-{i:03d}.parquet", seed * 100 + i, **kwargs)
+
+
+def configure(tmp_path, *extra: str):
+    return load_config(
+        None,
+        [
+            f"storage.uri=file://{tmp_path}/artifacts",
+            f"continual.source=file://{tmp_path}/incoming",
+            "data.format=shards",
+            "data.label_column=label",
+            f"data.streaming.cache_dir={tmp_path}/cache",
+            *extra,
+        ],
+    )
+
+
+def dataset_json(uri: str) -> dict:
+    return ArtifactSet.open(uri).get_json("dataset.json")
+
+
+def test_partitions_of_shards_are_planned_by_whole_shards_and_streamed(tmp_path):
+    incoming = tmp_path / "incoming"
+    partition(incoming, "2026-11-01", 6, 0)
+    cfg = configure(tmp_path)
+
+    first = plan_run(cfg, "r1")
+    assert first.action == "full_retrain", first.message
+    boot = dataset_json(first.data_uri)
+    assert boot["format"] == "shards" and boot["source"] == f"file://{incoming}"
+    names = [s["name"] for split in boot["shards"].values() for s in split]
+    assert sorted(names) == [f"2026-11-01/part-{i:03d}.parquet" for i in range(6)]
+    assert boot["fixed_test_examples"] == boot["split_sizes"]["test"] > 0
+    assert boot["label_values"] == [0, 1, 2] and sum(boot["class_counts_train"]) == (
+        boot["split_sizes"]["train"]
+    )
+    finish_run(cfg, "r1", first.plan_uri)
+    release_run(cfg, "r1")
+
+    # A clean partition of three shards, a corrupt one and one with a label never seen.
+    partition(incoming, "2026-11-02", 3, 1)
+    partition(incoming, "2026-11-03", 1, 2)
+    (incoming / "2026-11-03/part-000.parquet").write_bytes(b"PAR1 truncated")
+    partition(incoming, "2026-11-04", 2, 3, labels=(0, 7))
+    second = plan_run(cfg, "r2")
+    info = dataset_json(second.data_uri)
+    plan = ArtifactSet.open(second.plan_uri).get_json("plan.json")
+    verdicts = plan["outcome"]["verdicts"]
+    assert verdicts["2026-11-02"] == "passed"
+    assert verdicts["2026-11-03"].startswith("rejected: unreadable") and (
+        "2026-11-03/part-000.parquet" in verdicts["2026-11-03"]
+    )
+    assert verdicts["2026-11-04"].startswith("rejected") and "7" in verdicts["2026-11-04"]
+    # No champion registered yet: every accepted shard trains again (full retrain).
+    assert second.action == "full_retrain"
+    train = {s["name"] for s in info["shards"]["train"]}
+    held = [s["name"] for s in info["shards"]["test"][len(boot["shards"]["test"]) :]]
+    arrived = {f"2026-11-02/part-{i:03d}.parquet" for i in range(3)}
+    assert 1 <= len(held) < 3 and set(held) <= arrived  # whole shards, at least one trains
+    new = arrived - set(held)
+    assert train == {s["name"] for s in boot["shards"]["train"]} | new
+    assert info["shards"]["test"][: len(boot["shards"]["test"])] == boot["shards"]["test"]
+    assert info["fixed_test_examples"] == boot["fixed_test_examples"]
+    assert info["split_sizes"]["test"] == boot["split_sizes"]["test"] + len(held) * ROWS
+
+    # The stages stream it: every training row once per epoch, in bounded batches.
+    dataset = load_validated(ArtifactSet.open(second.data_uri), cfg.data.streaming)
+    assert isinstance(dataset.train, StreamSplit)
+    seen = sum(len(y) for _, y in stream_loader(dataset.train, epoch=0, batch_size=64, workers=0))
+    assert seen == info["split_sizes"]["train"] == len(train) * ROWS
+    finish_run(cfg, "r2", second.plan_uri)
+    release_run(cfg, "r2")
+    watermark = json.loads(
+        (tmp_path / "artifacts/continual/digits-classifier/watermark.json").read_text()
+    )
+    assert sorted(watermark["rejected"]) == ["2026-11-03", "2026-11-04"]
+    assert "nothing to do" in plan_run(cfg, "r3").message
+
+
+def test_holdout_and_replay_take_whole_shards():
+    shards = [ShardInfo(f"p/{i}.parquet", 100, (100,)) for i in range(10)]
+    train, held = holdout_shards(shards, 0.3, seed=0)
+    assert held and len(train) + len(held) == 10 and not set(train) & set(held)
+    assert holdout_shards(shards, 0.3, seed=0) == (train, held)  # stable
+    assert holdout_shards(shards[:1], 0.99, seed=0) == (shards[:1], [])  # one shard trains
+    pool = [{"shard": {"rows": 100}, "counts": [50, 50]} for _ in range(10)]
+    assert len(replay_shards(pool, 250, seed=0)) == 3  # whole shards: 300 rows for 250
+    assert replay_shards(pool, 0, seed=0) == []
