@@ -65,8 +65,9 @@ def test_partitions_of_shards_are_planned_by_whole_shards_and_streamed(tmp_path)
     names = [s["name"] for split in boot["shards"].values() for s in split]
     assert sorted(names) == [f"2026-11-01/part-{i:03d}.parquet" for i in range(6)]
     assert boot["fixed_test_examples"] == boot["split_sizes"]["test"] > 0
-    assert boot["label_values"] == [0, 1, 2] and sum(boot["class_counts_train"]) == (
-        boot["split_sizes"]["train"]
+    assert (
+        boot["label_values"] == [0, 1, 2]
+        and sum(boot["class_counts_train"]) == (boot["split_sizes"]["train"])
     )
     finish_run(cfg, "r1", first.plan_uri)
     release_run(cfg, "r1")
