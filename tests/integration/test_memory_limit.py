@@ -56,3 +56,27 @@ def test_table_five_times_the_allowed_growth_validates_and_trains(tmp_path):
     assert len(history["history"]) == 1 and history["steps"] >= data["split_sizes"]["train"] // 1024
     assert (run_dir / "deploy" / "deploy.json").exists()
     assert result["peak_rss_growth_mib"] < result["allowed_growth_mib"], result
+
+
+def test_the_limit_run_limit_is_enforced(tmp_path):
+    """``benchmarks.memory_limit`` puts a real cgroup limit on each stage: importing the stages
+    (torch alone is larger) is killed under 64 MiB and recorded as such, and passes under 1 GiB.
+    Needs a memory cgroup this process may create children in (root in the CI container)."""
+    from benchmarks.memory_limit import MemoryCgroup, limited_stage
+
+    try:
+        tight = MemoryCgroup(64 * 2**20, f"trainpipe-test-{tmp_path.name}")
+    except SystemExit as exc:
+        pytest.skip(str(exc))
+    try:
+        killed = limited_stage(tight, "imports", tmp_path, tmp_path / "unused.json", {})
+    finally:
+        tight.remove()
+    assert killed["rc"] != 0 and killed["oom_killed"], killed
+    roomy = MemoryCgroup(2**30, f"trainpipe-test-{tmp_path.name}")
+    try:
+        fine = limited_stage(roomy, "imports", tmp_path, tmp_path / "unused.json", {})
+    finally:
+        roomy.remove()
+    assert fine["rc"] == 0 and not fine["oom_killed"], fine
+    assert 100 < fine["peak_rss_mib"] < 1024
