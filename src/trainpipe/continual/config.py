@@ -20,7 +20,8 @@ class ContinualConfig(Section):
     source: str | None = None
     """Prefix (file://, s3:// or a local path) whose children are the partitions: files or
     folders such as ``part-0001.parquet`` or ``2026-11-23/``, consumed in name order. None with
-    ``trainpipe run --continual`` simulates arrivals of the built-in digits instead."""
+    ``trainpipe run --continual`` simulates arrivals of the built-in digits instead. With
+    ``data.format: shards`` each partition's ``*.parquet`` files are shards, streamed."""
 
     policy: Literal["warm_start", "full_retrain_on_drift"] = "warm_start"
     """``warm_start`` always continues training the champion on new data plus replay;

@@ -4,7 +4,9 @@
     for part in list_partitions(store):         # ordered by name
         table = read_partition(store, part)     # DataReadError when it cannot be read
 
-Names starting with ``.`` or ``_`` (``_SUCCESS``, temp files) are not partitions.
+Names starting with ``.`` or ``_`` (``_SUCCESS``, temp files) are not partitions. With
+``data.format: shards`` a partition's ``*.parquet`` keys are its shards, streamed and never read
+whole (``continual/sharded.py``); ``read_partition`` is for partitions read into memory.
 """
 
 from __future__ import annotations
