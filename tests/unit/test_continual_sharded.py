@@ -14,7 +14,7 @@ from trainpipe.artifacts import ArtifactSet
 from trainpipe.config import load_config
 from trainpipe.continual.driver import finish_run, plan_run, release_run
 from trainpipe.continual.sharded import holdout_shards, replay_shards
-from trainpipe.data.shards import ShardInfo
+from trainpipe.data.shards import ShardInfo, write_shards
 from trainpipe.data.stored import load_validated
 from trainpipe.data.streaming import StreamSplit, stream_loader
 
@@ -77,6 +77,13 @@ def test_partitions_of_shards_are_planned_by_whole_shards_and_streamed(tmp_path)
     partition(incoming, "2026-11-03", 1, 2)
     (incoming / "2026-11-03/part-000.parquet").write_bytes(b"PAR1 truncated")
     partition(incoming, "2026-11-04", 2, 3, labels=(0, 7))
+    # A folder with shards.json: its sha256s are checked; a replaced shard is refused.
+    write_shards(
+        pq.read_table(incoming / "2026-11-02/part-000.parquet"),
+        str(incoming / "2026-11-05"),
+        rows_per_shard=200,
+    )
+    shard(incoming / "2026-11-05/part-00001.parquet", 9)
     second = plan_run(cfg, "r2")
     info = dataset_json(second.data_uri)
     plan = ArtifactSet.open(second.plan_uri).get_json("plan.json")
@@ -86,6 +93,8 @@ def test_partitions_of_shards_are_planned_by_whole_shards_and_streamed(tmp_path)
         "2026-11-03/part-000.parquet" in verdicts["2026-11-03"]
     )
     assert verdicts["2026-11-04"].startswith("rejected") and "7" in verdicts["2026-11-04"]
+    assert "2026-11-05/part-00001.parquet" in verdicts["2026-11-05"]
+    assert "sha256" in verdicts["2026-11-05"]
     # No champion registered yet: every accepted shard trains again (full retrain).
     assert second.action == "full_retrain"
     train = {s["name"] for s in info["shards"]["train"]}
@@ -108,7 +117,7 @@ def test_partitions_of_shards_are_planned_by_whole_shards_and_streamed(tmp_path)
     watermark = json.loads(
         (tmp_path / "artifacts/continual/digits-classifier/watermark.json").read_text()
     )
-    assert sorted(watermark["rejected"]) == ["2026-11-03", "2026-11-04"]
+    assert sorted(watermark["rejected"]) == ["2026-11-03", "2026-11-04", "2026-11-05"]
     assert "nothing to do" in plan_run(cfg, "r3").message
 
 

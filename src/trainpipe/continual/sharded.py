@@ -24,7 +24,7 @@ What differs from partitions read into memory (``driver._Run``), and why:
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import numpy as np
 import pyarrow as pa
@@ -39,6 +39,7 @@ from trainpipe.data.shards import (
     ShardInfo,
     ShardSet,
     describe_shards,
+    discover_shards,
     shard_position,
     split_shards,
 )
@@ -94,11 +95,19 @@ class ShardedRun(_Run):
 
     def _shards(self, part: Partition) -> ShardSet:
         """The partition's shards, named by their keys under the source (DataError when one
-        cannot be read)."""
-        listed = [(key, "") for key in part.keys if key.endswith(SHARD_SUFFIX)]
-        if not listed:
-            raise DataError(f"{self.source.uri_for(part.name)} holds no *{SHARD_SUFFIX} shards")
-        return describe_shards(self.source, listed, self.cache)
+        cannot be read). A folder is discovered as any shard prefix is: its ``shards.json``,
+        when present, lists the shards and their sha256, checked as they are read."""
+        if part.keys == (part.name,):
+            if not part.name.endswith(SHARD_SUFFIX):
+                raise DataError(f"{self.source.uri_for(part.name)} is not a *{SHARD_SUFFIX} shard")
+            return describe_shards(self.source, [(part.name, "")], self.cache)
+        found = discover_shards(
+            self.source.uri_for(part.name),
+            endpoint_url=self.cfg.storage.endpoint_url,
+            cache=self.cache,
+        )
+        shards = [replace(s, name=f"{part.name}/{s.name}") for s in found.shards]
+        return ShardSet(self.source, shards, found.schema, self.cache)
 
     def _described(self, arrived: list[Partition], outcome: Outcome) -> dict[str, ShardSet]:
         sets = {}
