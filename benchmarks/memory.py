@@ -18,7 +18,8 @@ run finished within ``table / 5`` of growth (the goal "five times larger than th
 
 Why RSS and not ``prlimit --as``: an address-space limit counts reserved virtual memory
 (allocator arenas, thread stacks, every DataLoader worker's own), not memory used; RSS is what
-a cgroup, and so a Kubernetes memory limit, counts.
+a cgroup, and so a Kubernetes memory limit, counts. ``benchmarks.memory_limit`` runs the stages
+under a real cgroup limit instead.
 """
 
 from __future__ import annotations
