@@ -33,7 +33,7 @@ from trainpipe.continual.driver import FULL_RETRAIN, WARM_START, Outcome, _Run
 from trainpipe.continual.partitions import Partition
 from trainpipe.continual.replay import replay_count
 from trainpipe.continual.watermark import Watermark
-from trainpipe.data.sharded import SHARDS_FORMAT, sharded_record, table_plan
+from trainpipe.data.sharded import SHARDS_FORMAT, record_summary, sharded_record, table_plan
 from trainpipe.data.shards import (
     SHARD_SUFFIX,
     ShardInfo,
@@ -276,11 +276,4 @@ class ShardedRun(_Run):
         writer = self.ctx.writer("validate_data", inputs={"data": self.source.uri})
         writer.put_bytes("schema.yaml", self.store.get_bytes(f"{state}/schema.yaml"))
         writer.put_json("dataset.json", info)
-        return writer.commit(
-            summary={
-                "examples": sum(info["split_sizes"].values()),
-                **info["split_sizes"],
-                "shards": {k: len(v) for k, v in shards.items()},
-                "verdict": "passed",
-            }
-        )
+        return writer.commit(summary=record_summary(info))

@@ -165,6 +165,18 @@ def sharded_record(
     }
 
 
+def record_summary(record: dict) -> dict:
+    """The summary a passed sharded data artifact set is committed with (validate_data's, or a
+    continual plan's)."""
+    return {
+        "examples": sum(record["split_sizes"].values()),
+        **record["split_sizes"],
+        "shards": {name: len(members) for name, members in record["shards"].items()},
+        "verdict": "passed",
+        "warnings": len(record.get("warnings", [])),
+    }
+
+
 def stream_splits(
     record: dict, streaming: StreamingConfig, endpoint_url: str | None, seed: int = 0
 ) -> dict[str, StreamSplit]:

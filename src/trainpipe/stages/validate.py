@@ -8,7 +8,13 @@ on rejected data and the reason is never lost.
 from __future__ import annotations
 
 from trainpipe.data.datasets import encode, read_source, split_tables
-from trainpipe.data.sharded import is_sharded, open_sharded, sharded_record, table_plan
+from trainpipe.data.sharded import (
+    is_sharded,
+    open_sharded,
+    record_summary,
+    sharded_record,
+    table_plan,
+)
 from trainpipe.data.shards import discover_shards
 from trainpipe.data.stored import write_validated
 from trainpipe.data.validation import SchemaError, load_schema, schema_to_yaml, validate_dataset
@@ -124,12 +130,4 @@ def _validate_sharded(ctx, schema, html_report) -> str:
     )
     record["warnings"] = [a.message for a in report.warnings]
     writer.put_json("dataset.json", record)
-    return writer.commit(
-        summary={
-            "examples": sum(record["split_sizes"].values()),
-            **record["split_sizes"],
-            "shards": {name: len(members) for name, members in splits.items()},
-            "verdict": "passed",
-            "warnings": len(report.warnings),
-        }
-    )
+    return writer.commit(summary=record_summary(record))
