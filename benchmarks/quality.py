@@ -242,6 +242,7 @@ def run_split(name: str, settings: dict, root: Path, split_seed: int) -> dict:
         "test_examples": metrics["num_examples"],
         "initialization": finetuned.get("initialization"),
         "linear_weight": (metrics.get("blend") or {}).get("linear_weight"),
+        "trees_weight": (metrics.get("blend") or {}).get("trees_weight"),
         "wall_s": round(wall_s, 1),
     }
 
@@ -271,6 +272,7 @@ def run_one(name: str, settings: dict, root: Path) -> dict:
         "test_examples": splits[0]["test_examples"],
         "initialization": splits[0]["initialization"],
         "linear_weight": splits[0]["linear_weight"],
+        "trees_weight": splits[0]["trees_weight"],
         "wall_s": round(sum(s["wall_s"] for s in splits), 1),
     }
     if len(splits) > 1:

@@ -25,8 +25,7 @@ import numpy as np
 from trainpipe.data.datasets import Split
 from trainpipe.evaluate.metrics import HIGHER_IS_BETTER, regression_metrics, scalar_metric_fn
 from trainpipe.train.linear import fit_linear, flat, predict
-
-SEED = 0
+from trainpipe.train.trees import hgb_estimator
 
 
 def _scores(y: np.ndarray, probs: np.ndarray, top_k: int) -> dict[str, float]:
@@ -53,11 +52,8 @@ def hgb_baseline(
     top_k: int,
     categorical: list[bool] | None,
 ) -> dict:
-    from sklearn.ensemble import HistGradientBoostingClassifier
-
     started = time.monotonic()
-    mask = categorical if categorical and any(categorical) else None
-    model = HistGradientBoostingClassifier(random_state=SEED, categorical_features=mask)
+    model = hgb_estimator(False, categorical)
     model.fit(flat(train.x), train.y)
     probs = predict(model, test.x, num_classes)
     return {
@@ -78,11 +74,8 @@ def ridge_baseline(train: Split, validation: Split, test: Split) -> dict:
 
 
 def hgb_regression_baseline(train: Split, test: Split, categorical: list[bool] | None) -> dict:
-    from sklearn.ensemble import HistGradientBoostingRegressor
-
     started = time.monotonic()
-    mask = categorical if categorical and any(categorical) else None
-    model = HistGradientBoostingRegressor(random_state=SEED, categorical_features=mask)
+    model = hgb_estimator(True, categorical)
     model.fit(flat(train.x), train.y)
     return {
         "model": "HistGradientBoostingRegressor on the encoded rows",

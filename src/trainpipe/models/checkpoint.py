@@ -18,6 +18,7 @@ from trainpipe.data.preprocess import Preprocessor, PreprocessSpec, WithPreproce
 from trainpipe.models import Classifier, build_encoder
 from trainpipe.models.config import ModelConfig
 from trainpipe.models.heads import Blend, Ensemble, TargetScale
+from trainpipe.models.trees import TreeEnsemble
 
 
 def to_bytes(payload: dict[str, Any]) -> bytes:
@@ -51,7 +52,8 @@ def classifier_payload(
 ) -> dict:
     """``input_shape`` is the network's (after preprocessing); ``preprocess`` travels with the
     weights so the loaded model takes encoded table rows. A ``Blend`` stores its network as
-    ``state_dict`` and its linear layer as ``linear_state_dict``; ``blend`` (plain JSON values:
+    ``state_dict``, its linear layer as ``linear_state_dict`` and its trees (if any) as
+    ``trees_state_dict`` (packed node tensors); ``blend`` (plain JSON values:
     the weight, how it was chosen) is stored with them, for model.json and the reports, as is
     ``training`` (the fine-tuning schedule: effective batch size, steps, epochs)."""
     network = model.network if isinstance(model, Blend) else model
@@ -72,6 +74,9 @@ def classifier_payload(
     if isinstance(model, Blend):
         payload["linear_state_dict"] = model.linear.state_dict()
         payload["blend"] = {**(payload["blend"] or {}), "linear_weight": model.linear_weight}
+        if model.trees is not None:
+            payload["trees_state_dict"] = model.trees.state_dict()
+            payload["blend"]["trees_weight"] = model.trees_weight
     return payload
 
 
@@ -98,7 +103,15 @@ def load_classifier(payload: dict) -> nn.Module:
     if payload.get("linear_state_dict") is not None:
         linear = nn.Linear(math.prod(payload["input_shape"]), outputs)
         linear.load_state_dict(payload["linear_state_dict"])
-        model = Blend(model, linear, payload["blend"]["linear_weight"], average)
+        trees_state = payload.get("trees_state_dict")
+        model = Blend(
+            model,
+            linear,
+            payload["blend"]["linear_weight"],
+            average,
+            trees=TreeEnsemble.from_state(trees_state) if trees_state is not None else None,
+            trees_weight=payload["blend"].get("trees_weight", 0.0),
+        )
     if regression:
         model = TargetScale(model, *payload["target_scale"])
     if payload.get("preprocess"):

@@ -43,33 +43,46 @@ class Ensemble(nn.Module):
 
 
 class Blend(nn.Module):
-    """A network's prediction blended with a linear model's on the same input: probabilities
-    mixed ``linear_weight : 1 - linear_weight``, returned as log-probabilities (valid logits), or
-    for regression (``average="mean"``) the weighted mean value."""
+    """A network's prediction blended with a linear model's, and optionally gradient-boosted
+    trees' (``trainpipe.models.trees.TreeEnsemble``), on the same input: probabilities mixed
+    ``linear_weight : trees_weight : rest`` (the network gets the rest), returned as
+    log-probabilities (valid logits), or for regression (``average="mean"``) the weighted mean
+    value."""
 
-    def __init__(self, network: nn.Module, linear: nn.Linear, linear_weight: float, average: str):
+    def __init__(
+        self,
+        network: nn.Module,
+        linear: nn.Linear,
+        linear_weight: float,
+        average: str,
+        trees: nn.Module | None = None,
+        trees_weight: float = 0.0,
+    ):
         super().__init__()
         self.network = network
         self.linear = linear
+        self.trees = trees
         self.average = average
         self.linear_weight = float(linear_weight)
+        self.trees_weight = float(trees_weight) if trees is not None else 0.0
+        self.network_weight = max(1.0 - self.linear_weight - self.trees_weight, 0.0)
+        weights = [self.linear_weight, self.network_weight]
+        if trees is not None:
+            weights.append(self.trees_weight)
         # log(0) would put -inf into the exported graph; e^-69 is nothing next to 1.
-        self.register_buffer(
-            "log_weights",
-            torch.log(
-                torch.tensor([max(self.linear_weight, 1e-30), max(1.0 - self.linear_weight, 1e-30)])
-            ),
-        )
+        floored = torch.tensor([max(w, 1e-30) for w in weights])
+        self.register_buffer("log_weights", torch.log(floored))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.flatten(1)
+        outputs = [self.linear(rows), self.network(x)]
+        if self.trees is not None:
+            outputs.append(self.trees(rows))
         if self.average == "mean":
-            w = self.linear_weight
-            return w * self.linear(x.flatten(1)) + (1.0 - w) * self.network(x)
+            weights = (self.linear_weight, self.network_weight, self.trees_weight)
+            return sum(w * out for w, out in zip(weights, outputs, strict=False))
         mixed = torch.stack(
-            [
-                F.log_softmax(self.linear(x.flatten(1)), dim=1) + self.log_weights[0],
-                F.log_softmax(self.network(x), dim=1) + self.log_weights[1],
-            ]
+            [F.log_softmax(out, dim=1) + self.log_weights[i] for i, out in enumerate(outputs)]
         )
         return torch.logsumexp(mixed, dim=0)
 

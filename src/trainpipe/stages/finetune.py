@@ -20,6 +20,7 @@ ensemble are skipped.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import replace
 
 import numpy as np
@@ -61,10 +62,11 @@ from trainpipe.train.finetuning import (
     resolve_label_fraction,
     resolve_schedule,
 )
-from trainpipe.train.linear import fit_linear, fold_ids, linear_module
+from trainpipe.train.linear import fit_linear, fold_ids, linear_module, predict
 from trainpipe.train.linear import out_of_fold as linear_out_of_fold
 from trainpipe.train.objectives import Classification, Regression
 from trainpipe.train.trainer import Trainer
+from trainpipe.train.trees import fit_trees, tree_module, trees_out_of_fold
 from trainpipe.tune.space import fresh_encoder
 
 
@@ -273,15 +275,30 @@ def blend_with_linear(
     train: Split,
     folds: np.ndarray | None,
     out_of_fold: np.ndarray | None,
+    *,
+    with_trees: bool = False,
 ) -> tuple[torch.nn.Module, dict]:
-    """The network blended with the linear model of the same rows and features, and what was
-    chosen and why. The weight is chosen on ``out_of_fold`` network predictions (with linear
-    models fitted on the same ``folds``) when there are some, else on the validation split."""
+    """The network blended with the linear model of the same rows and features (and with
+    ``with_trees`` gradient-boosted trees of them), and what was chosen and why. The weights
+    are chosen on ``out_of_fold`` network predictions (with linear models and trees fitted on
+    the same ``folds``) when there are some, else on the validation split."""
     regression = dataset.regression
     num_classes = None if regression else dataset.num_classes
     validation = materialize(dataset.validation)
     fit = fit_linear(train.x, train.y, validation.x, validation.y, num_classes=num_classes)
     column = (lambda p: p[:, 0]) if regression else (lambda p: p)
+    trees_model, trees_info, trees_evidence = None, None, None
+    if with_trees:
+        started = time.monotonic()
+        trees_model = fit_trees(train.x, train.y, num_classes=num_classes)
+        if folds is not None:
+            trees_evidence = trees_out_of_fold(train.x, train.y, folds, num_classes=num_classes)
+        else:
+            trees_evidence = predict(trees_model, validation.x, num_classes)
+        trees_info = {
+            "model": f"{type(trees_model).__name__} on the preprocessed features",
+            "fit_s": round(time.monotonic() - started, 3),
+        }
     if folds is not None:
         linear_oof = linear_out_of_fold(
             train.x,
@@ -292,11 +309,12 @@ def blend_with_linear(
             num_classes=num_classes,
         )
         choice = choose_blend_weight(
-            column(out_of_fold), linear_oof, train.y, regression=regression
+            column(out_of_fold), linear_oof, train.y, regression=regression, trees=trees_evidence
         )
         chosen_by = (
             f"out-of-fold predictions of the {len(train)} training rows "
-            f"({int(folds.max()) + 1} folds; cross-fitted ensemble members and linear models)"
+            f"({int(folds.max()) + 1} folds; cross-fitted ensemble members, linear models"
+            + (" and trees)" if with_trees else ")")
         )
     else:
         choice = choose_blend_weight(
@@ -304,6 +322,7 @@ def blend_with_linear(
             fit.predict(validation.x),
             validation.y,
             regression=regression,
+            trees=trees_evidence,
         )
         chosen_by = f"the validation split ({len(validation)} rows)"
     weight = choice.weight
@@ -313,17 +332,30 @@ def blend_with_linear(
         "rule": (
             "the most linear weight whose extra loss over the lowest is not significant at 5% "
             f"(within {EVIDENCE_Z} standard errors)"
+            + (
+                "; with trees: the lowest-loss pair's trees weight, and at it that rule"
+                if with_trees
+                else ""
+            )
         ),
         "lowest_loss_weight": choice.lowest_loss_weight,
         "loss": "mean squared error" if regression else "log loss",
         "losses": choice.losses,
         "linear": fit.to_dict(),
     }
-    if weight == 0.0:
+    if with_trees:
+        info |= {
+            "trees_weight": choice.trees_weight,
+            "lowest_loss_trees_weight": choice.lowest_loss_trees_weight,
+            "trees": trees_info,
+        }
+    if weight == 0.0 and choice.trees_weight == 0.0:
         return network, info
     linear = linear_module(fit, math.prod(dataset.feature_shape))
     average = "mean" if regression else "probability"
-    return Blend(network, linear, weight, average).eval(), info
+    trees = tree_module(trees_model, num_classes) if choice.trees_weight > 0 else None
+    blended = Blend(network, linear, weight, average, trees=trees, trees_weight=choice.trees_weight)
+    return blended.eval(), info
 
 
 def train_finetune(
@@ -499,15 +531,26 @@ def train_finetune(
     blend_info = None
     if blending:
         network_val_score = _score(final, dataset.validation)
-        final, blend_info = blend_with_linear(final, dataset, train, folds, out_of_fold)
+        final, blend_info = blend_with_linear(
+            final, dataset, train, folds, out_of_fold, with_trees=cfg.blend_with_trees
+        )
         blend_info["network_val_score"] = network_val_score
         blend_info["blend_val_score"] = _score(final, dataset.validation)
         files["blend.json"] = blend_info
-        summary["blend"] = {k: v for k, v in blend_info.items() if k not in ("losses", "linear")}
+        summary["blend"] = {
+            k: v for k, v in blend_info.items() if k not in ("losses", "linear", "trees")
+        }
+        trees_part = (
+            f", trees weight {blend_info['trees_weight']:.2f} (lowest loss at "
+            f"{blend_info['lowest_loss_weight']:.2f}/{blend_info['lowest_loss_trees_weight']:.2f};"
+            " trees at the lowest, then the most linear not significantly worse)"
+            if "trees_weight" in blend_info
+            else f" (lowest loss at {blend_info['lowest_loss_weight']:.2f}; the most linear not "
+            "significantly worse)"
+        )
         print(
-            f"[finetune] blend: linear model weight {blend_info['linear_weight']:.2f} (lowest "
-            f"loss at {blend_info['lowest_loss_weight']:.2f}; the most linear not significantly "
-            f"worse), chosen on {blend_info['chosen_by']}; validation {score_name} "
+            f"[finetune] blend: linear model weight {blend_info['linear_weight']:.2f}"
+            f"{trees_part}, chosen on {blend_info['chosen_by']}; validation {score_name} "
             f"{blend_info['blend_val_score']:.4f} (network alone "
             f"{network_val_score:.4f})",
             flush=True,

@@ -172,6 +172,15 @@ class FinetuneConfig(OptimConfig):
     weight 0 ships the network alone. false: the network alone, members trained on every
     labelled row."""
 
+    blend_with_trees: bool = True
+    """Tables with ``blend_with_linear``, in memory: gradient-boosted trees (scikit-learn's
+    HistGradientBoosting, as the tree baseline, on the network's preprocessed features) join
+    the blend as a third member: the trees' weight is the one of the lowest-loss (linear,
+    trees) pair on the same evidence (out-of-fold rows, trees fitted on the same folds), the
+    linear weight at it follows the rule above. Carried in the model as packed
+    node tensors (no pickled estimator), exported into the ONNX graph. Streamed (sharded)
+    tables are not blended. false: network and linear model only."""
+
     min_steps: int = Field(600, ge=0)
     """Tables: train for more epochs than ``epochs`` when a small table would otherwise get fewer
     optimizer steps than this (early stopping still ends training when validation stalls)."""
