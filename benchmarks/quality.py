@@ -2,7 +2,8 @@
 gradient-boosted trees, trained and scored on the same split, on tables that ship with
 scikit-learn or are generated here, and on the digits images.
 
-    OMP_NUM_THREADS=1 python -m benchmarks.quality [--quick] [--only NAME ...]
+    OMP_NUM_THREADS=1 python -m benchmarks.quality [--quick] [--extra] [--only NAME ...]
+        [--set KEY=VALUE ...]
 
 Each dataset runs the pipeline's own stages in this process (validate_data, pretrain, finetune,
 evaluate) with nothing set but ``data.source`` and ``data.label_column``; the evaluate stage
@@ -18,6 +19,9 @@ listed). ``--quick`` uses smaller generated tables and leaves out the digits ima
 suite): two moons with six noise features (non-linear, 400 rows), a 4-class imbalanced table
 with redundant features (300 rows) and a noisy Friedman #2 regression (400 rows). They are
 reported in ``extra`` with the same figures and do not count towards ``goal_met``.
+
+``--set`` applies config overrides to every dataset (``finetune.blend_with_trees=false``: the
+blend without trees, for comparison).
 """
 
 from __future__ import annotations
@@ -290,7 +294,15 @@ def main() -> None:
     parser.add_argument(
         "--extra", action="store_true", help="also run tables outside the goal suite"
     )
+    parser.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config overrides for every dataset (e.g. finetune.blend_with_trees=false)",
+    )
     args = parser.parse_args()
+    common = dict(item.split("=", 1) for item in args.set)
     results, extra = {}, {}
     started = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
@@ -302,7 +314,7 @@ def main() -> None:
             for name, settings in datasets.items():
                 if args.only and name not in args.only:
                     continue
-                into[name] = run_one(name, settings, root / "runs")
+                into[name] = run_one(name, {**common, **settings}, root / "runs")
                 print(f"{name}: {json.dumps(into[name])}", flush=True)
     gaps = {name: r["gap_to_best"] for name, r in results.items()}
     worst = min(gaps, key=gaps.get) if gaps else None
@@ -315,6 +327,7 @@ def main() -> None:
         "quick": args.quick,
         "wall_s": round(time.monotonic() - started, 1),
         "python": platform.python_version(),
+        "overrides": args.set,
     }
     if args.extra:
         summary["extra"] = extra

@@ -32,9 +32,11 @@ from trainpipe.stages.context import make_context
 from trainpipe.stages.export import run_export
 from trainpipe.stages.validate import run_validate
 from trainpipe.train.linear import fit_linear, linear_module
+from trainpipe.train.trees import fit_trees, tree_module
 
 MODEL_CONFIG = ModelConfig(name="mlp", hidden_dim=16, embed_dim=8)
 BLEND_WEIGHT = 0.4
+TREES_WEIGHT = 0.3
 TRAINING = {"batch_size": 16, "steps_per_epoch": 13, "steps": 780, "epochs": 60}
 
 
@@ -74,8 +76,9 @@ def exported(tmp_path_factory):
     torch.manual_seed(0)
     width = dataset.preprocess.feature_width
     network = Classifier(build_encoder(MODEL_CONFIG, [width]), dataset.num_classes).eval()
-    # What finetune ships for a table: the network blended with the linear model of the same
-    # features, so every check below (parity, the served graph, the server) covers the blend.
+    # What finetune ships for a table: the network blended with the linear model and the trees
+    # of the same features, so every check below (parity, the served graph, the server) covers
+    # the blend.
     features = with_features(dataset)
     fit = fit_linear(
         features.train.x,
@@ -84,7 +87,18 @@ def exported(tmp_path_factory):
         features.validation.y,
         num_classes=dataset.num_classes,
     )
-    blended = Blend(network, linear_module(fit, width), BLEND_WEIGHT, "probability").eval()
+    trees = tree_module(
+        fit_trees(features.train.x, features.train.y, num_classes=dataset.num_classes),
+        dataset.num_classes,
+    )
+    blended = Blend(
+        network,
+        linear_module(fit, width),
+        BLEND_WEIGHT,
+        "probability",
+        trees=trees,
+        trees_weight=TREES_WEIGHT,
+    ).eval()
     writer = make_context(cfg, "t1").writer("finetune")
     payload = classifier_payload(
         blended,
@@ -168,7 +182,11 @@ def test_model_json_describes_named_raw_inputs(exported):
         "income",
         "age",
     }
-    assert meta["blend"] == {"chosen_by": "this test", "linear_weight": BLEND_WEIGHT}
+    assert meta["blend"] == {
+        "chosen_by": "this test",
+        "linear_weight": BLEND_WEIGHT,
+        "trees_weight": TREES_WEIGHT,
+    }
     assert meta["training"] == TRAINING  # the fine-tuning schedule, from model.pt
     parity = ArtifactSet.open(export_uri).get_json("parity.json")
     assert parity["serving_graph"]["max_abs_error"] < 1e-4
@@ -189,15 +207,20 @@ def test_served_graph_matches_torch_on_raw_rows_with_unseen_and_missing(exported
         expected = model(torch.as_tensor(encoded)).numpy()
     np.testing.assert_allclose(logits, expected, atol=1e-4)
     np.testing.assert_allclose(probabilities.sum(1), 1.0, atol=1e-5)
-    # The graph carries the blend: the network alone (or the linear model alone) answers
+    # The graph carries the blend: the network, the linear model or the trees alone answer
     # differently.
     with torch.inference_mode():
         features = model.preprocess(torch.as_tensor(encoded))
+        blend = model.network
         parts = [
             torch.softmax(m(features), 1).numpy()
-            for m in (model.network.network, model.network.linear)
+            for m in (blend.network, blend.linear, blend.trees)
         ]
-    blended = (1 - BLEND_WEIGHT) * parts[0] + BLEND_WEIGHT * parts[1]
+    blended = (
+        (1 - BLEND_WEIGHT - TREES_WEIGHT) * parts[0]
+        + BLEND_WEIGHT * parts[1]
+        + TREES_WEIGHT * parts[2]
+    )
     np.testing.assert_allclose(probabilities, blended, atol=1e-5)
     assert min(np.abs(probabilities - p).max() for p in parts) > 1e-2
     assert label.tolist() == [dataset.label_names[i] for i in expected.argmax(1)]

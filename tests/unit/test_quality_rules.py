@@ -175,25 +175,33 @@ def test_finetune_ships_scratch_when_the_pretrained_encoder_is_useless(tmp_path)
 
 def test_finetune_blends_with_the_linear_fit_weighted_out_of_fold(tmp_path):
     """An ensemble of 3: members 2 and 3 are cross-fitted on 2 folds, so every training row has
-    an out-of-fold prediction; the blend weight is the grid point with the lowest out-of-fold
-    log loss; the shipped model carries the linear part, and evaluate reports the weight and
-    scores the linear baseline with the very same fit."""
+    an out-of-fold prediction (and trees fitted on the same folds); trees that get weight get
+    the lowest-loss grid pair's, the linear weight at it at least the lowest-loss one; the shipped
+    model carries the linear part and the trees, and evaluate reports the weights and scores the
+    linear baseline with the very same fit."""
     cfg, data_uri, finetune_uri = blobs_run(tmp_path, {"ensemble_size": 3})
     finetuned = ArtifactSet.open(finetune_uri)
     blend = finetuned.get_json("blend.json")
     train_rows = finetuned.summary["labelled_examples"]
     assert blend["chosen_by"].startswith(f"out-of-fold predictions of the {train_rows} training")
-    assert "(2 folds;" in blend["chosen_by"] and blend["loss"] == "log loss"
-    assert set(blend["losses"]) == {str(w) for w in BLEND_GRID}
-    assert blend["losses"][str(blend["lowest_loss_weight"])] == min(blend["losses"].values())
-    assert blend["linear_weight"] >= blend["lowest_loss_weight"]
+    assert "(2 folds;" in blend["chosen_by"] and "and trees)" in blend["chosen_by"]
+    assert blend["loss"] == "log loss"
+    pairs = {f"{w},{t}" for w in BLEND_GRID for t in BLEND_GRID if w + t <= 1.0 + 1e-9}
+    assert set(blend["losses"]) == pairs
+    lowest = f"{blend['lowest_loss_weight']},{blend['lowest_loss_trees_weight']}"
+    assert blend["losses"][lowest] == min(blend["losses"].values())
+    if blend["trees_weight"] > 0:
+        assert blend["trees_weight"] == blend["lowest_loss_trees_weight"]
+        assert blend["linear_weight"] >= blend["lowest_loss_weight"]
+    assert blend["trees"]["model"] == "HistGradientBoostingClassifier on the preprocessed features"
     assert blend["linear"]["chosen_by"] == f"5-fold cross-validation on {train_rows} training rows"
     assert finetuned.summary["blend"]["linear_weight"] == blend["linear_weight"]
     payload = from_bytes(finetuned.get_bytes("model.pt"))
     assert payload["blend"]["linear_weight"] == blend["linear_weight"]
     assert payload["ensemble_size"] == 3
     model = load_classifier(payload)
-    assert isinstance(model.network, Blend) == (blend["linear_weight"] > 0)
+    assert isinstance(model.network, Blend) == (blend["linear_weight"] + blend["trees_weight"] > 0)
+    assert ("trees_state_dict" in payload) == (blend["trees_weight"] > 0)
 
     evaluate_uri = run_evaluate(cfg, "r1", data_uri, finetune_uri)
     metrics = ArtifactSet.open(evaluate_uri).get_json("metrics.json")

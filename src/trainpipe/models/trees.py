@@ -69,8 +69,9 @@ class TreeEnsemble(nn.Module):
         node = self.roots.unsqueeze(0).expand(x.shape[0], -1)  # [n, trees]
         for _ in range(self.depth):
             value = torch.gather(x, 1, self.feature[node])
-            go_left = torch.where(
-                torch.isnan(value), self.missing_left[node], value <= self.threshold[node]
+            # NaN <= t is false; logical ops, not Where: ONNX Runtime has no boolean Where.
+            go_left = (value <= self.threshold[node]) | (
+                torch.isnan(value) & self.missing_left[node]
             )
             node = torch.where(go_left, self.left[node], self.right[node])
         return self.value[node] @ self.output + self.baseline

@@ -52,7 +52,7 @@ from trainpipe.stages.training_run import (
     setup_world,
 )
 from trainpipe.stages.tuned import tuned_context, tuned_summary
-from trainpipe.train.blend import EVIDENCE_Z, choose_blend_weight
+from trainpipe.train.blend import EVIDENCE_Z, TREES_EVIDENCE_Z, choose_blend_weight
 from trainpipe.train.config import FinetuneConfig
 from trainpipe.train.diagnosis import diagnose, linear_baseline_train_loss
 from trainpipe.train.distributed import World
@@ -333,7 +333,9 @@ def blend_with_linear(
             "the most linear weight whose extra loss over the lowest is not significant at 5% "
             f"(within {EVIDENCE_Z} standard errors)"
             + (
-                "; with trees: the lowest-loss pair's trees weight, and at it that rule"
+                "; trees join when the lowest-loss (linear, trees) pair is more than "
+                f"{TREES_EVIDENCE_Z} standard errors below that choice, with that pair's trees "
+                "weight and the rule above for the linear weight at it"
                 if with_trees
                 else ""
             )
@@ -347,6 +349,7 @@ def blend_with_linear(
         info |= {
             "trees_weight": choice.trees_weight,
             "lowest_loss_trees_weight": choice.lowest_loss_trees_weight,
+            "trees_lead_z": choice.trees_lead_z,
             "trees": trees_info,
         }
     if weight == 0.0 and choice.trees_weight == 0.0:
@@ -542,8 +545,9 @@ def train_finetune(
         }
         trees_part = (
             f", trees weight {blend_info['trees_weight']:.2f} (lowest loss at "
-            f"{blend_info['lowest_loss_weight']:.2f}/{blend_info['lowest_loss_trees_weight']:.2f};"
-            " trees at the lowest, then the most linear not significantly worse)"
+            f"{blend_info['lowest_loss_weight']:.2f}/{blend_info['lowest_loss_trees_weight']:.2f},"
+            f" {blend_info['trees_lead_z']:.1f} standard errors below the mix without trees;"
+            f" trees join above {TREES_EVIDENCE_Z})"
             if "trees_weight" in blend_info
             else f" (lowest loss at {blend_info['lowest_loss_weight']:.2f}; the most linear not "
             "significantly worse)"
