@@ -234,8 +234,14 @@ def format_summary(summary: RunSummary) -> str:
             f"trees {baselines['hgb']:.4f}"
             + (
                 f" (the model blends in the linear one at weight "
-                f"{baselines['linear_weight_in_model']:.2f})"
-                if baselines.get("linear_weight_in_model")
+                f"{baselines['linear_weight_in_model']:.2f}"
+                + (
+                    f" and the trees at {baselines['trees_weight_in_model']:.2f}"
+                    if baselines.get("trees_weight_in_model")
+                    else ""
+                )
+                + ")"
+                if baselines.get("linear_weight_in_model") or baselines.get("trees_weight_in_model")
                 else ""
             )
         )

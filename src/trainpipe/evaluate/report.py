@@ -202,9 +202,15 @@ def _baselines_section(metrics: dict) -> str:
     head = "".join(f"<th>{_esc(METRIC_LABELS.get(n, n))}</th>" for n in names)
     blend = metrics.get("blend")
     shipped = "trainpipe model"
-    if blend and blend["linear_weight"] > 0:
+    if blend and (blend["linear_weight"] > 0 or blend.get("trees_weight", 0) > 0):
         shipped += (
-            f" (network blended with the linear model at weight {blend['linear_weight']:.2f})"
+            f" (network blended with the linear model at weight {blend['linear_weight']:.2f}"
+            + (
+                f" and the trees at weight {blend['trees_weight']:.2f}"
+                if blend.get("trees_weight")
+                else ""
+            )
+            + ")"
         )
     rows = [(shipped, metrics)] + [
         (baselines[key]["model"], baselines[key]) for key in ("linear", "hgb")
@@ -226,8 +232,14 @@ def _blend_paragraph(blend: dict | None) -> str:
     if not blend:
         return ""
     return (
-        f"<p>Blend: the linear model's weight {blend['linear_weight']:.2f} was chosen on "
-        f"{_esc(blend['chosen_by'])} (lowest {_esc(blend['loss'])}); the test split was not "
+        f"<p>Blend: the linear model's weight {blend['linear_weight']:.2f}"
+        + (
+            f" and the gradient-boosted trees' weight {blend['trees_weight']:.2f}" + " were"
+            if "trees_weight" in blend
+            else " was"
+        )
+        + " chosen on "
+        + f"{_esc(blend['chosen_by'])} (lowest {_esc(blend['loss'])}); the test split was not "
         "used.</p>"
     )
 

@@ -209,6 +209,7 @@ def run_evaluate(
     }
     if scores["blend"]:
         summary["baselines"]["linear_weight_in_model"] = scores["blend"]["linear_weight"]
+        summary["baselines"]["trees_weight_in_model"] = scores["blend"].get("trees_weight", 0.0)
     print(
         f"[evaluate] {metric} {scores[metric]:.4f} on {len(outputs)} test examples; "
         f"champion: {'v' + champion_info['version'] if champion_info else 'none'}; "

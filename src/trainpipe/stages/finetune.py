@@ -52,7 +52,7 @@ from trainpipe.stages.training_run import (
     setup_world,
 )
 from trainpipe.stages.tuned import tuned_context, tuned_summary
-from trainpipe.train.blend import EVIDENCE_Z, TREES_EVIDENCE_Z, choose_blend_weight
+from trainpipe.train.blend import EVIDENCE_FOLDS, EVIDENCE_Z, choose_blend_weight
 from trainpipe.train.config import FinetuneConfig
 from trainpipe.train.diagnosis import diagnose, linear_baseline_train_loss
 from trainpipe.train.distributed import World
@@ -333,9 +333,10 @@ def blend_with_linear(
             "the most linear weight whose extra loss over the lowest is not significant at 5% "
             f"(within {EVIDENCE_Z} standard errors)"
             + (
-                "; trees join when the lowest-loss (linear, trees) pair is more than "
-                f"{TREES_EVIDENCE_Z} standard errors below that choice, with that pair's trees "
-                "weight and the rule above for the linear weight at it"
+                "; trees join when the rule with them (the lowest-loss (linear, trees) pair's "
+                "trees weight, the rule above at it) beats the rule without them by more than "
+                f"{EVIDENCE_Z} standard errors, both cross-validated over the rows "
+                f"({EVIDENCE_FOLDS} folds)"
                 if with_trees
                 else ""
             )
@@ -545,9 +546,9 @@ def train_finetune(
         }
         trees_part = (
             f", trees weight {blend_info['trees_weight']:.2f} (lowest loss at "
-            f"{blend_info['lowest_loss_weight']:.2f}/{blend_info['lowest_loss_trees_weight']:.2f},"
-            f" {blend_info['trees_lead_z']:.1f} standard errors below the mix without trees;"
-            f" trees join above {TREES_EVIDENCE_Z})"
+            f"{blend_info['lowest_loss_weight']:.2f}/{blend_info['lowest_loss_trees_weight']:.2f}"
+            f"; the rule with trees {blend_info['trees_lead_z']:.1f} standard errors ahead,"
+            f" cross-validated; they join above {EVIDENCE_Z})"
             if "trees_weight" in blend_info
             else f" (lowest loss at {blend_info['lowest_loss_weight']:.2f}; the most linear not "
             "significantly worse)"
