@@ -288,6 +288,8 @@ def blend_with_linear(
     fit = fit_linear(train.x, train.y, validation.x, validation.y, num_classes=num_classes)
     column = (lambda p: p[:, 0]) if regression else (lambda p: p)
     trees_model, trees_info, trees_evidence = None, None, None
+    # One class among the labelled rows: nothing for trees to split (the prior is the model).
+    with_trees = with_trees and (regression or len(np.unique(train.y)) > 1)
     if with_trees:
         started = time.monotonic()
         trees_model = fit_trees(train.x, train.y, num_classes=num_classes)

@@ -174,12 +174,13 @@ class FinetuneConfig(OptimConfig):
 
     blend_with_trees: bool = True
     """Tables with ``blend_with_linear``, in memory: gradient-boosted trees (scikit-learn's
-    HistGradientBoosting, as the tree baseline, on the network's preprocessed features) join
-    the blend as a third member: the trees' weight is the one of the lowest-loss (linear,
-    trees) pair on the same evidence (out-of-fold rows, trees fitted on the same folds), the
-    linear weight at it follows the rule above. Carried in the model as packed
-    node tensors (no pickled estimator), exported into the ONNX graph. Streamed (sharded)
-    tables are not blended. false: network and linear model only."""
+    HistGradientBoosting, as the tree baseline, on the network's preprocessed features) may
+    join the blend as a third member, on the same evidence (out-of-fold rows, trees fitted on
+    the same folds): they join when the weight rule with them (the lowest-loss (linear, trees)
+    pair's trees weight) beats the lowest-loss mix without them by more than 1.645 standard
+    errors, both rules cross-validated over the rows; otherwise the blend is as without trees.
+    Carried in the model as packed node tensors (no pickled estimator), exported into the ONNX
+    graph. Streamed (sharded) tables are not blended. false: network and linear model only."""
 
     min_steps: int = Field(600, ge=0)
     """Tables: train for more epochs than ``epochs`` when a small table would otherwise get fewer
