@@ -149,3 +149,27 @@ def test_trees_get_weight_only_as_the_evidence_says():
     assert 0.2 <= even.trees_weight <= 0.45 and 0.2 <= even.weight <= 0.45
     assert even.lowest_loss_trees_weight == even.trees_weight
     assert len(even.losses) == 231  # every (linear, trees) pair summing to at most 1
+
+
+def test_finetune_blend_without_folds_weighs_trees_on_validation():
+    """Without cross-fitted folds (one network) the trees' evidence is the validation split:
+    moons with noise features, where a useless network and the linear model lose to trees."""
+    from sklearn.datasets import make_moons
+
+    from trainpipe.data.datasets import Dataset, Split
+    from trainpipe.stages.finetune import blend_with_linear
+
+    x, y = make_moons(900, noise=0.2, random_state=0)
+    x = np.hstack([x, np.random.default_rng(0).normal(size=(900, 4))]).astype(np.float32)
+    splits = [Split(x[s], y[s]) for s in (slice(0, 500), slice(500, 800), slice(800, 900))]
+    data = Dataset(*splits, label_names=["a", "b"], feature_shape=[6], source="moons")
+    network = torch.nn.Sequential(torch.nn.Linear(6, 2))
+    torch.nn.init.zeros_(network[0].weight)
+    torch.nn.init.zeros_(network[0].bias)  # a coin flip
+    model, info = blend_with_linear(network, data, data.train, None, None, with_trees=True)
+    assert info["chosen_by"] == "the validation split (300 rows)"
+    assert info["trees_weight"] >= 0.5 and info["trees_lead_z"] > 1.645
+    assert isinstance(model, Blend) and model.trees_weight == info["trees_weight"]
+    with torch.no_grad():
+        accuracy = float((model(torch.as_tensor(x[800:])).argmax(1).numpy() == y[800:]).mean())
+    assert accuracy >= 0.93
