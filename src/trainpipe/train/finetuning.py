@@ -11,17 +11,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 
 from trainpipe.data.config import BUILTIN_DIGITS
 from trainpipe.models import Classifier
 from trainpipe.train.checkpoint import CheckpointStore
-from trainpipe.train.config import FinetuneConfig
+from trainpipe.train.config import FinetuneConfig, OptimConfig
 from trainpipe.train.distributed import World
 from trainpipe.train.objectives import Classification, Objective
 from trainpipe.train.optim import decay_groups
 from trainpipe.train.trainer import EpochRecord, Trainer
+
+OptimConfigT = TypeVar("OptimConfigT", bound=OptimConfig)
 
 
 def finetune_param_groups(model: Classifier, cfg: FinetuneConfig) -> list[dict]:
@@ -140,11 +143,21 @@ def auto_batch_size(
     return max(grad_accumulation_steps, size - size % grad_accumulation_steps)
 
 
-def resolve_batch_size(cfg: FinetuneConfig, examples: int, table: bool) -> FinetuneConfig:
-    """``cfg`` with its batch size set: the configured one, or ``auto_batch_size``."""
+def resolve_batch_size(
+    cfg: OptimConfigT,
+    examples: int,
+    table: bool,
+    *,
+    largest: int = AUTO_BATCH_MAX,
+    image_size: int = IMAGE_BATCH_SIZE,
+) -> OptimConfigT:
+    """``cfg`` (fine-tuning's, or pretraining's with its own bounds) with its batch size set:
+    the configured one, or ``auto_batch_size`` with ``largest`` and ``image_size``."""
     if cfg.batch_size is not None:
         return cfg
-    size = auto_batch_size(examples, table, cfg.grad_accumulation_steps)
+    size = auto_batch_size(
+        examples, table, cfg.grad_accumulation_steps, largest=largest, image_size=image_size
+    )
     return cfg.model_copy(update={"batch_size": size})
 
 

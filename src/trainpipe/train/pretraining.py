@@ -7,7 +7,7 @@ from torch import nn
 from trainpipe.errors import ConfigError
 from trainpipe.models.heads import ContrastiveProjector, MaskedReconstructor, RotationPredictor
 from trainpipe.train.config import PretrainConfig
-from trainpipe.train.finetuning import auto_batch_size
+from trainpipe.train.finetuning import resolve_batch_size
 from trainpipe.train.objectives import (
     Contrastive,
     MaskedReconstruction,
@@ -24,16 +24,9 @@ def resolve_pretrain_batch(cfg: PretrainConfig, examples: int, table: bool) -> P
     """``cfg`` with its batch size set: the configured one, or for tables ``examples // 16``
     clamped to 16..256 (16 optimizer steps per epoch on a small table, not one), 256 for
     images."""
-    if cfg.batch_size is not None:
-        return cfg
-    size = auto_batch_size(
-        examples,
-        table,
-        cfg.grad_accumulation_steps,
-        largest=PRETRAIN_BATCH_MAX,
-        image_size=PRETRAIN_BATCH_MAX,
+    return resolve_batch_size(
+        cfg, examples, table, largest=PRETRAIN_BATCH_MAX, image_size=PRETRAIN_BATCH_MAX
     )
-    return cfg.model_copy(update={"batch_size": size})
 
 
 def pretraining_setup(
