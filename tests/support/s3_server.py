@@ -1,6 +1,6 @@
 """Run moto's S3 server on loopback, one request at a time, and print its port.
 
-    python -m tests.support.s3_server    # prints "PORT <n>" once it listens
+    python -m tests.support.s3_server [PORT]   # prints "PORT <n>" once it listens (0: any)
 
 moto's ThreadedMotoServer handles requests on many threads and its precondition check for
 conditional writes is not atomic under that concurrency (two IfMatch writers can both win).
@@ -11,6 +11,7 @@ reachable from kfp.local's component subprocesses.
 
 from __future__ import annotations
 
+import os
 import sys
 
 from moto.server import DomainDispatcherApplication, create_backend_app
@@ -19,8 +20,12 @@ from werkzeug.serving import make_server
 
 def main() -> None:
     app = DomainDispatcherApplication(create_backend_app)
-    server = make_server("127.0.0.1", 0, app, threaded=False)
+    port = int(sys.argv[1]) if len(sys.argv) > 1 else 0
+    server = make_server("127.0.0.1", port, app, threaded=False)
     print(f"PORT {server.server_address[1]}", flush=True)
+    # Nobody reads stdout after the port: anything printed later would fill the pipe and
+    # block the server, so the rest goes where stderr goes (the fixture's log file).
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     server.serve_forever()
 
 
