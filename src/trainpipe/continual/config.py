@@ -54,3 +54,9 @@ class ContinualConfig(Section):
 
     seed: int = 0
     """Seed of the holdout split and the replay sample."""
+
+    rebuild_reference: bool = False
+    """With ``data.format: shards``: rebuild the stored drift reference (the merged summary of
+    the accepted shards) by reading every accepted shard once, instead of reading the stored
+    one; for a reference that was lost or corrupted. A state written before the reference was
+    stored is rebuilt without it."""

@@ -310,6 +310,7 @@ class _Run:
             "accepted": {**watermark.accepted, **accepted_keys},
             "rejected": {**watermark.rejected, **rejected},
             "state": state,
+            **self._reference_state(watermark),
         }
         outcome.message = _headline(outcome)
         self.lease = renew_lease(
@@ -329,6 +330,11 @@ class _Run:
         )
         plan_uri = writer.commit(summary={"action": action, "mode": outcome.mode})
         return Plan(action, outcome.message, data_uri, warm_start_uri, plan_uri)
+
+    def _reference_state(self, watermark: Watermark) -> dict:
+        """The next watermark's drift reference fields: none for partitions read into memory
+        (their accepted partitions are the reference, read each run)."""
+        return {}
 
     def _store_accepted(self, name: str, split: Split) -> str:
         """Store a partition's training examples (the replay pool); returns the key."""

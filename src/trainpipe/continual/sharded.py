@@ -15,9 +15,14 @@ What differs from partitions read into memory (``driver._Run``), and why:
   out the shards whose stable hash falls below ``holdout_fraction`` (at least one when it has
   two or more shards, none when it has one); replay takes accepted training shards in a seeded
   order until the replayed rows reach the wanted count.
-- Validation is ``validate_shards`` (mergeable summaries, memory independent of the data) with
-  the accepted shards as drift reference; the first run's partitions are validated together
-  and must pass (their data defines the schema).
+- Validation is ``validate_shards`` (mergeable summaries, memory independent of the data);
+  the first run's partitions are validated together and must pass (their data defines the
+  schema). The drift reference is the stored merged summary of every accepted shard
+  (:mod:`.reference`), not the shards: the bootstrap stores its shards' summary, each run reads
+  it (no accepted shard is read) and stores it merged with the summaries of the training shards
+  it accepts, under a new key the watermark's compare-and-swap commits with the partitions. A
+  state without one (written by an earlier release), or ``continual.rebuild_reference``,
+  reads the accepted shards once to rebuild it.
 - A replayed shard's class counts (only used to list classes missing from the test split) are
   its partition's, scaled by its share of the rows.
 """
@@ -31,6 +36,7 @@ import pyarrow as pa
 
 from trainpipe.continual.driver import FULL_RETRAIN, WARM_START, Outcome, _Run
 from trainpipe.continual.partitions import Partition
+from trainpipe.continual.reference import load_reference, merged, store_reference
 from trainpipe.continual.replay import replay_count
 from trainpipe.continual.watermark import Watermark
 from trainpipe.data.sharded import SHARDS_FORMAT, record_summary, sharded_record, table_plan
@@ -43,8 +49,8 @@ from trainpipe.data.shards import (
     shard_position,
     split_shards,
 )
-from trainpipe.data.validation import schema_from_yaml, schema_to_yaml
-from trainpipe.data.validation.streaming import validate_shards
+from trainpipe.data.validation import Schema, schema_from_yaml, schema_to_yaml
+from trainpipe.data.validation.streaming import ShardSummary, reference_summary, validate_shards
 from trainpipe.errors import DataError
 
 
@@ -92,6 +98,8 @@ class ShardedRun(_Run):
         super().__init__(*args)
         self.cache = self.cfg.data.streaming.cache()
         self.workers = max(1, self.cfg.data.streaming.loader_workers)
+        self.next_reference: ShardSummary | None = None
+        """The drift reference to store for the next watermark (None: it stays as it is)."""
 
     def _shards(self, part: Partition) -> ShardSet:
         """The partition's shards, named by their keys under the source (DataError when one
@@ -147,6 +155,7 @@ class ShardedRun(_Run):
             )
         for name in sets:
             outcome.verdicts[name] = "passed"
+        self.next_reference = merged(summaries.values())
         outcome.mode = "bootstrap"
         classification = data.model_copy(update={"task": "classification"})
         plan = table_plan(shard_set, splits["train"], classification)
@@ -166,14 +175,15 @@ class ShardedRun(_Run):
         return list(sets), state, new_train, {}, meta
 
     def _admit(self, arrived: list[Partition], watermark: Watermark, meta: dict, outcome):
-        """Validate each arrived partition (schema, labels, drift against the accepted
-        shards); split the accepted ones into training and held-out shards."""
+        """Validate each arrived partition (schema, labels, drift against the stored summary
+        of the accepted shards); split the accepted ones into training and held-out shards."""
         schema = schema_from_yaml(
             self.store.get_bytes(f"{watermark.state}/schema.yaml").decode(), source="schema"
         )
-        reference = self._reference_shards(meta, watermark)
+        reference, rebuilt = self._drift_reference(meta, watermark, schema)
         cc = self.cfg.continual
         accepted, new_train, holdout = [], {}, {}
+        fresh: list[ShardSummary] = []
         for name, part_set in self._described(arrived, outcome).items():
             train, held = holdout_shards(part_set.shards, cc.holdout_fraction, cc.seed)
             splits = {"train": train, "holdout": held} if held else {"train": train}
@@ -209,7 +219,32 @@ class ShardedRun(_Run):
             new_train[name] = _entries(train, counts)
             if held:
                 holdout[name] = held
+            fresh.append(summaries["train"])
+        if fresh or rebuilt:
+            # After the loop: every partition of a run is compared with the same reference.
+            self.next_reference = merged([reference, *fresh])
         return accepted, new_train, holdout
+
+    def _drift_reference(
+        self, meta: dict, watermark: Watermark, schema: Schema
+    ) -> tuple[ShardSummary, bool]:
+        """The stored summary of every accepted shard, and whether it was rebuilt instead by
+        reading them (a state from before it was stored, or ``continual.rebuild_reference``)."""
+        if watermark.reference and not self.cfg.continual.rebuild_reference:
+            return load_reference(self.store, self.model, watermark), False
+        shards = self._reference_shards(meta, watermark)
+        return reference_summary(shards, schema, self.workers), True
+
+    def _reference_state(self, watermark: Watermark) -> dict:
+        if self.next_reference is None:
+            return {
+                "reference": watermark.reference,
+                "reference_sha256": watermark.reference_sha256,
+            }
+        key, digest = store_reference(
+            self.store, self.key("reference", f"{self.run_id}.json"), self.next_reference
+        )
+        return {"reference": key, "reference_sha256": digest}
 
     def _reference_shards(self, meta: dict, watermark: Watermark) -> ShardSet:
         """Every accepted shard: the bootstrap's splits and the later training shards."""

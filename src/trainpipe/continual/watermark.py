@@ -2,7 +2,8 @@
 
     continual/<model>/watermark.json
       {"sequence": 3, "consumed": [...], "accepted": {"part-0001": "<key of its train split>"},
-       "rejected": {"part-0003": "<why>"}, "state": "<prefix of the fixed test/schema>", ...}
+       "rejected": {"part-0003": "<why>"}, "state": "<prefix of the fixed test/schema>",
+       "reference": "<key of the drift reference summary>", "reference_sha256": "...", ...}
 
 It is written with compare-and-swap (create-only the first time, then ``if_match`` on the etag
 read when the run started), only after the run finished; a run that fails leaves it alone, so
@@ -11,7 +12,7 @@ the next run takes the same partitions again.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from trainpipe.errors import TrainpipeError
@@ -33,6 +34,11 @@ class Watermark:
     state: str = ""
     """Prefix holding the accepted schema, the fixed validation/test sets and the labels."""
     run_id: str = ""
+    reference: str = ""
+    """Key of the stored drift reference: the merged summary of every accepted shard (sharded
+    partitions only; '' in a state written before it was stored: the next run rebuilds it)."""
+    reference_sha256: str = ""
+    """The reference's sha256, checked when it is read."""
     etag: str | None = None
     """The stored object's etag; None when there is no watermark yet."""
 
@@ -44,6 +50,8 @@ class Watermark:
             "rejected": self.rejected,
             "state": self.state,
             "run_id": self.run_id,
+            "reference": self.reference,
+            "reference_sha256": self.reference_sha256,
             "updated_at": datetime.now(UTC).isoformat(),
         }
 
@@ -65,6 +73,8 @@ def read_watermark(store: Store, model: str) -> Watermark:
         rejected=dict(record["rejected"]),
         state=record["state"],
         run_id=record["run_id"],
+        reference=record.get("reference", ""),
+        reference_sha256=record.get("reference_sha256", ""),
         etag=info.etag,
     )
 
@@ -83,12 +93,4 @@ def advance_watermark(store: Store, model: str, previous: Watermark, new: Waterm
             f"continual error: the watermark of {model} changed while run {new.run_id} ran "
             "(another run finished first); nothing was advanced, the next run starts from there"
         ) from None
-    return Watermark(
-        record["sequence"],
-        new.consumed,
-        new.accepted,
-        new.rejected,
-        new.state,
-        new.run_id,
-        info.etag,
-    )
+    return replace(new, sequence=record["sequence"], etag=info.etag)

@@ -11,13 +11,20 @@ level, about log2(n/k) levels; rank error around 1/k per level), a HyperLogLog d
 (4096 registers, about 1.6% standard error), and value counts for categories capped at
 ``MAX_CATEGORIES`` distinct values. Histograms are drawn from the quantile sketch's weighted
 items, so they merge too.
+
+``to_dict()``/``from_dict()`` store a sketch as JSON-safe values (arrays as base64 of their
+little-endian bytes, category values as JSON or, for other types, Arrow IPC): exact, so a stored
+sketch merges and answers as the one it was made from.
 """
 
 from __future__ import annotations
 
+import base64
+import io
 from collections import Counter
 
 import numpy as np
+import pyarrow as pa
 
 QUANTILE_K = 256
 HLL_BITS = 12
@@ -79,6 +86,16 @@ class QuantileSketch:
         slots = np.searchsorted(edges, items, side="right")
         return np.bincount(slots, weights=weights, minlength=len(edges) + 1)
 
+    def to_dict(self) -> dict:
+        return {"k": self.k, "flip": self._flip, "levels": [_packed(v) for v in self.levels]}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> QuantileSketch:
+        sketch = cls(int(data["k"]))
+        sketch._flip = int(data["flip"]) & 1
+        sketch.levels = [_unpacked(v, "<f8") for v in data["levels"]] or [np.empty(0)]
+        return sketch
+
 
 def _mix64(h: np.ndarray) -> np.ndarray:
     # splitmix64 finalizer: spreads row hashes over all 64 bits for HyperLogLog.
@@ -106,6 +123,18 @@ class DistinctSketch:
     def merge(self, other: DistinctSketch) -> None:
         np.maximum(self.registers, other.registers, out=self.registers)
 
+    def to_dict(self) -> dict:
+        return {"bits": self.bits, "registers": _packed(self.registers)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> DistinctSketch:
+        sketch = cls(int(data["bits"]))
+        registers = _unpacked(data["registers"], "u1")
+        if len(registers) != len(sketch.registers):
+            raise ValueError(f"{len(registers)} HyperLogLog registers for {data['bits']} bits")
+        sketch.registers = registers.copy()
+        return sketch
+
     def estimate(self) -> int:
         m = len(self.registers)
         raw = 0.7213 / (1 + 1.079 / m) * m * m / np.sum(2.0 ** -self.registers.astype(np.float64))
@@ -113,6 +142,45 @@ class DistinctSketch:
         if raw <= 2.5 * m and zeros:
             return round(m * np.log(m / zeros))  # linear counting for small sets
         return round(raw)
+
+
+_COUNTS = ("categorical", "count", "missing", "nan", "inf", "finite")
+
+
+def _packed(values: np.ndarray) -> str:
+    little = values.astype(values.dtype.newbyteorder("<"), copy=False)
+    return base64.b64encode(little.tobytes()).decode("ascii")
+
+
+def _unpacked(text: str, dtype: str) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(text, validate=True), dtype=dtype).astype(
+        np.dtype(dtype).newbyteorder("=")
+    )
+
+
+def counter_to_dict(counts: Counter) -> dict:
+    """Value counts as JSON-safe values: plain JSON for strings, integers and booleans, Arrow
+    IPC for other values (dates, bytes, ...), so the values read back equal (and hash as) the
+    originals."""
+    values, numbers = list(counts), [int(v) for v in counts.values()]
+    if all(isinstance(v, str | int) for v in values):  # bool is an int
+        return {"values": values, "counts": numbers}
+    sink = io.BytesIO()
+    batch = pa.record_batch([pa.array(values)], names=["values"])
+    with pa.ipc.new_stream(sink, batch.schema) as writer:
+        writer.write_batch(batch)
+    return {"arrow_values": base64.b64encode(sink.getvalue()).decode("ascii"), "counts": numbers}
+
+
+def counter_from_dict(data: dict) -> Counter:
+    if "arrow_values" in data:
+        raw = base64.b64decode(data["arrow_values"], validate=True)
+        values = pa.ipc.open_stream(raw).read_all().column("values").to_pylist()
+    else:
+        values = list(data["values"])
+    if len(values) != len(data["counts"]):
+        raise ValueError(f"{len(values)} values for {len(data['counts'])} counts")
+    return Counter(dict(zip(values, (int(c) for c in data["counts"]), strict=True)))
 
 
 class ColumnSketch:
@@ -175,6 +243,32 @@ class ColumnSketch:
             and len(self.categories) <= MAX_CATEGORIES
         ):
             self.categories.update(other.categories)
+
+    def to_dict(self) -> dict:
+        finite = {name: getattr(self, name) for name in ("mean", "m2", "min", "max")}
+        return {
+            **{name: getattr(self, name) for name in _COUNTS},
+            # min/max are infinite before any finite value: JSON has no infinity.
+            **{k: v if np.isfinite(v) else None for k, v in finite.items()},
+            "quantile": self.quantile.to_dict(),
+            "distinct": self.distinct.to_dict(),
+            "categories": None if self.categories is None else counter_to_dict(self.categories),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ColumnSketch:
+        sketch = cls(categorical=bool(data["categorical"]))
+        for name in _COUNTS[1:]:
+            setattr(sketch, name, int(data[name]))
+        sketch.mean = float(data["mean"]) if data["mean"] is not None else 0.0
+        sketch.m2 = float(data["m2"]) if data["m2"] is not None else 0.0
+        sketch.min = float(data["min"]) if data["min"] is not None else float("inf")
+        sketch.max = float(data["max"]) if data["max"] is not None else float("-inf")
+        sketch.quantile = QuantileSketch.from_dict(data["quantile"])
+        sketch.distinct = DistinctSketch.from_dict(data["distinct"])
+        if data["categories"] is not None:
+            sketch.categories = counter_from_dict(data["categories"])
+        return sketch
 
     @property
     def std(self) -> float:

@@ -65,7 +65,7 @@ from trainpipe.data.validation.schema import (
     infer_schema,
     missing_headroom,
 )
-from trainpipe.data.validation.sketches import ColumnSketch
+from trainpipe.data.validation.sketches import ColumnSketch, counter_from_dict, counter_to_dict
 from trainpipe.data.validation.stats import (
     QUANTILES,
     TOP_K,
@@ -76,6 +76,8 @@ from trainpipe.data.validation.stats import (
 )
 
 HISTOGRAM_BINS = 20
+SUMMARY_FORMAT = "trainpipe.shard-summary"
+SUMMARY_VERSION = 1
 SCHEMA_SAMPLE_ROW_GROUPS = 16
 """Training row groups an inferred schema's missing limits and NaN/inf allowances come from,
 spread evenly over the shards: bounded reading, one row group in memory at a time."""
@@ -108,6 +110,46 @@ class ShardSummary:
             first, count = self.anomalies.get(key, (anomaly, 0))
             self.anomalies[key] = (first, count + shards)
         return self
+
+    def to_dict(self) -> dict:
+        """JSON-safe and exact (:meth:`from_dict` gives a summary that merges and compares as
+        this one). Anomalies are left out: they belong to the run that found them, while a
+        stored summary serves as a drift reference and for statistics."""
+        return {
+            "format": SUMMARY_FORMAT,
+            "version": SUMMARY_VERSION,
+            "rows": self.rows,
+            "duplicates": self.duplicates,
+            "columns": {name: sketch.to_dict() for name, sketch in self.columns.items()},
+            "types": self.types,
+            "kinds": self.kinds,
+            "labels": counter_to_dict(self.labels),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ShardSummary:
+        """The summary :meth:`to_dict` stored; ValueError naming what is wrong otherwise."""
+        if not isinstance(data, dict) or data.get("format") != SUMMARY_FORMAT:
+            raise ValueError(f"not a {SUMMARY_FORMAT} record")
+        if data.get("version") != SUMMARY_VERSION:
+            raise ValueError(
+                f"version {data.get('version')!r}, this release reads {SUMMARY_VERSION}"
+            )
+        try:
+            columns = {n: ColumnSketch.from_dict(c) for n, c in data["columns"].items()}
+            summary = cls(
+                rows=int(data["rows"]),
+                duplicates=int(data["duplicates"]),
+                columns=columns,
+                types={str(k): str(v) for k, v in data["types"].items()},
+                kinds={str(k): str(v) for k, v in data["kinds"].items()},
+                labels=counter_from_dict(data["labels"]),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError, pa.ArrowException) as exc:
+            raise ValueError(f"malformed summary ({type(exc).__name__}: {exc})") from None
+        if set(columns) != set(summary.kinds) or set(columns) != set(summary.types):
+            raise ValueError("malformed summary (columns, kinds and types name different columns)")
+        return summary
 
 
 def _kind(schema: Schema, name: str, type_: pa.DataType) -> str:
@@ -445,28 +487,43 @@ def streaming_schema(
     return schema.model_copy(update={"columns": columns, "label": label})
 
 
+def row_group_schema(schema: Schema) -> Schema:
+    """The schema each row group is summarized with: label checks need the whole split, so
+    the label's values and imbalance limit are lifted (``_label_anomalies`` applies them)."""
+    if schema.label is None:
+        return schema
+    label = schema.label.model_copy(update={"values": None, "max_imbalance_ratio": None})
+    return schema.model_copy(update={"label": label})
+
+
+def reference_summary(reference: ShardSet, schema: Schema, workers: int = 2) -> ShardSummary:
+    """Every shard of ``reference`` summarized as :func:`validate_shards` summarizes a split:
+    the drift reference it compares against, to store and merge (anomalies left out)."""
+    summary = summarize_split(
+        reference, reference.shards, row_group_schema(schema), "reference", workers
+    )
+    summary.anomalies.clear()
+    return summary
+
+
 def validate_shards(
     shards: ShardSet,
     splits: dict[str, list[ShardInfo]],
     schema: Schema | None = None,
     *,
     label_column: str | None = None,
-    reference: ShardSet | None = None,
+    reference: ShardSet | ShardSummary | None = None,
     workers: int = 2,
 ) -> tuple[ValidationReport, dict[str, ShardSummary]]:
-    """The report (as :func:`validate_dataset` makes it) and each split's merged summary."""
+    """The report (as :func:`validate_dataset` makes it) and each split's merged summary.
+    ``reference``: shards to read, or their stored summary (:func:`reference_summary`, merged
+    and stored as the caller likes): the drift against either is the same."""
     source = "given"
     if schema is None:
         members = splits.get("train") or next(iter(splits.values()))
         schema = streaming_schema(shards, members, label_column)
         source = "data"
-    per_row_group = schema.model_copy(
-        update={
-            "label": None
-            if schema.label is None
-            else schema.label.model_copy(update={"values": None, "max_imbalance_ratio": None})
-        }
-    )
+    per_row_group = row_group_schema(schema)
     summaries = {
         name: summarize_split(shards, members, per_row_group, name, workers)
         for name, members in splits.items()
@@ -484,8 +541,10 @@ def validate_shards(
     drift: list[DriftResult] = []
     reference_stats = None
     if reference is not None:
-        ref_summary = summarize_split(
-            reference, reference.shards, per_row_group, "reference", workers
+        ref_summary = (
+            reference
+            if isinstance(reference, ShardSummary)
+            else reference_summary(reference, schema, workers)
         )
         reference_stats = to_statistics(ref_summary, schema)
         for name, summary in summaries.items():
