@@ -13,18 +13,15 @@ level, about log2(n/k) levels; rank error around 1/k per level), a HyperLogLog d
 items, so they merge too.
 
 ``to_dict()``/``from_dict()`` store a sketch as JSON-safe values (arrays as base64 of their
-little-endian bytes, category values as JSON or, for other types, Arrow IPC): exact, so a stored
-sketch merges and answers as the one it was made from.
+little-endian bytes): exact, so a stored sketch merges and answers as the one it was made from.
 """
 
 from __future__ import annotations
 
 import base64
-import io
 from collections import Counter
 
 import numpy as np
-import pyarrow as pa
 
 QUANTILE_K = 256
 HLL_BITS = 12
@@ -159,28 +156,20 @@ def _unpacked(text: str, dtype: str) -> np.ndarray:
 
 
 def counter_to_dict(counts: Counter) -> dict:
-    """Value counts as JSON-safe values: plain JSON for strings, integers and booleans, Arrow
-    IPC for other values (dates, bytes, ...), so the values read back equal (and hash as) the
-    originals."""
-    values, numbers = list(counts), [int(v) for v in counts.values()]
-    if all(isinstance(v, str | int) for v in values):  # bool is an int
-        return {"values": values, "counts": numbers}
-    sink = io.BytesIO()
-    batch = pa.record_batch([pa.array(values)], names=["values"])
-    with pa.ipc.new_stream(sink, batch.schema) as writer:
-        writer.write_batch(batch)
-    return {"arrow_values": base64.b64encode(sink.getvalue()).decode("ascii"), "counts": numbers}
+    """Value counts as JSON: the values validation counts (strings, integers, booleans and
+    numbers: categories and labels) read back equal to, and hashing as, the originals."""
+    values = list(counts)
+    odd = {type(v).__name__ for v in values if not isinstance(v, str | int | float)}
+    if odd:
+        raise ValueError(f"cannot store category values of type {sorted(odd)} as JSON")
+    return {"values": values, "counts": [int(c) for c in counts.values()]}
 
 
 def counter_from_dict(data: dict) -> Counter:
-    if "arrow_values" in data:
-        raw = base64.b64decode(data["arrow_values"], validate=True)
-        values = pa.ipc.open_stream(raw).read_all().column("values").to_pylist()
-    else:
-        values = list(data["values"])
-    if len(values) != len(data["counts"]):
-        raise ValueError(f"{len(values)} values for {len(data['counts'])} counts")
-    return Counter(dict(zip(values, (int(c) for c in data["counts"]), strict=True)))
+    values, numbers = list(data["values"]), list(data["counts"])
+    if len(values) != len(numbers):
+        raise ValueError(f"{len(values)} values for {len(numbers)} counts")
+    return Counter(dict(zip(values, (int(c) for c in numbers), strict=True)))
 
 
 class ColumnSketch:

@@ -145,7 +145,7 @@ class ShardSummary:
                 kinds={str(k): str(v) for k, v in data["kinds"].items()},
                 labels=counter_from_dict(data["labels"]),
             )
-        except (KeyError, TypeError, ValueError, AttributeError, pa.ArrowException) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ValueError(f"malformed summary ({type(exc).__name__}: {exc})") from None
         if set(columns) != set(summary.kinds) or set(columns) != set(summary.types):
             raise ValueError("malformed summary (columns, kinds and types name different columns)")
