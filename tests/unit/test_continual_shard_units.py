@@ -9,14 +9,18 @@ import json
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from trainpipe.artifacts import ArtifactSet
 from trainpipe.config import load_config
 from trainpipe.continual.driver import finish_run, plan_run, release_run
+from trainpipe.continual.reference import DriftReferenceError, load_reference
 from trainpipe.continual.sharded import holdout_shards, replay_shards
-from trainpipe.data.shards import ShardInfo, write_shards
+from trainpipe.continual.watermark import read_watermark, watermark_key
+from trainpipe.data.shards import ShardInfo, ShardSet, write_shards
 from trainpipe.data.stored import load_validated
 from trainpipe.data.streaming import StreamSplit, stream_loader
+from trainpipe.storage import open_store
 
 ROWS = 400
 
@@ -130,3 +134,126 @@ def test_holdout_and_replay_take_whole_shards():
     pool = [{"shard": {"rows": 100}, "counts": [50, 50]} for _ in range(10)]
     assert len(replay_shards(pool, 250, seed=0)) == 3  # whole shards: 300 rows for 250
     assert replay_shards(pool, 0, seed=0) == []
+
+
+MODEL = "digits-classifier"
+
+
+class ShardReads:
+    """Every shard whose bytes a ShardSet opens (a spy around the real ``local_path``)."""
+
+    def __init__(self, monkeypatch):
+        self.names: list[str] = []
+        real = ShardSet.local_path
+
+        def local_path(shard_set, shard):
+            self.names.append(shard.name)
+            return real(shard_set, shard)
+
+        monkeypatch.setattr(ShardSet, "local_path", local_path)
+
+    def of(self, partition: str) -> set[str]:
+        return {n for n in self.names if n.startswith(f"{partition}/")}
+
+
+def bootstrap(tmp_path, cfg) -> None:
+    partition(tmp_path / "incoming", "2026-11-01", 5, 0)
+    first = plan_run(cfg, "r1")
+    finish_run(cfg, "r1", first.plan_uri)
+    release_run(cfg, "r1")
+
+
+def planned(plan) -> dict:
+    return ArtifactSet.open(plan.plan_uri).get_json("plan.json")
+
+
+def test_a_run_reads_the_stored_drift_reference_not_the_accepted_shards(tmp_path, monkeypatch):
+    cfg = configure(tmp_path)
+    bootstrap(tmp_path, cfg)
+    store = open_store(f"file://{tmp_path}/artifacts")
+    watermark = read_watermark(store, MODEL)
+    assert watermark.reference == f"continual/{MODEL}/reference/r1.json"
+    assert load_reference(store, MODEL, watermark).rows == 5 * ROWS  # every bootstrap shard
+    incoming = tmp_path / "incoming"
+    partition(incoming, "2026-11-02", 3, 1)
+    partition(incoming, "2026-11-03", 2, 2, shift=2.0)
+
+    # The same plan the way it was done before: every accepted shard read as the reference.
+    reads = ShardReads(monkeypatch)
+    reread = planned(plan_run(configure(tmp_path, "continual.rebuild_reference=true"), "again"))
+    assert reads.of("2026-11-01") == {f"2026-11-01/part-{i:03d}.parquet" for i in range(5)}
+    release_run(cfg, "again")
+
+    reads.names.clear()
+    second = plan_run(cfg, "r2")
+    assert not reads.of("2026-11-01"), reads.names
+    outcome = planned(second)["outcome"]
+    assert outcome["verdicts"] == reread["outcome"]["verdicts"]
+    assert (
+        outcome["drift"].keys() == reread["outcome"]["drift"].keys() == {"2026-11-02", "2026-11-03"}
+    )
+    for name, score in outcome["drift"].items():
+        assert abs(score - reread["outcome"]["drift"][name]) < 0.02, (name, outcome, reread)
+    assert outcome["drift"]["2026-11-03"] > outcome["drift"]["2026-11-02"] + 0.2
+    finish_run(cfg, "r2", second.plan_uri)
+    release_run(cfg, "r2")
+
+    # The reference the watermark now points at holds every accepted shard: the bootstrap's
+    # and the new training shards; accepted shards that cannot be read any more do not matter.
+    watermark = read_watermark(store, MODEL)
+    assert watermark.reference == f"continual/{MODEL}/reference/r2.json"
+    pool = [e for key in set(watermark.accepted.values()) for e in store.get_json(key)["shards"]]
+    later = sum(e["shard"]["rows"] for e in pool if not e["shard"]["name"].startswith("2026-11-01"))
+    assert later > 0 and load_reference(store, MODEL, watermark).rows == 5 * ROWS + later
+    for accepted in [*incoming.glob("2026-11-01/*"), *incoming.glob("2026-11-02/*")]:
+        accepted.write_bytes(b"PAR1 not any more")
+    partition(incoming, "2026-11-04", 2, 4)
+    reads.names.clear()
+    third = plan_run(cfg, "r3")
+    assert planned(third)["outcome"]["verdicts"] == {"2026-11-04": "passed"}
+    assert reads.of("2026-11-04"), reads.names  # the new partition's shards are read ...
+    for accepted in ["2026-11-01", "2026-11-02", "2026-11-03"]:
+        assert not reads.of(accepted), reads.names  # ... no accepted one
+    release_run(cfg, "r3")
+
+
+def test_an_old_state_rebuilds_the_reference_once_and_a_broken_one_is_one_line(
+    tmp_path, monkeypatch
+):
+    cfg = configure(tmp_path)
+    bootstrap(tmp_path, cfg)
+    store = open_store(f"file://{tmp_path}/artifacts")
+    # A watermark written before the reference was stored (an earlier release) has none.
+    old = read_watermark(store, MODEL)
+    record = store.get_json(watermark_key(MODEL))
+    del record["reference"], record["reference_sha256"]
+    store.put_json(watermark_key(MODEL), record, if_match=old.etag)
+    store.delete(old.reference)
+    incoming = tmp_path / "incoming"
+    partition(incoming, "2026-11-02", 3, 1)
+    reads = ShardReads(monkeypatch)
+    second = plan_run(cfg, "r2")
+    assert planned(second)["outcome"]["verdicts"] == {"2026-11-02": "passed"}
+    assert len(reads.of("2026-11-01")) == 5  # read once to rebuild it ...
+    finish_run(cfg, "r2", second.plan_uri)
+    release_run(cfg, "r2")
+    partition(incoming, "2026-11-03", 2, 2)
+    reads.names.clear()
+    third = plan_run(cfg, "r3")
+    assert planned(third)["outcome"]["verdicts"] == {"2026-11-03": "passed"}
+    assert not reads.of("2026-11-01") and not reads.of("2026-11-02")  # ... and stored
+    release_run(cfg, "r3")
+
+    reference = tmp_path / "artifacts" / read_watermark(store, MODEL).reference
+    reference.write_text(reference.read_text().replace('"rows"', '"row"'))
+    with pytest.raises(DriftReferenceError) as corrupt:
+        plan_run(cfg, "r4")
+    message = str(corrupt.value)
+    assert "\n" not in message and f"file://{reference}" in message
+    assert "is corrupt" in message and "continual.rebuild_reference=true" in message
+    reference.unlink()
+    with pytest.raises(DriftReferenceError, match="is missing"):
+        plan_run(cfg, "r4")
+    rebuilt = plan_run(configure(tmp_path, "continual.rebuild_reference=true"), "r4")
+    assert planned(rebuilt)["outcome"]["verdicts"] == {"2026-11-03": "passed"}
+    assert planned(rebuilt)["next"]["reference"] == f"continual/{MODEL}/reference/r4.json"
