@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from tests.support.shard_reads import ShardReads
 from trainpipe.artifacts import ArtifactSet
 from trainpipe.config import load_config
 from trainpipe.continual.driver import PROMOTED, WARM_START, plan_run, release_run
@@ -35,7 +36,9 @@ def publish(store, name: str, shards: int, seed: int) -> None:
         store.put_bytes(f"{name}/part-{i:03d}.parquet", buffer.getvalue())
 
 
-def test_shard_partitions_on_s3_bootstrap_then_warm_start(s3_bucket, s3_endpoint, tmp_path):
+def test_shard_partitions_on_s3_bootstrap_then_warm_start(
+    s3_bucket, s3_endpoint, tmp_path, monkeypatch
+):
     incoming = open_store(f"{s3_bucket}/incoming", endpoint_url=s3_endpoint)
     cfg = load_config(
         None,
@@ -71,7 +74,10 @@ def test_shard_partitions_on_s3_bootstrap_then_warm_start(s3_bucket, s3_endpoint
     assert metrics["num_examples"] == data["split_sizes"]["test"] == data["fixed_test_examples"]
 
     publish(incoming, "2026-11-02", 3, 1)
+    reads = ShardReads(monkeypatch)
     plan = plan_run(cfg, "second")
+    # Drift is measured against the bootstrap's stored summary: no accepted shard is read.
+    assert reads.of("2026-11-02") and not reads.of("2026-11-01"), reads.names
     assert plan.action == WARM_START and plan.warm_start_uri.endswith("/1"), plan.message
     data = ArtifactSet.open(plan.data_uri).get_json("dataset.json")
     # New training shards plus replayed ones; the test split is the fixed one plus holdouts.

@@ -11,13 +11,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from tests.support.shard_reads import ShardReads
 from trainpipe.artifacts import ArtifactSet
 from trainpipe.config import load_config
 from trainpipe.continual.driver import finish_run, plan_run, release_run
 from trainpipe.continual.reference import DriftReferenceError, load_reference
 from trainpipe.continual.sharded import holdout_shards, replay_shards
 from trainpipe.continual.watermark import read_watermark, watermark_key
-from trainpipe.data.shards import ShardInfo, ShardSet, write_shards
+from trainpipe.data.shards import ShardInfo, write_shards
 from trainpipe.data.stored import load_validated
 from trainpipe.data.streaming import StreamSplit, stream_loader
 from trainpipe.storage import open_store
@@ -137,23 +138,6 @@ def test_holdout_and_replay_take_whole_shards():
 
 
 MODEL = "digits-classifier"
-
-
-class ShardReads:
-    """Every shard whose bytes a ShardSet opens (a spy around the real ``local_path``)."""
-
-    def __init__(self, monkeypatch):
-        self.names: list[str] = []
-        real = ShardSet.local_path
-
-        def local_path(shard_set, shard):
-            self.names.append(shard.name)
-            return real(shard_set, shard)
-
-        monkeypatch.setattr(ShardSet, "local_path", local_path)
-
-    def of(self, partition: str) -> set[str]:
-        return {n for n in self.names if n.startswith(f"{partition}/")}
 
 
 def bootstrap(tmp_path, cfg) -> None:
