@@ -8,7 +8,9 @@ Every row group goes through the same per-table checks as in-memory data
 and check/column, naming the first shard it was found in and how many shards have it. Statistics
 are mergeable sketches (:mod:`.sketches`) turned into the report's usual ``DatasetStatistics``,
 so the HTML/JSON report is the same as for in-memory data. Drift of each split against a
-reference shard set uses the same PSI/JS metrics over the reference's quantile bins and the same
+reference shard set, or against its stored summary (:func:`reference_summary`,
+``ShardSummary.to_dict``/``from_dict``; merged summaries of several sets are the summary of
+their union), uses the same PSI/JS metrics over the reference's quantile bins and the same
 decision rule as in memory (:func:`~trainpipe.data.validation.drift.drift_result`): a distance
 above its threshold is drift only when a chi-square test on those bins (or the category counts)
 finds the samples different; otherwise it is inconclusive.
