@@ -186,6 +186,7 @@ def test_a_run_reads_the_stored_drift_reference_not_the_accepted_shards(tmp_path
     # and the new training shards; accepted shards that cannot be read any more do not matter.
     watermark = read_watermark(store, MODEL)
     assert watermark.reference == f"continual/{MODEL}/reference/r2.json"
+    assert not store.exists(f"continual/{MODEL}/reference/r1.json")  # superseded, deleted
     pool = [e for key in set(watermark.accepted.values()) for e in store.get_json(key)["shards"]]
     later = sum(e["shard"]["rows"] for e in pool if not e["shard"]["name"].startswith("2026-11-01"))
     assert later > 0 and load_reference(store, MODEL, watermark).rows == 5 * ROWS + later

@@ -120,3 +120,13 @@ def test_drift_against_a_stored_summary_equals_drift_against_the_shards(tmp_path
             for metric, value in r.metrics.items():
                 assert abs(value - expected.metrics[metric]) < 0.02, (name, r.column, metric)
         assert any(r.drifted for r in by_summary.drift) == (name == "shifted")
+
+
+def test_values_json_cannot_hold_are_refused_naming_the_column():
+    import datetime
+    from collections import Counter
+
+    summary = summary_of(table(3))
+    summary.columns["colour"].categories = Counter({datetime.date(2026, 11, 1): 3})
+    with pytest.raises(ValueError, match="column 'colour': cannot store category values"):
+        summary.to_dict()

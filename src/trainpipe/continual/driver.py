@@ -211,7 +211,11 @@ def finish_run(
         outcome.version = ctx.open(register_uri).summary["version"]
         outcome.champion_after = outcome.challenger
     previous = Watermark(**planned["watermark"])
-    advance_watermark(store, model, previous, Watermark(**planned["next"], run_id=run_id))
+    advanced = advance_watermark(
+        store, model, previous, Watermark(**planned["next"], run_id=run_id)
+    )
+    if previous.reference and previous.reference != advanced.reference:
+        store.delete(previous.reference)  # superseded: no watermark points at it any more
     outcome.message = _headline(outcome)
     writer = ctx.writer(OUTCOME_STAGE, inputs={"plan": plan_uri})
     writer.put_json("outcome.json", outcome.to_dict())

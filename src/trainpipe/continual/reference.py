@@ -7,7 +7,8 @@ compares new partitions against it without reading the accepted shards again.
 
 Each run that changes it writes a new key (never over the one the watermark points at); the
 watermark's compare-and-swap then commits the new key together with the accepted partitions,
-so a run that dies before advancing the watermark leaves the old reference in force.
+so a run that dies before advancing the watermark leaves the old reference in force (and its
+own file unused). Once the watermark has moved on, ``finish_run`` deletes the superseded one.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Iterable
 
 from trainpipe.continual.watermark import Watermark
 from trainpipe.data.validation.streaming import ShardSummary
-from trainpipe.errors import TrainpipeError
+from trainpipe.errors import DataError, TrainpipeError
 from trainpipe.storage import ArtifactNotFound, ChecksumMismatch, Store, sha256_bytes
 
 
@@ -38,7 +39,14 @@ def merged(summaries: Iterable[ShardSummary]) -> ShardSummary:
 
 def store_reference(store: Store, key: str, summary: ShardSummary) -> tuple[str, str]:
     """Write ``summary`` as JSON (atomically, as every store write); returns (key, sha256)."""
-    data = json.dumps(summary.to_dict(), sort_keys=True, separators=(",", ":")).encode()
+    try:
+        record = summary.to_dict()
+    except ValueError as exc:
+        raise DataError(
+            f"data error: the drift reference of the accepted data cannot be stored ({exc}); "
+            "convert that column to numbers or strings, or drop it"
+        ) from None
+    data = json.dumps(record, sort_keys=True, separators=(",", ":")).encode()
     store.put_bytes(key, data)
     return key, sha256_bytes(data)
 

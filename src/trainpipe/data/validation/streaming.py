@@ -117,12 +117,18 @@ class ShardSummary:
         """JSON-safe and exact (:meth:`from_dict` gives a summary that merges and compares as
         this one). Anomalies are left out: they belong to the run that found them, while a
         stored summary serves as a drift reference and for statistics."""
+        columns = {}
+        for name, sketch in self.columns.items():
+            try:
+                columns[name] = sketch.to_dict()
+            except ValueError as exc:
+                raise ValueError(f"column {name!r}: {exc}") from None
         return {
             "format": SUMMARY_FORMAT,
             "version": SUMMARY_VERSION,
-            "rows": self.rows,
-            "duplicates": self.duplicates,
-            "columns": {name: sketch.to_dict() for name, sketch in self.columns.items()},
+            "rows": int(self.rows),
+            "duplicates": int(self.duplicates),
+            "columns": columns,
             "types": self.types,
             "kinds": self.kinds,
             "labels": counter_to_dict(self.labels),
