@@ -30,7 +30,8 @@ class ContinualConfig(Section):
 
     drift_threshold: float = Field(0.3, ge=0.0, le=1.0)
     """Drift score (largest Kolmogorov-Smirnov statistic over the columns, against the accepted
-    data) above which ``full_retrain_on_drift`` retrains from scratch."""
+    data; with ``data.format: shards`` the largest Jensen-Shannon distance, as streamed
+    validation has no KS) above which ``full_retrain_on_drift`` retrains from scratch."""
 
     replay_fraction: float = Field(0.5, ge=0.0, lt=1.0)
     """Share of the warm-start training set drawn from earlier accepted data (0.5: as many
