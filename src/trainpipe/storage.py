@@ -17,6 +17,7 @@ import contextlib
 import fcntl
 import functools
 import hashlib
+import io
 import json
 import logging
 import os
@@ -136,6 +137,11 @@ class Store(ABC):
         """Stream the object to ``path``; raises ArtifactNotFound."""
 
     @abstractmethod
+    def _read_range(self, key: str, start: int, length: int) -> bytes:
+        """Up to ``length`` bytes from byte ``start`` (fewer only where the object ends first);
+        raises ArtifactNotFound, TransientReadError for a body cut short."""
+
+    @abstractmethod
     def list(self, prefix: str = "") -> list[str]:
         """Keys under ``prefix``, sorted."""
 
@@ -193,6 +199,48 @@ class Store(ABC):
 
         return self._retrying(key, read)
 
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        """Exactly ``length`` bytes from byte ``start`` of the object, without transferring the
+        rest (a Parquet footer from the end of a shard; ``head`` gives the size). The recorded
+        sha256 covers the whole object, so a part cannot be checked against it: only a whole
+        read (``get_bytes``/``get_file``) verifies. A range that runs past the end of the object
+        is a StorageError naming both; a body cut short in transfer is retried as whole reads
+        are."""
+        if start < 0 or length < 0:
+            raise ValueError(f"byte range start={start}, length={length} must not be negative")
+        if length == 0:
+            return b""
+        data = self._retrying(key, lambda: self._read_range(key, start, length))
+        if len(data) != length:
+            raise self._range_past_end(key, start, length, start + len(data))
+        return data
+
+    def _range_past_end(
+        self, key: str, start: int, length: int, size_bytes: int | None
+    ) -> StorageError:
+        size = f"{size_bytes} bytes" if size_bytes is not None else f"it ends before byte {start}"
+        return StorageError(
+            f"bytes {start}-{start + length - 1} of {self.uri_for(key)} run past the end of the "
+            f"object ({size}): it was replaced or cut short since its size was read; read its "
+            "size again, or restore it from its producer"
+        )
+
+    def open_ranged(self, key: str) -> RangedReader:
+        """The object as a read-only, seekable file whose every read is a ranged read, for
+        readers that need a little of a large object (pyarrow reading a Parquet footer).
+        ArtifactNotFound when it does not exist. Nothing read through it is checked against
+        the recorded sha256 (that covers the whole object)."""
+        info = self.head(key)
+        if info is None:
+            raise self._missing(key)
+        return RangedReader(self, key, info.size_bytes)
+
+    def _missing(self, key: str) -> ArtifactNotFound:
+        return ArtifactNotFound(
+            f"missing artifact: {self.uri_for(key)} does not exist; check the URI or run the "
+            "stage that produces it first"
+        )
+
     def get_editable_bytes(self, key: str) -> bytes:
         """Read a file people are meant to edit by hand (a schema, a config) without the sha256
         check: its recorded digest goes stale with every edit. Never use it for artifacts."""
@@ -227,6 +275,43 @@ class Store(ABC):
 
     def exists(self, key: str) -> bool:
         return self.head(key) is not None
+
+
+class RangedReader(io.RawIOBase):
+    """A stored object of known size as a read-only file: each read is one ``get_range`` of
+    exactly the bytes asked for (nothing is read ahead or kept), so a reader that seeks to the
+    end and reads a footer transfers the footer and nothing else."""
+
+    def __init__(self, store: Store, key: str, size_bytes: int):
+        super().__init__()
+        self._store = store
+        self._key = key
+        self._size_bytes = size_bytes
+        self._position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._size_bytes}
+        position = base[whence] + offset
+        if position < 0:
+            raise ValueError(f"negative seek position {position}")
+        self._position = position
+        return position
+
+    def readinto(self, buffer: Any) -> int:
+        length = max(0, min(len(buffer), self._size_bytes - self._position))
+        data = self._store.get_range(self._key, self._position, length)
+        buffer[:length] = data
+        self._position += length
+        return length
 
 
 class _StoredChecksumMismatch(ChecksumMismatch):
@@ -380,12 +465,6 @@ class FileStore(Store):
                 break
         return ObjectInfo(key, size, digest, digest)
 
-    def _missing(self, key: str) -> ArtifactNotFound:
-        return ArtifactNotFound(
-            f"missing artifact: {self.uri_for(key)} does not exist; check the URI or run the "
-            "stage that produces it first"
-        )
-
     def _read(self, key: str) -> tuple[bytes, ObjectInfo]:
         info = self.head(key)
         if info is None or self._path(key).is_dir():
@@ -400,6 +479,15 @@ class FileStore(Store):
             for chunk in iter(lambda: src.read(_CHUNK_BYTES), b""):
                 dst.write(chunk)
         return info
+
+    def _read_range(self, key: str, start: int, length: int) -> bytes:
+        path = self._path(key)
+        try:
+            with open(path, "rb") as f:
+                f.seek(start)
+                return f.read(length)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            raise self._missing(key) from None
 
     def list(self, prefix: str = "") -> list[str]:
         base = self._path(prefix) if prefix else self.root
@@ -621,6 +709,35 @@ class S3Store(Store):
             response["ETag"],
         )
         return data, info
+
+    def _read_range(self, key: str, start: int, length: int) -> bytes:
+        from botocore.exceptions import ClientError
+
+        try:
+            with self._errors(key):
+                response = self._client.get_object(
+                    Bucket=self.bucket,
+                    Key=self._key(key),
+                    Range=f"bytes={start}-{start + length - 1}",
+                )
+                with contextlib.closing(response["Body"]) as body:
+                    data = body.read()
+        except StorageError as exc:
+            cause = exc.__cause__
+            code = (
+                cause.response.get("Error", {}).get("Code")
+                if isinstance(cause, ClientError)
+                else None
+            )
+            if code in ("InvalidRange", "416"):
+                raise self._range_past_end(key, start, length, None) from None
+            raise
+        if len(data) != response["ContentLength"]:
+            raise TransientReadError(
+                f"S3 read of {self.uri_for(key)} bytes {start}-{start + length - 1} returned "
+                f"{len(data)} of {response['ContentLength']} bytes"
+            )
+        return data
 
     def _download(self, key: str, path: Path) -> ObjectInfo:
         info = self.head(key)

@@ -14,7 +14,8 @@ replayed); the fault is one of:
   connection closes (an ``IncompleteRead``).
 
 It is a real socket server on loopback, so kfp.local's component subprocesses reach it too.
-``counts`` says how many of each fault were injected.
+``counts`` says how many of each fault were injected; ``body_bytes`` how many response body
+bytes reached the client (with ``rate=0`` it is a byte counter in front of the server).
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class FaultProxy:
         self.faults = faults
         self.limit = limit
         self.counts: Counter[str] = Counter()
+        self.body_bytes = 0
         self._random = random.Random(seed)
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
@@ -78,6 +80,10 @@ class FaultProxy:
             fault = self._random.choice(self.faults)
             self.counts[fault] += 1
             return fault
+
+    def count_body(self, size_bytes: int) -> None:
+        with self._lock:
+            self.body_bytes += size_bytes
 
     def __enter__(self) -> FaultProxy:
         self._thread.start()
@@ -164,10 +170,12 @@ class FaultProxy:
                 if fault == "truncate":
                     self.wfile.write(payload[: len(payload) // 2])
                     self.wfile.flush()
+                    proxy.count_body(len(payload) // 2)
                     self._reset()
                     return
                 if self.command != "HEAD":
                     self.wfile.write(payload)
+                    proxy.count_body(len(payload))
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
 

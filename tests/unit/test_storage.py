@@ -217,3 +217,50 @@ def test_stores_written_with_sidecars_beside_the_files_still_verify(tmp_path):
     with pytest.raises(ChecksumMismatch):
         store.get_bytes("old.bin")
     assert store.list() == ["old.bin"]
+
+
+def test_ranged_reads_return_exactly_the_bytes_asked_for(store_uri, endpoint):
+    store = open_store(store_uri, endpoint_url=endpoint)
+    data = bytes(range(256)) * 40  # 10240 bytes, every offset distinguishable
+    store.put_bytes("obj.bin", data)
+    assert store.get_range("obj.bin", 0, 10) == data[:10]
+    assert store.get_range("obj.bin", 5000, 1234) == data[5000:6234]
+    assert store.get_range("obj.bin", len(data) - 8, 8) == data[-8:]  # ends at the last byte
+    assert store.get_range("obj.bin", 0, len(data)) == data
+    assert store.get_range("obj.bin", len(data), 0) == b""
+
+
+@pytest.mark.parametrize("start, length", [(10_000, 241), (10_240, 1), (20_000, 16)])
+def test_a_range_past_the_end_is_refused_not_returned_short(store_uri, endpoint, start, length):
+    store = open_store(store_uri, endpoint_url=endpoint)
+    store.put_bytes("obj.bin", b"x" * 10_240)
+    with pytest.raises(StorageError, match=r"obj\.bin run past the end of the object") as info:
+        store.get_range("obj.bin", start, length)
+    assert "\n" not in str(info.value)
+
+
+def test_ranged_read_of_a_missing_key_names_the_uri(store_uri, endpoint):
+    store = open_store(store_uri, endpoint_url=endpoint)
+    with pytest.raises(ArtifactNotFound, match=r"missing artifact: .*nope\.bin does not exist"):
+        store.get_range("nope.bin", 0, 8)
+    with pytest.raises(ArtifactNotFound, match=r"missing artifact: .*nope\.bin does not exist"):
+        store.open_ranged("nope.bin")
+
+
+def test_a_ranged_reader_reads_only_what_is_asked(store_uri, endpoint, monkeypatch):
+    store = open_store(store_uri, endpoint_url=endpoint)
+    data = os.urandom(50_000)
+    store.put_bytes("obj.bin", data)
+    asked: list[tuple[int, int]] = []
+    real = type(store)._read_range
+    monkeypatch.setattr(
+        type(store), "_read_range", lambda s, k, a, n: asked.append((a, n)) or real(s, k, a, n)
+    )
+    with store.open_ranged("obj.bin") as f:
+        assert f.seek(-100, os.SEEK_END) == 49_900
+        assert f.read(60) == data[-100:-40]
+        assert f.read() == data[-40:]  # to the end, no further
+        assert f.read(10) == b""
+        f.seek(10)
+        assert f.read(5) == data[10:15]
+    assert asked == [(49_900, 60), (49_960, 40), (10, 5)]

@@ -36,6 +36,8 @@ def test_every_read_path_survives_each_fault(s3_endpoint, s3_bucket, tmp_path, f
             target = tmp_path / name
             artifacts.get_file(name, target)
             assert target.read_bytes() == data
+            # A ranged read has no sha256 to catch a short body: it is the length that must.
+            assert store.get_range(f"set/{name}", 100, 700) == data[100:800]
         assert len(store.list("set")) == len(blobs) + 1
         assert store.head("set/k3.bin").sha256 == sha256_bytes(blobs["k3.bin"])
     assert proxy.counts[fault] >= 5, proxy.counts
@@ -81,4 +83,7 @@ def test_faults_beyond_the_retry_budget_end_in_one_clear_error(
         store = open_store(s3_bucket, endpoint_url=proxy.url)
         with pytest.raises(StorageError, match=r"S3 read of s3://.*/k\.bin was cut short") as info:
             store.get_bytes("k.bin")
-    assert "\n" not in str(info.value)
+        assert "\n" not in str(info.value)
+        with pytest.raises(StorageError, match=r"S3 read of s3://.*/k\.bin was cut short") as info:
+            store.get_range("k.bin", 1000, 2000)
+        assert "\n" not in str(info.value)
