@@ -7,9 +7,11 @@
 A shard set is every ``*.parquet`` under the prefix, or exactly the shards listed in an optional
 ``shards.json`` (``{"shards": [{"name", "sha256", "rows"}]}``, as :func:`write_shards` writes it),
 whose sha256s are then checked on every download, as artifacts are. Row counts come from Parquet
-footers, so nothing is read beyond metadata until a loader asks for rows. Remote shards are
-downloaded whole into a local cache with a byte limit (least recently used evicted); local shards
-are read in place. Every error names the shard and the fix.
+footers, so nothing is read beyond metadata until a loader asks for rows: a remote shard's footer
+is read by ranged reads of the object's end (discovery downloads no shard, and so checks no
+sha256: the download that reads the shard does). Remote shards are downloaded whole into a local
+cache with a byte limit (least recently used evicted) when rows are read; local shards are read in
+place. Every error names the shard and the fix.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import posixpath
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +35,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from trainpipe.errors import DataError
-from trainpipe.storage import FileStore, StorageError, Store, open_store, sha256_bytes
+from trainpipe.storage import (
+    ArtifactNotFound,
+    FileStore,
+    StorageError,
+    Store,
+    open_store,
+    sha256_bytes,
+)
 
 INDEX_NAME = "shards.json"
 SHARD_SUFFIX = ".parquet"
@@ -40,6 +50,9 @@ OPEN_FILES = 8  # Parquet footers kept parsed per process
 PREFETCH_SHARDS = 2  # remote shards downloading ahead of the reader, per process
 _IN_FLIGHT: set[Future] = set()  # this process's background downloads not finished yet
 VERIFIED_FOLDER = ".verified"  # in the cache folder: local shards already checked, by file state
+FOOTER_READ_THREADS = 8
+"""Remote footers read at once during discovery: each is two small requests (size, then the
+end of the object), so discovering thousands of shards is bound by round trips, not bandwidth."""
 
 
 @dataclass(frozen=True)
@@ -227,10 +240,33 @@ class ShardSet:
                 self._open.popitem(last=False)
             return handle
         except (pa.ArrowInvalid, OSError) as exc:
+            raise self._unreadable(shard, exc) from None
+
+    def footer(self, shard: ShardInfo) -> pq.FileMetaData:
+        """The shard's Parquet footer (row groups, schema). A local shard's comes from opening
+        it, as reading does (checked against its sha256 first); a remote shard's from ranged
+        reads of the object's end, without downloading the shard: its sha256 is checked by the
+        download that reads its rows, not here."""
+        if isinstance(self.store, FileStore):
+            return self.open(shard).metadata
+        try:
+            with self.store.open_ranged(shard.name) as tail:
+                return pq.read_metadata(tail)
+        except ArtifactNotFound:
             raise DataError(
-                f"data error: shard {self.store.uri_for(shard.name)} is not a readable Parquet "
-                f"file ({exc}); rewrite or remove the shard"
+                f"data error: shard {self.store.uri_for(shard.name)} is missing; restore it or "
+                f"remove it from {INDEX_NAME}"
             ) from None
+        except StorageError as exc:
+            raise DataError(f"data error: shard {self.store.uri_for(shard.name)}: {exc}") from None
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise self._unreadable(shard, exc) from None
+
+    def _unreadable(self, shard: ShardInfo, exc: Exception) -> DataError:
+        return DataError(
+            f"data error: shard {self.store.uri_for(shard.name)} is not a readable Parquet "
+            f"file ({exc}); rewrite or remove the shard"
+        )
 
     def read_row_group(
         self,
@@ -347,22 +383,35 @@ def describe_shards(
     """The shard set of the given ``(key, sha256)`` shards of ``store`` (row counts and row
     groups from each footer); DataError when one is unreadable or has other columns."""
     shard_set = ShardSet(store, [], pa.schema([]), cache)
+    provisional = [ShardInfo(name, 0, (), sha) for name, sha in listed]
     schema = None
-    for name, sha in listed:
-        provisional = ShardInfo(name, 0, (), sha)
-        meta = shard_set.open(provisional).metadata
-        groups = tuple(meta.row_group(i).num_rows for i in range(meta.num_row_groups))
-        shard_set.shards.append(ShardInfo(name, meta.num_rows, groups, sha))
-        this = meta.schema.to_arrow_schema()
-        if schema is None:
-            schema = this
-        elif not this.equals(schema, check_metadata=False):
-            raise DataError(
-                f"data error: shard {store.uri_for(name)} has schema {this} but the first shard "
-                f"has {schema}; every shard must have the same columns and types"
-            )
+    with contextlib.closing(_footers(shard_set, provisional)) as footers:
+        for (name, sha), meta in zip(listed, footers, strict=True):
+            groups = tuple(meta.row_group(i).num_rows for i in range(meta.num_row_groups))
+            shard_set.shards.append(ShardInfo(name, meta.num_rows, groups, sha))
+            this = meta.schema.to_arrow_schema()
+            if schema is None:
+                schema = this
+            elif not this.equals(schema, check_metadata=False):
+                raise DataError(
+                    f"data error: shard {store.uri_for(name)} has schema {this} but the first "
+                    f"shard has {schema}; every shard must have the same columns and types"
+                )
     shard_set.schema = schema
     return shard_set
+
+
+def _footers(shard_set: ShardSet, shards: list[ShardInfo]) -> Iterator[pq.FileMetaData]:
+    """Each shard's footer, in order (so the first bad shard in the list is the one reported);
+    remote ones ``FOOTER_READ_THREADS`` at a time, local ones one by one, as they always were."""
+    if isinstance(shard_set.store, FileStore) or len(shards) < 2:
+        yield from map(shard_set.footer, shards)
+        return
+    pool = ThreadPoolExecutor(FOOTER_READ_THREADS, thread_name_prefix="shard-footer")
+    try:
+        yield from pool.map(shard_set.footer, shards)
+    finally:
+        pool.shutdown(cancel_futures=True)  # after an error, do not read the rest
 
 
 def split_shards(
