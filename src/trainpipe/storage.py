@@ -280,7 +280,7 @@ class Store(ABC):
 class RangedReader(io.RawIOBase):
     """A stored object of known size as a read-only file: each read is one ``get_range`` of
     exactly the bytes asked for (nothing is read ahead or kept), so a reader that seeks to the
-    end and reads a footer transfers the footer and nothing else."""
+    end and reads a footer transfers what it reads and nothing else."""
 
     def __init__(self, store: Store, key: str, size_bytes: int):
         super().__init__()
@@ -736,6 +736,12 @@ class S3Store(Store):
             raise TransientReadError(
                 f"S3 read of {self.uri_for(key)} bytes {start}-{start + length - 1} returned "
                 f"{len(data)} of {response['ContentLength']} bytes"
+            )
+        if len(data) > length:  # a 200 with the whole object: the Range header was ignored
+            raise StorageError(
+                f"the S3 endpoint answered a read of bytes {start}-{start + length - 1} of "
+                f"{self.uri_for(key)} with {len(data)} bytes: it does not support ranged reads; "
+                "use an S3 service that does (AWS, MinIO, Ceph and SeaweedFS all do)"
             )
         return data
 

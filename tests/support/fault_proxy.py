@@ -12,6 +12,9 @@ replayed); the fault is one of:
   before it sees the answer (a write that landed but whose answer was lost).
 - ``truncate``: the server answers, the client gets the headers and half the body, then the
   connection closes (an ``IncompleteRead``).
+- ``ignore_range``: the Range header is dropped on the way to the server, which then answers
+  with the whole object, as an S3 service without ranged reads would (not in ``FAULTS``: only
+  where asked for).
 
 It is a real socket server on loopback, so kfp.local's component subprocesses reach it too.
 ``counts`` says how many of each fault were injected; ``body_bytes`` how many response body
@@ -141,7 +144,8 @@ class FaultProxy:
                 if fault == "reset_before":
                     self._reset()
                     return
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
+                dropped = _HOP_BY_HOP | ({"range"} if fault == "ignore_range" else set())
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in dropped}
                 headers["Content-Length"] = str(len(body))
                 upstream = http.client.HTTPConnection(*proxy.upstream, timeout=60)
                 try:

@@ -87,3 +87,12 @@ def test_faults_beyond_the_retry_budget_end_in_one_clear_error(
         with pytest.raises(StorageError, match=r"S3 read of s3://.*/k\.bin was cut short") as info:
             store.get_range("k.bin", 1000, 2000)
         assert "\n" not in str(info.value)
+
+
+def test_an_endpoint_that_ignores_ranges_is_named_not_trusted(s3_endpoint, s3_bucket):
+    open_store(s3_bucket, endpoint_url=s3_endpoint).put_bytes("k.bin", bytes(range(256)) * 16)
+    with FaultProxy(s3_endpoint, rate=1.0, seed=1, faults=("ignore_range",)) as proxy:
+        store = open_store(s3_bucket, endpoint_url=proxy.url)
+        with pytest.raises(StorageError, match=r"does not support ranged reads") as info:
+            store.get_range("k.bin", 100, 50)
+    assert "\n" not in str(info.value) and proxy.counts["ignore_range"] == 1
