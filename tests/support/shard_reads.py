@@ -1,6 +1,7 @@
 """Which shards a process opens: a spy around the real ``ShardSet.local_path`` (every read of a
-shard's bytes, local or through the shard cache, goes through it), for tests that must fail when
-some shards are read."""
+shard's rows, local or through the shard cache, goes through it) and ``ShardSet.footer`` (a
+remote shard's footer is read by ranged reads, without ``local_path``), for tests that must fail
+when some shards are read."""
 
 from __future__ import annotations
 
@@ -10,13 +11,17 @@ from trainpipe.data.shards import ShardSet
 class ShardReads:
     def __init__(self, monkeypatch):
         self.names: list[str] = []
-        real = ShardSet.local_path
+        for method in ("local_path", "footer"):
+            self._spy(monkeypatch, method)
 
-        def local_path(shard_set, shard):
+    def _spy(self, monkeypatch, method: str) -> None:
+        real = getattr(ShardSet, method)
+
+        def spied(shard_set, shard):
             self.names.append(shard.name)
             return real(shard_set, shard)
 
-        monkeypatch.setattr(ShardSet, "local_path", local_path)
+        monkeypatch.setattr(ShardSet, method, spied)
 
     def of(self, partition: str) -> set[str]:
         """Shards read under ``partition`` (names relative to the continual source)."""
