@@ -389,7 +389,10 @@ def describe_shards(
         for (name, sha), meta in zip(listed, footers, strict=True):
             groups = tuple(meta.row_group(i).num_rows for i in range(meta.num_row_groups))
             shard_set.shards.append(ShardInfo(name, meta.num_rows, groups, sha))
-            this = meta.schema.to_arrow_schema()
+            # Not ``meta.schema``: FileMetaData caches that ParquetSchema, which points back
+            # at it, and the cycle keeps the parsed footer (~1 MiB natively, invisible to the
+            # GC's thresholds) alive until a full collection: memory growing with the shards.
+            this = pq.ParquetSchema(meta).to_arrow_schema()
             if schema is None:
                 schema = this
             elif not this.equals(schema, check_metadata=False):
