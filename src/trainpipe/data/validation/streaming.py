@@ -32,8 +32,8 @@ counts, so a small row group's sampling noise is not an anomaly.
 from __future__ import annotations
 
 import math
-from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
+from collections import Counter, deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -83,6 +83,9 @@ SUMMARY_VERSION = 1
 SCHEMA_SAMPLE_ROW_GROUPS = 16
 """Training row groups an inferred schema's missing limits and NaN/inf allowances come from,
 spread evenly over the shards: bounded reading, one row group in memory at a time."""
+SHARDS_AHEAD_PER_WORKER = 2
+"""Shards submitted to the summarizing threads ahead of the in-order merge, per thread: enough
+to keep every thread busy while the merge waits for the oldest one."""
 
 
 @dataclass
@@ -280,11 +283,24 @@ def summarize_shard(shards: ShardSet, shard: ShardInfo, schema: Schema, split: s
 def summarize_split(
     shards: ShardSet, members: list[ShardInfo], schema: Schema, split: str, workers: int
 ) -> ShardSummary:
-    """Shards summarized in parallel threads (Arrow decodes without the GIL), merged in order."""
+    """Shards summarized in parallel threads (Arrow decodes without the GIL), merged in order.
+    At most ``SHARDS_AHEAD_PER_WORKER * workers`` shards are submitted ahead of the merge
+    (``Executor.map`` would submit every shard at once): neither the queued tasks nor the
+    summaries waiting to be merged grow with the number of shards."""
+    workers = max(1, workers)
     total = ShardSummary()
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for part in pool.map(lambda s: summarize_shard(shards, s, schema, split), members):
-            total.merge(part)
+    pending: deque[Future] = deque()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        try:
+            for shard in members:
+                pending.append(pool.submit(summarize_shard, shards, shard, schema, split))
+                if len(pending) >= SHARDS_AHEAD_PER_WORKER * workers:
+                    total.merge(pending.popleft().result())
+            while pending:
+                total.merge(pending.popleft().result())
+        finally:  # after an error, the shards not started yet are not read
+            for future in pending:
+                future.cancel()
     return total
 
 
