@@ -14,10 +14,12 @@ import threading
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from trainpipe.data.shards import OPEN_FILES, discover_shards, split_shards, write_shards
 from trainpipe.data.validation import streaming
 from trainpipe.data.validation.streaming import SHARDS_AHEAD_PER_WORKER, validate_shards
+from trainpipe.errors import DataError
 
 ROWS = 3200
 
@@ -98,3 +100,24 @@ def test_shards_are_not_all_submitted_at_once(tmp_path, monkeypatch):
     assert ahead_of_first[0] < SHARDS_AHEAD_PER_WORKER * workers, (
         f"{ahead_of_first[0]} shards started while the first one was still being summarized"
     )
+
+
+def test_a_failing_shard_stops_the_rest(tmp_path, monkeypatch):
+    """The error of one shard is validation's error, and the shards after the few submitted
+    ahead are never read."""
+    write_shards(table(), str(tmp_path), rows_per_shard=ROWS // 64, row_group_rows=25)
+    shard_set = discover_shards(str(tmp_path))
+    bad = shard_set.shards[5].name
+    summarize = streaming.summarize_shard
+    started: list[str] = []
+
+    def fails_on_one(shards, shard, schema, split):
+        started.append(shard.name)
+        if shard.name == bad:
+            raise DataError(f"data error: shard {bad} cannot be read; rewrite it")
+        return summarize(shards, shard, schema, split)
+
+    monkeypatch.setattr(streaming, "summarize_shard", fails_on_one)
+    with pytest.raises(DataError, match=f"shard {bad} cannot be read"):
+        validate_shards(shard_set, {"train": shard_set.shards}, label_column="label", workers=2)
+    assert len(started) <= 6 + SHARDS_AHEAD_PER_WORKER * 2, started
