@@ -45,7 +45,7 @@ def leftovers(folder, shards: int) -> tuple[int, int, list[str]]:
             shard_set, splits, label_column="label", reference=reference, workers=2
         )
         assert report.summary_line().startswith("PASSED"), report.summary_line()
-        footers = sum(isinstance(o, pq.FileMetaData) for o in gc.get_objects())
+        footers = sum(type(o) is pq.FileMetaData for o in gc.get_objects())
         gc.set_debug(gc.DEBUG_SAVEALL)
         found = gc.collect()
         kinds = sorted({type(o).__name__ for o in gc.garbage})
