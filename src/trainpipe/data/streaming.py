@@ -33,6 +33,7 @@ import torch
 # import them again (a quarter of a second per worker on a busy machine).
 from trainpipe.data.config import DataConfig, StreamingConfig
 from trainpipe.data.datasets import Split, feature_layout, label_subset, table_to_arrays
+from trainpipe.data.handover import FRESH, HandoverSlots
 from trainpipe.data.images import decode_images, is_image_column
 from trainpipe.data.shards import ShardInfo, ShardSet, settle_prefetches
 from trainpipe.errors import DataError, TrainpipeError
@@ -388,17 +389,21 @@ def _rank_positions(
 
 
 class _Batches(torch.utils.data.IterableDataset):
-    def __init__(self, split, *, batch_size, rank, world, shuffle):
+    def __init__(self, split, *, batch_size, rank, world, shuffle, workers=0):
         self.split, self.batch_size = split, batch_size
         self.rank, self.world, self.shuffle = rank, world, shuffle
-        # (epoch, first batch) of the next pass, in shared memory: the worker processes are
-        # kept from epoch to epoch and read it when a pass starts.
-        self.position = torch.zeros(2, dtype=torch.int64).share_memory_()
+        # (epoch, first batch, pass number) of the next pass, in shared memory: the worker
+        # processes are kept from epoch to epoch and read it when a pass starts.
+        self.position = torch.zeros(3, dtype=torch.int64).share_memory_()
+        # Transfers a worker can have in flight: those prepared ahead, the one being filled and
+        # about two the training process still reads (its last batch is in use while the next
+        # transfer arrives); more slots only cost memory, fewer mean fresh buffers.
+        self.slots = HandoverSlots(workers, split.streaming.prefetch_batches + 3)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         info = torch.utils.data.get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        epoch, start_batch = self.position.tolist()
+        epoch, start_batch, pass_id = self.position.tolist()
         split = self.split
         order = EpochOrder(
             [s.rows for s in split.shards],
@@ -427,18 +432,19 @@ class _Batches(torch.utils.data.IterableDataset):
             # now, in the background, while this one is read.
             ahead = min(first + step + per_chunk, batches) * self.batch_size
             reader.prefetch(first * self.batch_size, min(ahead, order.total))
-            x = torch.empty((len(positions), *split.feature_shape), dtype=torch.float32)
-            y = torch.empty(
-                len(positions), dtype=torch.float32 if split.task == "regression" else torch.int64
-            )
-            if info is not None:
-                # Written in place into shared memory: handing it to the training process
-                # then copies nothing.
-                x.share_memory_()
-                y.share_memory_()
+            specs = [
+                ((len(positions), *split.feature_shape), torch.float32),
+                ((len(positions),), torch.float32 if split.task == "regression" else torch.int64),
+            ]
+            if info is None:
+                slot, (x, y) = FRESH, [torch.empty(s, dtype=d) for s, d in specs]
+            else:
+                # Written in place into shared memory (a buffer reused from transfer to
+                # transfer): handing it to the training process then copies nothing.
+                slot, (x, y) = self.slots.take(worker, pass_id, specs)
             if len(positions):
                 reader.gather(positions, x.numpy(), y.numpy())
-            yield x, y, torch.tensor(sizes)
+            yield x, y, sizes, worker, slot
 
 
 def stream_loader(
@@ -469,7 +475,9 @@ def stream_loader(
         # while their queues still work (a garbage-collected cycle closes the queues first and
         # each worker then takes a 5 s join timeout to end).
         reader = split.with_shards(split.shards)
-        dataset = _Batches(reader, batch_size=batch_size, rank=rank, world=world, shuffle=shuffle)
+        dataset = _Batches(
+            reader, batch_size=batch_size, rank=rank, world=world, shuffle=shuffle, workers=workers
+        )
         extra = (
             {"prefetch_factor": split.streaming.prefetch_batches, "persistent_workers": True}
             if workers
@@ -488,11 +496,17 @@ def stream_loader(
             **extra,
         )
         split._loaders[key] = loader
-    loader.dataset.position.copy_(torch.tensor([epoch, start_batch]))
+    dataset = loader.dataset
+    pass_id = int(dataset.position[2]) + 1
+    dataset.position.copy_(torch.tensor([epoch, start_batch, pass_id]))
     try:
-        for x, y, sizes in loader:
-            counts = sizes.tolist()
-            yield from zip(x.split(counts), y.split(counts), strict=True)
+        batches = iter(loader)  # with kept workers: returns once they have left the last pass
+        if workers:
+            dataset.slots.start_pass(pass_id)
+        for x, y, sizes, worker, slot in batches:
+            if workers:
+                dataset.slots.received(worker, slot, [x, y])
+            yield from zip(x.split(sizes), y.split(sizes), strict=True)
     except TrainpipeError as exc:
         # A worker's error arrives with its traceback in the message; keep the one line.
         last = str(exc).strip().splitlines()[-1]
