@@ -104,6 +104,36 @@ def test_kept_workers_serve_later_epochs_and_abandoned_passes_in_the_same_order(
     assert [w.pid for w in loader._iterator._workers] == workers  # the same processes
 
 
+def epoch_batches(split, epoch: int, workers: int) -> list:
+    return list(stream_loader(split, epoch=epoch, batch_size=40, workers=workers))
+
+
+def test_batches_a_caller_keeps_stay_intact_while_workers_reuse_their_buffers(tmp_path):
+    """Workers refill the same shared-memory buffers pass after pass, but never one whose
+    batches the caller still holds: kept batches keep their values (exact rows and labels)."""
+    split = stream(tmp_path)
+    expected = {e: epoch_batches(split, e, workers=0) for e in (1, 2, 3, 4)}
+    for epoch in (1, 2, 3):  # a caller dropping each batch: the workers' slots are reused
+        for _ in stream_loader(split, epoch=epoch, batch_size=40, workers=2):
+            pass
+    slots = split._loaders[(40, 0, 1, True, False, 2)].dataset.slots
+    assert slots.fresh == 0  # 13 transfers a pass, 5 slots a worker: every one reused
+    kept = {e: epoch_batches(split, e, workers=2) for e in (1, 2)}
+    assert slots.fresh > 0  # the slots still held ran out: fresh buffers instead
+    # an abandoned pass and later ones while the kept batches are still held
+    abandoned = stream_loader(split, epoch=3, batch_size=40, workers=2)
+    next(abandoned)
+    del abandoned
+    for epoch in (3, 4, 3):
+        batches = stream_loader(split, epoch=epoch, batch_size=40, workers=2)
+        for (x, y), (want_x, want_y) in zip(batches, expected[epoch], strict=True):
+            assert x.tolist() == want_x.tolist() and y.tolist() == want_y.tolist()
+    for epoch, batches in kept.items():
+        assert len(batches) == len(expected[epoch]) == 25
+        for (x, y), (want_x, want_y) in zip(batches, expected[epoch], strict=True):
+            assert x.tolist() == want_x.tolist() and y.tolist() == want_y.tolist()
+
+
 def test_read_all_and_split_by_shard_are_stable(tmp_path):
     split = stream(tmp_path)
     assert read_all(split).x[:, 0].tolist() == list(range(1000))
