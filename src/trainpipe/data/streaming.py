@@ -33,7 +33,7 @@ import torch
 # import them again (a quarter of a second per worker on a busy machine).
 from trainpipe.data.config import DataConfig, StreamingConfig
 from trainpipe.data.datasets import Split, feature_layout, label_subset, table_to_arrays
-from trainpipe.data.handover import FRESH, HandoverSlots
+from trainpipe.data.handover import FRESH, HandoverSlots, packed_size, unpack
 from trainpipe.data.images import decode_images, is_image_column
 from trainpipe.data.shards import ShardInfo, ShardSet, settle_prefetches
 from trainpipe.errors import DataError, TrainpipeError
@@ -400,7 +400,7 @@ class _Batches(torch.utils.data.IterableDataset):
         # transfer arrives); more slots only cost memory, fewer mean fresh buffers.
         self.slots = HandoverSlots(workers, split.streaming.prefetch_batches + 3)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, list[int], int, int]]:
         info = torch.utils.data.get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         epoch, start_batch, pass_id = self.position.tolist()
@@ -432,19 +432,22 @@ class _Batches(torch.utils.data.IterableDataset):
             # now, in the background, while this one is read.
             ahead = min(first + step + per_chunk, batches) * self.batch_size
             reader.prefetch(first * self.batch_size, min(ahead, order.total))
-            specs = [
-                ((len(positions), *split.feature_shape), torch.float32),
-                ((len(positions),), torch.float32 if split.task == "regression" else torch.int64),
-            ]
+            specs = self.specs(len(positions))
             if info is None:
-                slot, (x, y) = FRESH, [torch.empty(s, dtype=d) for s, d in specs]
+                slot, buffer = FRESH, torch.empty(packed_size(specs), dtype=torch.uint8)
             else:
                 # Written in place into shared memory (a buffer reused from transfer to
                 # transfer): handing it to the training process then copies nothing.
-                slot, (x, y) = self.slots.take(worker, pass_id, specs)
+                slot, buffer = self.slots.take(worker, pass_id, packed_size(specs))
+            x, y = unpack(buffer, specs)
             if len(positions):
                 reader.gather(positions, x.numpy(), y.numpy())
-            yield x, y, sizes, worker, slot
+            yield buffer, sizes, worker, slot
+
+    def specs(self, rows: int) -> list[tuple[tuple[int, ...], torch.dtype]]:
+        """(shape, dtype) of a transfer's features and labels, packed in one buffer."""
+        label = torch.float32 if self.split.task == "regression" else torch.int64
+        return [((rows, *self.split.feature_shape), torch.float32), ((rows,), label)]
 
 
 def stream_loader(
@@ -503,9 +506,10 @@ def stream_loader(
         batches = iter(loader)  # with kept workers: returns once they have left the last pass
         if workers:
             dataset.slots.start_pass(pass_id)
-        for x, y, sizes, worker, slot in batches:
+        for buffer, sizes, worker, slot in batches:
             if workers:
-                dataset.slots.received(worker, slot, [x, y])
+                dataset.slots.received(worker, slot, buffer)
+            x, y = unpack(buffer, dataset.specs(sum(sizes)))
             yield from zip(x.split(sizes), y.split(sizes), strict=True)
     except TrainpipeError as exc:
         # A worker's error arrives with its traceback in the message; keep the one line.
