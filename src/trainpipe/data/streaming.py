@@ -67,6 +67,7 @@ class StreamSplit:
     """DataLoaders (and their worker processes) kept for the next epoch, by how they read."""
     _data_config: DataConfig | None = field(default=None, repr=False, compare=False)
     _layout: tuple | None = field(default=None, repr=False, compare=False)
+    _label_lookup: tuple | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return sum(s.rows for s in self.shards)
@@ -84,7 +85,13 @@ class StreamSplit:
     def replaced(self, **changes) -> StreamSplit:
         """A copy with ``changes``, without this split's open store, loaders and config."""
         return dataclasses.replace(
-            self, **changes, _set=None, _loaders={}, _data_config=None, _layout=None
+            self,
+            **changes,
+            _set=None,
+            _loaders={},
+            _data_config=None,
+            _layout=None,
+            _label_lookup=None,
         )
 
     def with_shards(self, shards: list[ShardInfo]) -> StreamSplit:
@@ -151,13 +158,21 @@ class StreamSplit:
             x = x.astype(np.float32, copy=False)
         return x, self._label_index(labels)
 
+    def _labels(self) -> tuple[np.ndarray, bool]:
+        """(the label values as an array, whether they are 0..n-1), worked out once: every
+        piece of every block is encoded with them."""
+        if self._label_lookup is None:
+            values = np.asarray(self.label_values)
+            own = values.dtype.kind in "iu" and np.array_equal(values, np.arange(len(values)))
+            self._label_lookup = (values, bool(own))
+        return self._label_lookup
+
     def _label_index(self, labels: np.ndarray) -> np.ndarray:
-        values = np.asarray(self.label_values)
+        values, own_index = self._labels()
         if (
-            labels.dtype.kind in "iu"
-            and values.dtype.kind in "iu"
+            own_index
+            and labels.dtype.kind in "iu"
             and len(labels)
-            and np.array_equal(values, np.arange(len(values)))
             and labels.min() >= 0
             and labels.max() < len(values)
         ):
