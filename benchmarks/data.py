@@ -3,6 +3,9 @@ validation speed and the cost of a mid-epoch resume.
 
     python -m benchmarks.data            # 1M rows x 32 features (1x, 10x for RSS), 50k images
     python -m benchmarks.data --quick    # 20,000 rows (1x) and 200,000 (10x), 2,000 images
+    python -m benchmarks.data --only local local_in_process --rows 200000 --rounds 5
+                                         # just those loader comparisons (no RSS, validation,
+                                         # resume): a quick check of a loader change
 
 Data: ``--images`` random 32x32 RGB JPEGs in 10 class folders, prepared as image shards
 (local; the raw side decodes them in one process, the loader in its workers), and a numeric
@@ -356,6 +359,9 @@ def start_s3() -> tuple[subprocess.Popen, str]:
     return server, f"http://127.0.0.1:{port}"
 
 
+COMPARISONS = ("local", "s3", "local_in_process", "s3_in_process", "images")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
@@ -366,99 +372,121 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--images", type=int, default=None)
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=COMPARISONS,
+        help="run only these loader comparisons (no RSS, validation or resume figures)",
+    )
     args = parser.parse_args()
+    only = args.only or COMPARISONS
     args.images = args.images or (2_000 if args.quick else 50_000)
     rows = args.rows or (20_000 if args.quick else 1_000_000)
     per_shard = args.rows_per_shard or max(ROW_GROUP_ROWS, rows // 16)
     rounds = args.rounds or (2 if args.quick else 3)
     root = Path(tempfile.mkdtemp(prefix="bench-data-"))
-    server, endpoint = start_s3()
+    s3_needed = {"s3", "s3_in_process"} & set(only)
+    server, endpoint = start_s3() if s3_needed else (None, None)
     try:
-        import boto3
-
-        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="bench")
         table = make_table(rows, args.features)
         local_uri = str(root / "x1")
         write_shards(table, local_uri, rows_per_shard=per_shard, row_group_rows=ROW_GROUP_ROWS)
-        write_shards(
-            table,
-            "s3://bench/x1",
-            rows_per_shard=per_shard,
-            row_group_rows=ROW_GROUP_ROWS,
-            endpoint_url=endpoint,
-        )
-        for copy in range(10):  # 10x: the same rows again, as more shards of the same size
+        if s3_needed:
+            import boto3
+
+            boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="bench")
             write_shards(
-                make_table(rows, args.features, seed=copy),
-                str(root / "x10"),
+                table,
+                "s3://bench/x1",
                 rows_per_shard=per_shard,
                 row_group_rows=ROW_GROUP_ROWS,
-                stem=f"copy{copy}",
+                endpoint_url=endpoint,
             )
+        if not args.only:
+            for copy in range(10):  # 10x: the same rows again, as more shards of the same size
+                write_shards(
+                    make_table(rows, args.features, seed=copy),
+                    str(root / "x10"),
+                    rows_per_shard=per_shard,
+                    row_group_rows=ROW_GROUP_ROWS,
+                    stem=f"copy{copy}",
+                )
         cache = root / "cache"
         local = make_split(local_uri, args.features, args.workers, cache, None)
-        remote = make_split("s3://bench/x1", args.features, args.workers, cache, endpoint)
         result: dict = {
             "rows_1x": rows,
             "features": args.features,
             "shards_1x": len(local.shards),
             "workers": args.workers,
             "batch": args.batch,
-            "local": compare(local, args.batch, rounds, cache),
+            # Arrow's decoding threads (OMP_NUM_THREADS sets them): the raw readers decode on
+            # them, the loader on one thread per process.
+            "arrow_threads": pa.cpu_count(),
+        }
+        if "local" in only:
+            result["local"] = compare(local, args.batch, rounds, cache)
+        if "s3" in only:
+            remote = make_split("s3://bench/x1", args.features, args.workers, cache, endpoint)
             # Cold: kept workers would still hold the shards they opened, whatever the cache.
-            "s3": compare(remote, args.batch, rounds, cache, cold=True, server_pid=server.pid),
-            "local_in_process": compare(
+            result["s3"] = compare(
+                remote, args.batch, rounds, cache, cold=True, server_pid=server.pid
+            )
+        if "local_in_process" in only:
+            result["local_in_process"] = compare(
                 make_split(local_uri, args.features, 0, cache, None), args.batch, rounds, cache
-            ),
-            "s3_in_process": compare(
+            )
+        if "s3_in_process" in only:
+            result["s3_in_process"] = compare(
                 make_split("s3://bench/x1", args.features, 0, cache, endpoint),
                 args.batch,
                 rounds,
                 cache,
                 cold=True,
                 server_pid=server.pid,
-            ),
-        }
-        side = 32
-        images_uri = make_images(root, args.images, side, max(256, args.images // 8))
-        result["images"] = compare(
-            image_split(images_uri, side, args.workers),
-            args.batch,
-            rounds,
-            cache,
-            raws={"iter_batches": raw_images_epoch},
-        ) | {"count": args.images, "pixels": f"3x{side}x{side} JPEG"}
-        rss1 = child_rss(local_uri, args.features, args.workers, args.batch)
-        rss10 = child_rss(str(root / "x10"), args.features, args.workers, args.batch)
-        result["peak_rss_mib_1x"] = rss1["peak_mib"]
-        result["peak_rss_mib_10x"] = rss10["peak_mib"]
-        result["rss_ratio_10x_vs_1x"] = round(rss10["peak_mib"] / rss1["peak_mib"], 3)
+            )
+        if "images" in only:
+            side = 32
+            images_uri = make_images(root, args.images, side, max(256, args.images // 8))
+            result["images"] = compare(
+                image_split(images_uri, side, args.workers),
+                args.batch,
+                rounds,
+                cache,
+                raws={"iter_batches": raw_images_epoch},
+            ) | {"count": args.images, "pixels": f"3x{side}x{side} JPEG"}
+        ratios = {source: result[source]["ratio"] >= 0.9 for source in only}
+        if args.only:
+            result["goals"] = {"loader_vs_raw_ge_0.9": ratios}
+            result["goal_met"] = all(ratios.values())
+        else:
+            rss1 = child_rss(local_uri, args.features, args.workers, args.batch)
+            rss10 = child_rss(str(root / "x10"), args.features, args.workers, args.batch)
+            result["peak_rss_mib_1x"] = rss1["peak_mib"]
+            result["peak_rss_mib_10x"] = rss10["peak_mib"]
+            result["rss_ratio_10x_vs_1x"] = round(rss10["peak_mib"] / rss1["peak_mib"], 3)
 
-        shard_set = discover_shards(local_uri)
-        splits = split_shards(shard_set.shards, validation_fraction=0.1, test_fraction=0.1, seed=0)
-        started = time.perf_counter()
-        validate_shards(shard_set, splits, label_column="label", workers=args.workers)
-        result["validation_rows_per_s"] = round(rows / (time.perf_counter() - started), 1)
-        result["resume"] = resume_cost(local, args.batch)
-        result["goals"] = {
-            "loader_vs_raw_ge_0.9": {
-                source: result[source]["ratio"] >= 0.9
-                for source in ("local", "s3", "local_in_process", "s3_in_process", "images")
-            },
-            "rss_10x_within_1.2x": result["rss_ratio_10x_vs_1x"] <= 1.2,
-        }
-        result["goal_met"] = (
-            all(result["goals"]["loader_vs_raw_ge_0.9"].values())
-            and (result["goals"]["rss_10x_within_1.2x"])
-        )
+            shard_set = discover_shards(local_uri)
+            splits = split_shards(
+                shard_set.shards, validation_fraction=0.1, test_fraction=0.1, seed=0
+            )
+            started = time.perf_counter()
+            validate_shards(shard_set, splits, label_column="label", workers=args.workers)
+            result["validation_rows_per_s"] = round(rows / (time.perf_counter() - started), 1)
+            result["resume"] = resume_cost(local, args.batch)
+            result["goals"] = {
+                "loader_vs_raw_ge_0.9": ratios,
+                "rss_10x_within_1.2x": result["rss_ratio_10x_vs_1x"] <= 1.2,
+            }
+            result["goal_met"] = all(ratios.values()) and result["goals"]["rss_10x_within_1.2x"]
         result["load_average_1m"] = round(os.getloadavg()[0], 2)
         result["machine"] = f"{platform.machine()}, {os.cpu_count()} cpus"
         result["peak_rss_this_process_mib"] = round(
             resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1
         )
     finally:
-        server.terminate()
-        server.wait(timeout=10)
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=10)
         shutil.rmtree(root, ignore_errors=True)
     print(json.dumps(result))
 
