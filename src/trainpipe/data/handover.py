@@ -11,10 +11,13 @@ flag per slot in shared memory says whether the training process may still read 
   every slot busy it hands over a fresh buffer instead, so a slot is never refilled while its
   data may still be read (the caller keeps batches as long as it likes);
 - the training process frees a slot once nothing there refers to its transfer any more (a weak
-  reference to each tensor's storage: the batches it hands out are views of them, so a caller
+  reference to the buffer's storage: the batches it hands out are views of it, so a caller
   keeping a batch keeps the slot busy), checked as each transfer arrives and when a pass
   starts; slots of an abandoned pass that were never received are freed when the next one
   starts (their data was dropped unread).
+
+Features and labels of a transfer are packed in one buffer (:func:`packed_size`,
+:func:`unpack`): each shared buffer crossing processes costs a round trip of its own.
 """
 
 from __future__ import annotations
