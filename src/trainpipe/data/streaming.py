@@ -415,7 +415,7 @@ class _Batches(torch.utils.data.IterableDataset):
         # transfer arrives); more slots only cost memory, fewer mean fresh buffers.
         self.slots = HandoverSlots(workers, split.streaming.prefetch_batches + 3)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, list[int], int, int]]:
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, int, int, int, int]]:
         info = torch.utils.data.get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         epoch, start_batch, pass_id = self.position.tolist()
@@ -447,22 +447,29 @@ class _Batches(torch.utils.data.IterableDataset):
             # now, in the background, while this one is read.
             ahead = min(first + step + per_chunk, batches) * self.batch_size
             reader.prefetch(first * self.batch_size, min(ahead, order.total))
-            specs = self.specs(len(positions))
+            specs = self.specs(len(positions), len(sizes))
             if info is None:
                 slot, buffer = FRESH, torch.empty(packed_size(specs), dtype=torch.uint8)
             else:
                 # Written in place into shared memory (a buffer reused from transfer to
                 # transfer): handing it to the training process then copies nothing.
                 slot, buffer = self.slots.take(worker, pass_id, packed_size(specs))
-            x, y = unpack(buffer, specs)
+            x, y, counts = unpack(buffer, specs)
+            counts.copy_(torch.from_numpy(np.asarray(sizes, dtype=np.int64)))
             if len(positions):
                 reader.gather(positions, x.numpy(), y.numpy())
-            yield buffer, sizes, worker, slot
+            # Plain numbers besides the buffer: the DataLoader converts a list item by item.
+            yield buffer, len(positions), len(sizes), worker, slot
 
-    def specs(self, rows: int) -> list[tuple[tuple[int, ...], torch.dtype]]:
-        """(shape, dtype) of a transfer's features and labels, packed in one buffer."""
+    def specs(self, rows: int, batches: int) -> list[tuple[tuple[int, ...], torch.dtype]]:
+        """(shape, dtype) of a transfer's features, labels and rows in each batch, packed in
+        one buffer."""
         label = torch.float32 if self.split.task == "regression" else torch.int64
-        return [((rows, *self.split.feature_shape), torch.float32), ((rows,), label)]
+        return [
+            ((rows, *self.split.feature_shape), torch.float32),
+            ((rows,), label),
+            ((batches,), torch.int64),
+        ]
 
 
 def stream_loader(
@@ -521,11 +528,12 @@ def stream_loader(
         batches = iter(loader)  # with kept workers: returns once they have left the last pass
         if workers:
             dataset.slots.start_pass(pass_id)
-        for buffer, sizes, worker, slot in batches:
+        for buffer, rows, count, worker, slot in batches:
             if workers:
                 dataset.slots.received(worker, slot, buffer)
-            x, y = unpack(buffer, dataset.specs(sum(sizes)))
-            yield from zip(x.split(sizes), y.split(sizes), strict=True)
+            x, y, sizes = unpack(buffer, dataset.specs(rows, count))
+            counts = sizes.tolist()
+            yield from zip(x.split(counts), y.split(counts), strict=True)
     except TrainpipeError as exc:
         # A worker's error arrives with its traceback in the message; keep the one line.
         last = str(exc).strip().splitlines()[-1]
