@@ -46,10 +46,7 @@ from trainpipe.storage import (
 
 INDEX_NAME = "shards.json"
 SHARD_SUFFIX = ".parquet"
-OPEN_FILES = 8  # Parquet footers kept parsed per process (remote shards: an open handle keeps
-# an evicted cache file's disk space)
-OPEN_LOCAL_FILES = 32  # local shards: reopening each one every epoch showed in the loader's
-# profile, and a footer read without pre-buffering holds a few KiB
+OPEN_FILES = 8  # Parquet footers kept parsed per process
 PREFETCH_SHARDS = 2  # remote shards downloading ahead of the reader, per process
 _IN_FLIGHT: set[Future] = set()  # this process's background downloads not finished yet
 VERIFIED_FOLDER = ".verified"  # in the cache folder: local shards already checked, by file state
@@ -239,8 +236,7 @@ class ShardSet:
             # shards are local files by now, where pre-buffering saves nothing.
             handle = pq.ParquetFile(path, pre_buffer=False)
             self._open[shard.name] = handle
-            limit = OPEN_LOCAL_FILES if isinstance(self.store, FileStore) else OPEN_FILES
-            while len(self._open) > limit:
+            while len(self._open) > OPEN_FILES:
                 self._open.popitem(last=False)
             return handle
         except (pa.ArrowInvalid, OSError) as exc:
