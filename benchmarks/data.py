@@ -316,12 +316,17 @@ def compare(
 
 def child_rss(uri: str, features: int, workers: int, batch: int) -> dict:
     """Stream one epoch in a fresh process; its own and its largest worker's peak RSS."""
+    # Peaks from the kernel's high-water marks (VmHWM), read while the kept workers still live:
+    # ru_maxrss would carry this benchmark's own size over into the fresh process.
     code = (
-        "import json,resource,sys;from benchmarks.data import make_split,loader_epoch;"
+        "import json;from pathlib import Path;from benchmarks.data import make_split,loader_epoch;"
+        "from trainpipe.stages.entry import peak_rss_mib;"
         f"s=make_split({uri!r},{features},{workers},None,None);"
         f"n=loader_epoch(s,{batch});"
-        "print(json.dumps({'rows':n,'self_kib':resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,"
-        "'worker_kib':resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))"
+        "kids=[int(p) for t in Path('/proc/self/task').iterdir() "
+        "for p in (t/'children').read_text().split()];"
+        "print(json.dumps({'rows':n,'self_kib':round(peak_rss_mib()*1024),"
+        "'worker_kib':round(max([peak_rss_mib(p) for p in kids],default=0)*1024)}))"
     )
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=3600

@@ -125,6 +125,8 @@ def _write_if_exists(path: Path, value: str) -> None:
 
 def stage_child(stage: str, config_file: Path, run_id: str, inputs: dict, result: Path) -> None:
     """Inside the cgroup: run one stage function and write its URI and peak RSS."""
+    from trainpipe.stages.entry import peak_rss_mib
+
     started = time.monotonic()
     uri = ""
     if stage == "imports":
@@ -149,7 +151,10 @@ def stage_child(stage: str, config_file: Path, run_id: str, inputs: dict, result
             {
                 "uri": uri,
                 "stage_s": round(time.monotonic() - started, 1),
-                "self_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                # Not ru_maxrss: it carries this benchmark's own size over through fork and exec.
+                "self_kib": round(peak_rss_mib() * 1024),
+                # Workers forked by the stage (none at loader_workers=0): their ru_maxrss starts
+                # at the stage's size at the fork, which is below the stage's own peak.
                 "children_kib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
             }
         )

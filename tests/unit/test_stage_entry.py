@@ -45,3 +45,17 @@ def test_failed_stage_is_one_line_and_exit_1(capsys):
     captured = capsys.readouterr()
     assert captured.err == "trainpipe: data error: shard x is missing; rewrite it\n"
     assert captured.out == ""
+
+
+def test_a_stage_started_by_a_larger_process_reports_its_own_peak():
+    """Linux carries ``ru_maxrss`` over from the parent through fork and exec: a stage that
+    kfp.local (or a benchmark) starts would report its parent's size. The peak is the child's."""
+    import subprocess
+    import sys
+
+    held = np.ones(400 * 2**20, dtype=np.uint8)  # this process: 400 MiB larger than the child
+    assert held[::4096].sum() == 400 * 256
+    code = "from trainpipe.stages.entry import peak_rss_mib; print(peak_rss_mib())"
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    own = float(child.stdout)
+    assert 5 < own < peak_rss_mib() - 300, (own, peak_rss_mib())

@@ -10,6 +10,7 @@ import functools
 import resource
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 from trainpipe.errors import TrainpipeError
@@ -36,7 +37,19 @@ def stage_entry(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def peak_rss_mib() -> float:
-    """This process's peak resident set size so far, in MiB (Linux reports ``ru_maxrss`` in
-    KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def peak_rss_mib(pid: int | str = "self") -> float:
+    """A process's peak resident set size so far, in MiB (0 for a process that is gone): the
+    kernel's high-water mark of its memory, ``VmHWM``, which starts afresh at ``exec``. Not
+    ``ru_maxrss``: Linux carries that over from the parent through fork and exec, so a stage
+    started by a larger process would report the parent's size instead of its own. Where
+    ``/proc`` is missing, this process's ``ru_maxrss`` (KiB on Linux)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        if pid != "self":
+            return 0.0
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
