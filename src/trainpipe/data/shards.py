@@ -209,6 +209,13 @@ class ShardSet:
         ``PREFETCH_SHARDS`` are pending; the next :meth:`local_path` of it waits for it."""
         if isinstance(self.store, FileStore) or self.cache is None:
             return
+        if not self.cache.largest_bytes:
+            # Nothing downloaded in this process yet (discovery reads only footers): the
+            # shard's size from one HEAD says whether fetching ahead fits, so that the first
+            # shards download ahead too instead of one by one on the reading thread.
+            with contextlib.suppress(StorageError):  # the download itself will say what failed
+                info = self.store.head(shard.name)
+                self.cache.largest_bytes = info.size_bytes if info else 0
         # Room for what is being read (a shard per process, as in one without prefetching),
         # the pending downloads and the one asked for.
         if not self.cache.has_room_for(PREFETCH_SHARDS + 2):
@@ -227,8 +234,11 @@ class ShardSet:
         self._fetching[shard.name] = future
 
     def open(self, shard: ShardInfo) -> pq.ParquetFile:
-        if shard.name in self._open:
-            return self._open[shard.name]
+        # One lookup, not a membership test and then a lookup: validation reads shards on
+        # several threads, and another one may evict the handle in between.
+        handle = self._open.get(shard.name)
+        if handle is not None:
+            return handle
         path = self.local_path(shard)
         try:
             # pre_buffer=False: a pre-buffered reader keeps the last row group it read (~1 MiB
@@ -237,7 +247,8 @@ class ShardSet:
             handle = pq.ParquetFile(path, pre_buffer=False)
             self._open[shard.name] = handle
             while len(self._open) > OPEN_FILES:
-                self._open.popitem(last=False)
+                with contextlib.suppress(KeyError):  # another thread emptied it meanwhile
+                    self._open.popitem(last=False)
             return handle
         except (pa.ArrowInvalid, OSError) as exc:
             raise self._unreadable(shard, exc) from None
