@@ -3,7 +3,7 @@
 compares new partitions against it without reading the accepted shards again.
 
     key, sha256 = store_reference(store, "continual/m/reference/r2.json", summary)
-    summary = load_reference(store, watermark)          # checks the sha256 the watermark records
+    summary = load_reference(store, model, watermark)   # checks the sha256 the watermark records
 
 Each run that changes it writes a new key (never over the one the watermark points at); the
 watermark's compare-and-swap then commits the new key together with the accepted partitions,
