@@ -23,6 +23,7 @@ import logging
 import os
 import posixpath
 import random
+import re
 import tempfile
 import time
 from abc import ABC, abstractmethod
@@ -52,6 +53,12 @@ RETRY_CAP_S = 5.0
 REQUEST_ATTEMPTS = 6
 """botocore's own tries per S3 request (503 SlowDown, 5xx, resets before a response arrives);
 more would make an unreachable endpoint take minutes to report."""
+
+RANGED_TAIL_BYTES = 64 * 1024
+"""What ``open_ranged`` reads from an object's end up front: pyarrow's first read when it looks
+for a Parquet footer, so a footer that fits costs exactly one request."""
+
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
 
 
 class StorageError(TrainpipeError):
@@ -142,6 +149,11 @@ class Store(ABC):
         raises ArtifactNotFound, TransientReadError for a body cut short."""
 
     @abstractmethod
+    def _read_tail(self, key: str, n_bytes: int) -> tuple[bytes, int]:
+        """The last ``n_bytes`` bytes (the whole object when it is shorter) and the object's
+        size, in one request; raises ArtifactNotFound, TransientReadError for a body cut short."""
+
+    @abstractmethod
     def list(self, prefix: str = "") -> list[str]:
         """Keys under ``prefix``, sorted."""
 
@@ -215,6 +227,25 @@ class Store(ABC):
             raise self._range_past_end(key, start, length, start + len(data))
         return data
 
+    def get_tail(self, key: str, n_bytes: int) -> tuple[bytes, int]:
+        """The last ``n_bytes`` bytes of the object (all of it when it is shorter) and its size
+        in bytes, from one request: S3's suffix range ``bytes=-N``, whose answer carries the
+        object's size, so no HEAD is needed. Like ``get_range``: not checked against the
+        recorded sha256, a body cut short is retried, a missing key is ArtifactNotFound."""
+        if n_bytes <= 0:
+            raise ValueError(f"tail length n_bytes={n_bytes} must be positive")
+
+        def read() -> tuple[bytes, int]:
+            data, size_bytes = self._read_tail(key, n_bytes)
+            if len(data) != min(n_bytes, size_bytes):
+                raise TransientReadError(
+                    f"read of the last {n_bytes} bytes of {self.uri_for(key)} "
+                    f"({size_bytes} bytes) returned {len(data)} bytes"
+                )
+            return data, size_bytes
+
+        return self._retrying(key, read)
+
     def _range_past_end(
         self, key: str, start: int, length: int, size_bytes: int | None
     ) -> StorageError:
@@ -225,15 +256,15 @@ class Store(ABC):
             "size again, or restore it from its producer"
         )
 
-    def open_ranged(self, key: str) -> RangedReader:
-        """The object as a read-only, seekable file whose every read is a ranged read, for
-        readers that need a little of a large object (pyarrow reading a Parquet footer).
-        ArtifactNotFound when it does not exist. Nothing read through it is checked against
-        the recorded sha256 (that covers the whole object)."""
-        info = self.head(key)
-        if info is None:
-            raise self._missing(key)
-        return RangedReader(self, key, info.size_bytes)
+    def open_ranged(self, key: str, *, tail_bytes: int = RANGED_TAIL_BYTES) -> RangedReader:
+        """The object as a read-only, seekable file for readers that need a little of a large
+        object (pyarrow reading a Parquet footer). Opening it is one request, ``get_tail``: the
+        size and the last ``tail_bytes`` bytes, from which reads of the end are served; any
+        other read is one ranged read of the bytes asked for. ArtifactNotFound when it does not
+        exist. Nothing read through it is checked against the recorded sha256 (that covers the
+        whole object)."""
+        tail, size_bytes = self.get_tail(key, tail_bytes)
+        return RangedReader(self, key, size_bytes, tail=tail)
 
     def _missing(self, key: str) -> ArtifactNotFound:
         return ArtifactNotFound(
@@ -278,15 +309,20 @@ class Store(ABC):
 
 
 class RangedReader(io.RawIOBase):
-    """A stored object of known size as a read-only file: each read is one ``get_range`` of
-    exactly the bytes asked for (nothing is read ahead or kept), so a reader that seeks to the
-    end and reads a footer transfers what it reads and nothing else."""
+    """A stored object of known size as a read-only file. ``tail``, the object's last bytes
+    when the opener already has them, serves every read of the end; any other read is one
+    ``get_range`` of exactly the bytes asked for that lie before the tail (nothing is read
+    ahead), so a reader that seeks to the end and reads a footer transfers what it reads."""
 
-    def __init__(self, store: Store, key: str, size_bytes: int):
+    def __init__(self, store: Store, key: str, size_bytes: int, *, tail: bytes = b""):
         super().__init__()
+        if len(tail) > size_bytes:
+            raise ValueError(f"a tail of {len(tail)} bytes is longer than the object")
         self._store = store
         self._key = key
         self._size_bytes = size_bytes
+        self._tail = tail
+        self._tail_start = size_bytes - len(tail)
         self._position = 0
 
     def readable(self) -> bool:
@@ -307,11 +343,18 @@ class RangedReader(io.RawIOBase):
         return position
 
     def readinto(self, buffer: Any) -> int:
-        length = max(0, min(len(buffer), self._size_bytes - self._position))
-        data = self._store.get_range(self._key, self._position, length)
-        buffer[:length] = data
-        self._position += length
-        return length
+        start = self._position
+        end = start + max(0, min(len(buffer), self._size_bytes - start))
+        before_tail = max(0, min(end, self._tail_start) - start)
+        if before_tail:
+            buffer[:before_tail] = self._store.get_range(self._key, start, before_tail)
+        if end > start + before_tail:
+            offset = start + before_tail - self._tail_start
+            buffer[before_tail : end - start] = self._tail[
+                offset : offset + end - start - before_tail
+            ]
+        self._position = end
+        return end - start
 
 
 class _StoredChecksumMismatch(ChecksumMismatch):
@@ -486,6 +529,15 @@ class FileStore(Store):
             with open(path, "rb") as f:
                 f.seek(start)
                 return f.read(length)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            raise self._missing(key) from None
+
+    def _read_tail(self, key: str, n_bytes: int) -> tuple[bytes, int]:
+        try:
+            with open(self._path(key), "rb") as f:
+                size_bytes = os.fstat(f.fileno()).st_size
+                f.seek(max(0, size_bytes - n_bytes))
+                return f.read(n_bytes), size_bytes
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             raise self._missing(key) from None
 
@@ -710,15 +762,15 @@ class S3Store(Store):
         )
         return data, info
 
-    def _read_range(self, key: str, start: int, length: int) -> bytes:
+    def _get_ranged(self, key: str, byte_range: str) -> tuple[bytes, dict[str, Any]] | None:
+        """One GET with ``Range: byte_range``: the body (checked against its Content-Length)
+        and the response, or None when the server answers that no byte is in the range."""
         from botocore.exceptions import ClientError
 
         try:
             with self._errors(key):
                 response = self._client.get_object(
-                    Bucket=self.bucket,
-                    Key=self._key(key),
-                    Range=f"bytes={start}-{start + length - 1}",
+                    Bucket=self.bucket, Key=self._key(key), Range=byte_range
                 )
                 with contextlib.closing(response["Body"]) as body:
                     data = body.read()
@@ -730,20 +782,57 @@ class S3Store(Store):
                 else None
             )
             if code in ("InvalidRange", "416"):
-                raise self._range_past_end(key, start, length, None) from None
+                return None
             raise
         if len(data) != response["ContentLength"]:
             raise TransientReadError(
-                f"S3 read of {self.uri_for(key)} bytes {start}-{start + length - 1} returned "
-                f"{len(data)} of {response['ContentLength']} bytes"
+                f"S3 read of {self.uri_for(key)} {byte_range} returned {len(data)} of "
+                f"{response['ContentLength']} bytes"
             )
+        return data, response
+
+    def _ranges_ignored(self, key: str, asked: str, got_bytes: int) -> StorageError:
+        return StorageError(
+            f"the S3 endpoint answered a read of {asked} of {self.uri_for(key)} with "
+            f"{got_bytes} bytes: it does not support ranged reads; use an S3 service that does "
+            "(AWS, MinIO, Ceph and SeaweedFS all do)"
+        )
+
+    def _read_range(self, key: str, start: int, length: int) -> bytes:
+        answer = self._get_ranged(key, f"bytes={start}-{start + length - 1}")
+        if answer is None:
+            raise self._range_past_end(key, start, length, None)
+        data, _ = answer
         if len(data) > length:  # a 200 with the whole object: the Range header was ignored
-            raise StorageError(
-                f"the S3 endpoint answered a read of bytes {start}-{start + length - 1} of "
-                f"{self.uri_for(key)} with {len(data)} bytes: it does not support ranged reads; "
-                "use an S3 service that does (AWS, MinIO, Ceph and SeaweedFS all do)"
-            )
+            raise self._ranges_ignored(key, f"bytes {start}-{start + length - 1}", len(data))
         return data
+
+    def _read_tail(self, key: str, n_bytes: int) -> tuple[bytes, int]:
+        answer = self._get_ranged(key, f"bytes=-{n_bytes}")
+        if answer is None:  # no last bytes to give: the object is empty
+            return b"", 0
+        data, response = answer
+        content_range = response.get("ContentRange")
+        if content_range is None:
+            # A 200 with the whole object, which is a suffix's answer only when the object is
+            # no longer than the suffix (moto answers an empty object so). Anything longer is
+            # an endpoint that ignores Range, and would download every shard whole to read its
+            # footer: refused, as get_range refuses it.
+            if len(data) > n_bytes:
+                raise self._ranges_ignored(key, f"the last {n_bytes} bytes", len(data))
+            return data, len(data)
+        match = _CONTENT_RANGE.fullmatch(content_range.strip())
+        if (
+            match is None
+            or int(match[2]) != int(match[3]) - 1
+            or int(match[2]) - int(match[1]) + 1 != len(data)
+        ):
+            raise StorageError(
+                f"the S3 endpoint answered a read of the last {n_bytes} bytes of "
+                f"{self.uri_for(key)} with Content-Range {content_range!r}, not the object's "
+                "end; use an S3 service that supports suffix ranges (bytes=-N), as AWS S3 does"
+            )
+        return data, int(match[3])
 
     def _download(self, key: str, path: Path) -> ObjectInfo:
         info = self.head(key)

@@ -1,4 +1,5 @@
-"""Discovering a shard set on S3 reads each Parquet footer by ranged reads, not whole shards.
+"""Discovering a shard set on S3 reads each Parquet footer by ranged reads, not whole shards:
+one request per shard (its last 64 KiB and its size), two when the footer is larger.
 
 Bytes are counted on the wire: a proxy (tests/support/fault_proxy.py, with no faults, or with
 faults where retries are under test) sits between the store and the moto S3 server on loopback.
@@ -77,6 +78,20 @@ def test_s3_discovery_transfers_footers_not_shards(tmp_path, shard_sets, s3_endp
     assert len(list(cache_dir.glob("*.parquet"))) == SHARDS
 
 
+def test_s3_discovery_is_one_request_per_shard(shard_sets, s3_endpoint):
+    """No HEAD before the footer read: the suffix read's answer carries the object's size."""
+    remote, local, _ = shard_sets
+    names = [(s.name, s.sha256) for s in discover_shards(local).shards]
+    with FaultProxy(s3_endpoint, rate=0.0, seed=0) as proxy:
+        found = describe_shards(open_store(remote, endpoint_url=proxy.url), names)
+    assert proxy.counts["requests"] == SHARDS, proxy.counts
+    assert proxy.body_bytes <= SHARDS * PYARROW_FOOTER_READ_BYTES
+    assert found.shards == discover_shards(local).shards
+    with FaultProxy(s3_endpoint, rate=0.0, seed=0) as proxy:
+        discover_shards(remote, endpoint_url=proxy.url)
+    assert proxy.counts["requests"] == SHARDS + 2, proxy.counts  # + the listing, shards.json
+
+
 def test_s3_discovery_needs_no_cache(shard_sets, s3_endpoint):
     remote, local, _ = shard_sets
     assert discover_shards(remote, endpoint_url=s3_endpoint).shards == (
@@ -95,7 +110,16 @@ def test_a_large_footer_is_read_whole(tmp_path, s3_bucket, s3_endpoint):
         (tmp_path / "wide" / "part-00000.parquet").read_bytes()[-8:-4], "little"
     )
     assert footer_bytes > PYARROW_FOOTER_READ_BYTES
-    found = discover_shards(remote, endpoint_url=s3_endpoint)
+    names = [(s.name, s.sha256) for s in discover_shards(local).shards]
+    with FaultProxy(s3_endpoint, rate=0.0, seed=0) as proxy:
+        found = describe_shards(open_store(remote, endpoint_url=proxy.url), names)
+    assert proxy.counts["requests"] == 2 * len(names), proxy.counts
+    # The second read fetches only what the first did not: no byte crosses the wire twice.
+    footers = sum(
+        int.from_bytes((tmp_path / "wide" / name).read_bytes()[-8:-4], "little") + 8
+        for name, _ in names
+    )
+    assert proxy.body_bytes <= footers, (proxy.body_bytes, footers)
     assert found.shards == discover_shards(local).shards
     assert found.schema.equals(discover_shards(local).schema)
 
@@ -140,9 +164,11 @@ def test_a_missing_shard_on_s3_is_one_line_naming_it(shard_sets, s3_endpoint):
 @pytest.mark.parametrize("fault", ["truncate", "reset_before"])
 def test_s3_discovery_survives_transient_faults(shard_sets, s3_endpoint, fault, fast_backoff):
     remote, local, _ = shard_sets
-    with FaultProxy(s3_endpoint, rate=0.3, seed=5, faults=(fault,)) as proxy:
+    with FaultProxy(s3_endpoint, rate=0.3, seed=4, faults=(fault,)) as proxy:
         found = discover_shards(remote, endpoint_url=proxy.url)
     assert proxy.counts[fault] >= 3, proxy.counts
+    # Each fault costs exactly one request more (botocore's retry or Store._retrying's).
+    assert proxy.counts["requests"] == SHARDS + 2 + proxy.counts[fault], proxy.counts
     assert found.shards == discover_shards(local).shards
 
 

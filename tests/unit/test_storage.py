@@ -244,23 +244,59 @@ def test_ranged_read_of_a_missing_key_names_the_uri(store_uri, endpoint):
     with pytest.raises(ArtifactNotFound, match=r"missing artifact: .*nope\.bin does not exist"):
         store.get_range("nope.bin", 0, 8)
     with pytest.raises(ArtifactNotFound, match=r"missing artifact: .*nope\.bin does not exist"):
+        store.get_tail("nope.bin", 8)
+    with pytest.raises(ArtifactNotFound, match=r"missing artifact: .*nope\.bin does not exist"):
         store.open_ranged("nope.bin")
 
 
-def test_a_ranged_reader_reads_only_what_is_asked(store_uri, endpoint, monkeypatch):
+def test_a_tail_read_gives_the_last_bytes_and_the_size(store_uri, endpoint):
+    store = open_store(store_uri, endpoint_url=endpoint)
+    data = bytes(range(256)) * 40  # 10240 bytes, every offset distinguishable
+    store.put_bytes("obj.bin", data)
+    store.put_bytes("empty.bin", b"")
+    assert store.get_tail("obj.bin", 1) == (data[-1:], 10_240)
+    assert store.get_tail("obj.bin", 1000) == (data[-1000:], 10_240)
+    assert store.get_tail("obj.bin", 10_240) == (data, 10_240)
+    # A suffix longer than the object is the whole object (S3 answers so), not an error.
+    assert store.get_tail("obj.bin", 64 * 1024) == (data, 10_240)
+    assert store.get_tail("empty.bin", 64 * 1024) == (b"", 0)
+    with pytest.raises(ValueError, match="must be positive"):
+        store.get_tail("obj.bin", 0)
+
+
+def test_a_ranged_reader_serves_the_end_from_its_tail(store_uri, endpoint, monkeypatch):
+    """Opening is one tail read; reads of the end cost nothing more, and a read reaching
+    before the tail fetches only the bytes before it, in one ranged read."""
     store = open_store(store_uri, endpoint_url=endpoint)
     data = os.urandom(50_000)
     store.put_bytes("obj.bin", data)
-    asked: list[tuple[int, int]] = []
-    real = type(store)._read_range
+    asked: list[tuple[str, int, int]] = []
+    store_type = type(store)
+    real_range, real_tail = store_type._read_range, store_type._read_tail
     monkeypatch.setattr(
-        type(store), "_read_range", lambda s, k, a, n: asked.append((a, n)) or real(s, k, a, n)
+        store_type,
+        "_read_range",
+        lambda s, k, a, n: asked.append(("range", a, n)) or real_range(s, k, a, n),
     )
-    with store.open_ranged("obj.bin") as f:
+    monkeypatch.setattr(
+        store_type,
+        "_read_tail",
+        lambda s, k, n: asked.append(("tail", -n, n)) or real_tail(s, k, n),
+    )
+    with store.open_ranged("obj.bin", tail_bytes=1000) as f:
+        assert asked == [("tail", -1000, 1000)]
         assert f.seek(-100, os.SEEK_END) == 49_900
         assert f.read(60) == data[-100:-40]
         assert f.read() == data[-40:]  # to the end, no further
         assert f.read(10) == b""
+        assert asked == [("tail", -1000, 1000)]  # all from the tail
+        f.seek(48_500)
+        assert f.read(1000) == data[48_500:49_500]  # 500 before the tail, 500 in it
         f.seek(10)
         assert f.read(5) == data[10:15]
-    assert asked == [(49_900, 60), (49_960, 40), (10, 5)]
+    assert asked == [("tail", -1000, 1000), ("range", 48_500, 500), ("range", 10, 5)]
+    with store.open_ranged("obj.bin") as f:  # pyarrow's 64 KiB: the whole object in hand
+        assert f.seek(0, os.SEEK_END) == 50_000
+        f.seek(0)
+        assert f.read() == data
+    assert asked[3:] == [("tail", -64 * 1024, 64 * 1024)]

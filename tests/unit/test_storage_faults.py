@@ -38,6 +38,8 @@ def test_every_read_path_survives_each_fault(s3_endpoint, s3_bucket, tmp_path, f
             assert target.read_bytes() == data
             # A ranged read has no sha256 to catch a short body: it is the length that must.
             assert store.get_range(f"set/{name}", 100, 700) == data[100:800]
+            assert store.get_tail(f"set/{name}", 900) == (data[-900:], len(data))
+            assert store.get_tail(f"set/{name}", 64 * 1024) == (data, len(data))
         assert len(store.list("set")) == len(blobs) + 1
         assert store.head("set/k3.bin").sha256 == sha256_bytes(blobs["k3.bin"])
     assert proxy.counts[fault] >= 5, proxy.counts
@@ -87,6 +89,9 @@ def test_faults_beyond_the_retry_budget_end_in_one_clear_error(
         with pytest.raises(StorageError, match=r"S3 read of s3://.*/k\.bin was cut short") as info:
             store.get_range("k.bin", 1000, 2000)
         assert "\n" not in str(info.value)
+        with pytest.raises(StorageError, match=r"S3 read of s3://.*/k\.bin was cut short") as info:
+            store.get_tail("k.bin", 2000)
+        assert "\n" not in str(info.value)
 
 
 def test_an_endpoint_that_ignores_ranges_is_named_not_trusted(s3_endpoint, s3_bucket):
@@ -95,4 +100,15 @@ def test_an_endpoint_that_ignores_ranges_is_named_not_trusted(s3_endpoint, s3_bu
         store = open_store(s3_bucket, endpoint_url=proxy.url)
         with pytest.raises(StorageError, match=r"does not support ranged reads") as info:
             store.get_range("k.bin", 100, 50)
-    assert "\n" not in str(info.value) and proxy.counts["ignore_range"] == 1
+        assert "\n" not in str(info.value) and proxy.counts["ignore_range"] == 1
+        # A tail read answered with the whole object: right when the object is no longer than
+        # the tail (that is what a suffix read returns), refused when it is longer (every
+        # footer read would download the shard whole).
+        data = bytes(range(256)) * 16
+        assert store.get_tail("k.bin", len(data)) == (data, len(data))
+        with pytest.raises(
+            StorageError, match=r"last 100 bytes of s3://.*/k\.bin with 4096 "
+        ) as info:
+            store.get_tail("k.bin", 100)
+        assert "does not support ranged reads" in str(info.value)
+        assert "\n" not in str(info.value) and proxy.counts["ignore_range"] == 3

@@ -8,7 +8,7 @@ A shard set is every ``*.parquet`` under the prefix, or exactly the shards liste
 ``shards.json`` (``{"shards": [{"name", "sha256", "rows"}]}``, as :func:`write_shards` writes it),
 whose sha256s are then checked on every download, as artifacts are. Row counts come from Parquet
 footers, so nothing is read beyond metadata until a loader asks for rows: a remote shard's footer
-is read by ranged reads of the object's end (discovery downloads no shard, and so checks no
+is read by one suffix-range read of the object's end (discovery downloads no shard, and so checks no
 sha256: the download that reads the shard does). Remote shards are downloaded whole into a local
 cache with a byte limit (least recently used evicted) when rows are read; local shards are read in
 place. Every error names the shard and the fix.
@@ -51,8 +51,9 @@ PREFETCH_SHARDS = 2  # remote shards downloading ahead of the reader, per proces
 _IN_FLIGHT: set[Future] = set()  # this process's background downloads not finished yet
 VERIFIED_FOLDER = ".verified"  # in the cache folder: local shards already checked, by file state
 FOOTER_READ_THREADS = 8
-"""Remote footers read at once during discovery: each is two small requests (size, then the
-end of the object), so discovering thousands of shards is bound by round trips, not bandwidth."""
+"""Remote footers read at once during discovery: each is one small request (the object's last
+64 KiB and its size; a footer larger than that, one more), so discovering thousands of shards is
+bound by round trips, not bandwidth."""
 
 
 @dataclass(frozen=True)
@@ -255,9 +256,10 @@ class ShardSet:
 
     def footer(self, shard: ShardInfo) -> pq.FileMetaData:
         """The shard's Parquet footer (row groups, schema). A local shard's comes from opening
-        it, as reading does (checked against its sha256 first); a remote shard's from ranged
-        reads of the object's end, without downloading the shard: its sha256 is checked by the
-        download that reads its rows, not here."""
+        it, as reading does (checked against its sha256 first); a remote shard's from one read
+        of the object's last 64 KiB, which also gives its size (one more ranged read when the
+        footer is larger), without downloading the shard: its sha256 is checked by the download
+        that reads its rows, not here."""
         if isinstance(self.store, FileStore):
             return self.open(shard).metadata
         try:
