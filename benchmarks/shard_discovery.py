@@ -9,8 +9,9 @@ schema, each on an empty cache:
 
 - ``whole_download``: each shard downloaded whole into the shard cache (sha256 checked against
   shards.json) and its footer read from the local copy: what discovery did before footer reads.
-- ``footer_ranges``: :func:`trainpipe.data.shards.discover_shards` (a HEAD and a ranged GET of
-  the object's end per shard, ``FOOTER_READ_THREADS`` shards at a time).
+- ``footer_ranges``: :func:`trainpipe.data.shards.discover_shards` (one suffix-range GET of the
+  object's last 64 KiB per shard, whose answer also gives its size; ``FOOTER_READ_THREADS``
+  shards at a time). ``requests`` counts every request, the listing and shards.json included.
 
 Times are the best of ``--repeats`` runs straight to the server. Bytes and requests are counted
 in one more run of each through a pass-through proxy (tests/support/fault_proxy.py with no
