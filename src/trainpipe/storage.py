@@ -348,11 +348,10 @@ class RangedReader(io.RawIOBase):
         before_tail = max(0, min(end, self._tail_start) - start)
         if before_tail:
             buffer[:before_tail] = self._store.get_range(self._key, start, before_tail)
-        if end > start + before_tail:
+        in_tail = end - start - before_tail
+        if in_tail:
             offset = start + before_tail - self._tail_start
-            buffer[before_tail : end - start] = self._tail[
-                offset : offset + end - start - before_tail
-            ]
+            buffer[before_tail : before_tail + in_tail] = self._tail[offset : offset + in_tail]
         self._position = end
         return end - start
 
